@@ -1,0 +1,1 @@
+"""One module per primitive family: validate inputs, pick a config, get the kernel, launch."""
