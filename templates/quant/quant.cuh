@@ -1,0 +1,144 @@
+// FP8 (e4m3) quantisation with fp32 scales: per 1x128 token group and per 128x128 block.
+// Math and non-finite policy: jitkern/reference/quant.py (the kernels match it bit for bit).
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+#include "common/types.cuh"
+
+namespace jitkern {
+namespace quant {
+
+constexpr float kFp8Max = 448.0f;
+constexpr float kAmaxFloor = 1e-4f;
+
+// 8 consecutive elements -> fp32, from one 16-byte (bf16/fp16) or two (fp32) vector loads.
+__device__ __forceinline__ void load8(const __nv_bfloat16* p, float (&v)[8]) {
+  uint4 u = __ldg(reinterpret_cast<const uint4*>(p));
+  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&u);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) { float2 f = __bfloat1622float2(h[i]); v[2 * i] = f.x; v[2 * i + 1] = f.y; }
+}
+__device__ __forceinline__ void load8(const __half* p, float (&v)[8]) {
+  uint4 u = __ldg(reinterpret_cast<const uint4*>(p));
+  const __half2* h = reinterpret_cast<const __half2*>(&u);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) { float2 f = __half22float2(h[i]); v[2 * i] = f.x; v[2 * i + 1] = f.y; }
+}
+__device__ __forceinline__ void load8(const float* p, float (&v)[8]) {
+  float4 a = __ldg(reinterpret_cast<const float4*>(p));
+  float4 b = __ldg(reinterpret_cast<const float4*>(p) + 1);
+  v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w; v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
+}
+
+// Scale from a group's amax; NaN when the group held a non-finite value.
+template <bool kPow2>
+__device__ __forceinline__ float group_scale(float amax, bool finite) {
+  float s = fmaxf(amax, kAmaxFloor) / kFp8Max;
+  if (kPow2) {
+    uint32_t b = __float_as_uint(s);
+    uint32_t e = b & 0x7F800000u;
+    s = __uint_as_float((b & 0x007FFFFFu) ? e + 0x00800000u : e);
+  }
+  return finite ? s : __uint_as_float(0x7FC00000u);
+}
+
+// 8 values -> 8 e4m3 bytes packed in a uint2 (true IEEE division, as the reference does).
+__device__ __forceinline__ uint2 cast8(const float (&v)[8], float scale, bool finite) {
+  uint32_t w[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    uint32_t acc = 0;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      uint32_t byte = finite ? (uint32_t)__nv_cvt_float_to_fp8(__fdiv_rn(v[4 * h + i], scale), __NV_SATFINITE, __NV_E4M3)
+                             : 0x7Fu;
+      acc |= byte << (8 * i);
+    }
+    w[h] = acc;
+  }
+  return make_uint2(w[0], w[1]);
+}
+
+__device__ __forceinline__ void absmax8(const float (&v)[8], float& amax, bool& finite) {
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    finite &= isfinite(v[i]);
+    amax = fmaxf(amax, fabsf(v[i]));
+  }
+}
+
+}  // namespace quant
+
+// Per-token-group quantisation. x [M, K] row stride x_ld (elements), q [M, K] contiguous e4m3,
+// scales written MN-major: scale of (row m, group g) at s[g * s_ld + m] (s_ld = align(M, 4)).
+// 16 threads own one 128-wide group (8 elements each); a 256-thread block owns 16 groups.
+// Requires K % 16 == 0 and 16-byte aligned rows (checked by the Python wrapper).
+template <typename T, bool kPow2>
+__global__ void __launch_bounds__(256) quant_token_group(const T* __restrict__ x, uint8_t* __restrict__ q,
+                                                         float* __restrict__ s, int M, int K, int64_t x_ld, int s_ld) {
+  const int groups_per_row = (K + 127) / 128;
+  const int64_t gid = (int64_t)blockIdx.x * 16 + (threadIdx.x >> 4);
+  const int lane = threadIdx.x & 15;
+  const bool live = gid < (int64_t)M * groups_per_row;
+  const int row = live ? (int)(gid / groups_per_row) : 0;
+  const int g = live ? (int)(gid % groups_per_row) : 0;
+  const int col = g * 128 + lane * 8;
+  const bool has = live && col < K;
+  float v[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+  if (has) quant::load8(x + row * x_ld + col, v);
+  float amax = 0.f;
+  bool finite = true;
+  quant::absmax8(v, amax, finite);
+  // nan in |v| is dropped by fmaxf; the finite flag carries it instead.
+#pragma unroll
+  for (int o = 8; o > 0; o >>= 1) {
+    amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+    finite = __shfl_xor_sync(0xffffffffu, (int)finite, o) && finite;
+  }
+  const float scale = quant::group_scale<kPow2>(amax, finite);
+  if (has) *reinterpret_cast<uint2*>(q + (int64_t)row * K + col) = quant::cast8(v, scale, finite);
+  if (live && lane == 0) s[(int64_t)g * s_ld + row] = scale;
+}
+
+// Per-128x128-block quantisation. x [N, K] row stride x_ld, q [N, K] contiguous e4m3,
+// s [ceil(N/128), ceil(K/128)] row-major. One 256-thread block per 128x128 tile: thread t owns
+// columns (t % 16) * 8 .. +8 of rows t / 16 + 16 * i, i < 8 (64 values kept in registers).
+template <typename T, bool kPow2>
+__global__ void __launch_bounds__(256) quant_block(const T* __restrict__ x, uint8_t* __restrict__ q,
+                                                   float* __restrict__ s, int N, int K, int64_t x_ld) {
+  __shared__ float red_amax[8];
+  __shared__ int red_finite[8];
+  const int col = blockIdx.x * 128 + (threadIdx.x & 15) * 8;
+  const int row0 = blockIdx.y * 128 + (threadIdx.x >> 4);
+  float v[8][8];
+  float amax = 0.f;
+  bool finite = true;
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    const int row = row0 + 16 * i;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) v[i][j] = 0.f;
+    if (row < N && col < K) quant::load8(x + row * x_ld + col, v[i]);
+    quant::absmax8(v[i], amax, finite);
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+    finite = __shfl_xor_sync(0xffffffffu, (int)finite, o) && finite;
+  }
+  const int warp = threadIdx.x >> 5;
+  if ((threadIdx.x & 31) == 0) { red_amax[warp] = amax; red_finite[warp] = finite; }
+  __syncthreads();
+#pragma unroll
+  for (int w = 0; w < 8; ++w) { amax = fmaxf(amax, red_amax[w]); finite = finite && red_finite[w]; }
+  const float scale = quant::group_scale<kPow2>(amax, finite);
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    const int row = row0 + 16 * i;
+    if (row < N && col < K) *reinterpret_cast<uint2*>(q + (int64_t)row * K + col) = quant::cast8(v[i], scale, finite);
+  }
+  if (threadIdx.x == 0) s[blockIdx.y * gridDim.x + blockIdx.x] = scale;
+}
+
+}  // namespace jitkern

@@ -1,0 +1,188 @@
+"""FP8 quantisation: reference math properties (CPU) and kernels vs reference, bit for bit (GPU)."""
+import ctypes
+
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+from jitkern.reference import quant as ref
+
+E4M3_EPS = 2.0 ** -3  # e4m3 has 3 mantissa bits: relative rounding error <= 2^-4, bound with margin
+
+
+def _rand(m, k, log10_range, dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    mag = 10.0 ** (torch.rand(m, k, generator=g) * 2 * log10_range - log10_range)
+    sign = torch.where(torch.rand(m, k, generator=g) < 0.5, -1.0, 1.0)
+    return (mag * sign).to(dtype)
+
+
+shapes = st.tuples(st.integers(0, 70), st.integers(1, 600))
+
+
+@given(shape=shapes, rng=st.floats(0, 6), pow2=st.booleans(), seed=st.integers(0, 2**31))
+def test_token_group_reference_properties(shape, rng, pow2, seed):
+    m, k = shape
+    x = _rand(m, k, rng, seed=seed)
+    q, s = ref.quant_token_group(x, pow2)
+    assert q.dtype == torch.float8_e4m3fn and q.shape == (m, k) and s.shape == (m, -(-k // 128))
+    if m == 0:
+        return
+    groups = torch.nn.functional.pad(x, (0, s.shape[1] * 128 - k)).view(m, -1, 128)
+    amax = groups.abs().amax(-1)
+    expect = amax.clamp_min(1e-4) / 448
+    if pow2:
+        assert torch.all(torch.log2(s) == torch.round(torch.log2(s)))
+        assert torch.all(s >= expect) and torch.all(s < 2 * expect)
+    else:
+        assert torch.equal(s, expect)
+    assert q.float().abs().max() <= 448
+    # dequantised values are within e4m3 rounding of x, or below the group's subnormal step
+    deq = ref.dequant_token_group(q, s)
+    tol = E4M3_EPS * x.abs() + s.repeat_interleave(128, 1)[:, :k] * 2.0 ** -9
+    assert torch.all((deq - x).abs() <= tol)
+
+
+@given(n=st.integers(1, 300), k=st.integers(1, 300), pow2=st.booleans(), seed=st.integers(0, 2**31))
+def test_block_reference_properties(n, k, pow2, seed):
+    x = _rand(n, k, 3, seed=seed)
+    q, s = ref.quant_block(x, pow2)
+    assert s.shape == (-(-n // 128), -(-k // 128))
+    for bi in range(s.shape[0]):
+        for bj in range(s.shape[1]):
+            blk = x[bi * 128:(bi + 1) * 128, bj * 128:(bj + 1) * 128]
+            e = blk.abs().max().clamp_min(1e-4) / 448
+            assert (s[bi, bj] >= e and s[bi, bj] < 2 * e) if pow2 else s[bi, bj] == e
+    deq = ref.dequant_block(q, s)
+    assert torch.all((deq - x).abs() <= E4M3_EPS * x.abs() + s.max() * 2.0 ** -9)
+
+
+def test_zero_rows_and_nonfinite_policy():
+    x = torch.randn(4, 256)
+    x[0] = 0
+    x[1, 3] = float("nan")
+    x[2, 200] = float("inf")
+    x[3, 7] = -float("inf")
+    q, s = ref.quant_token_group(x)
+    qb = q.view(torch.uint8)
+    assert torch.all(qb[0] == 0) and torch.all(s[0] == 1e-4 / 448)
+    assert torch.isnan(s[1, 0]) and torch.all(qb[1, :128] == 0x7F) and torch.isfinite(s[1, 1])
+    assert torch.isnan(s[2, 1]) and torch.all(qb[2, 128:] == 0x7F) and torch.all(qb[2, :128] != 0x7F)
+    assert torch.isnan(s[3, 0])
+    qb2, s2 = ref.quant_block(x)
+    assert torch.isnan(s2).all()  # one 128x128 block holds all four rows
+
+
+def test_ceil_pow2_exact():
+    s = torch.tensor([1.0, 1.5, 0.75, 2.0 ** -20, 3e-7, 448.0])
+    assert torch.equal(ref.ceil_pow2(s), torch.tensor([1.0, 2.0, 1.0, 2.0 ** -20, 2.0 ** -21, 512.0]))
+
+
+# ---------------------------------------------------------------------------------------- GPU
+gpu_dtypes = st.sampled_from([torch.bfloat16, torch.float16, torch.float32])
+
+
+def _assert_same(q, s, qr, sr):
+    assert torch.equal(q.view(torch.uint8).cpu(), qr.view(torch.uint8)), "e4m3 bits differ"
+    s, sr = s.cpu(), sr
+    assert torch.equal(torch.isnan(s), torch.isnan(sr)), "NaN scales differ"
+    assert torch.equal(s.nan_to_num(), sr.nan_to_num()), "scales differ"
+
+
+@pytest.mark.gpu
+@settings(max_examples=60)
+@given(m=st.integers(1, 600), kq=st.integers(1, 70), dtype=gpu_dtypes, pow2=st.booleans(),
+       rng=st.floats(0, 4), seed=st.integers(0, 2**31))
+def test_token_group_kernel_matches_reference(m, kq, dtype, pow2, rng, seed):
+    from jitkern.ops.quant import empty_token_group_scales, per_token_group_quant_fp8
+    k = 16 * kq
+    x = _rand(m, k, rng, dtype, seed)
+    if seed % 5 == 0:
+        x[seed % m] = 0
+    if seed % 7 == 0:
+        x[seed % m, seed % k] = float("nan")
+    xd = x.cuda()
+    q = torch.full((m, k), 0x55, dtype=torch.uint8, device="cuda").view(torch.float8_e4m3fn)
+    s = empty_token_group_scales(m, k, "cuda").fill_(-7.0)
+    per_token_group_quant_fp8(xd, pow2, out=(q, s))
+    qr, sr = ref.quant_token_group(x, pow2)
+    _assert_same(q, s, qr, sr)
+    q2, s2 = per_token_group_quant_fp8(xd, pow2)
+    assert s2.stride() == (1, (m + 3) // 4 * 4)
+    _assert_same(q2, s2, qr, sr)
+
+
+@pytest.mark.gpu
+@settings(max_examples=40)
+@given(n=st.integers(1, 700), kq=st.integers(1, 40), dtype=gpu_dtypes, pow2=st.booleans(), seed=st.integers(0, 2**31))
+def test_block_kernel_matches_reference(n, kq, dtype, pow2, seed):
+    from jitkern.ops.quant import per_block_quant_fp8
+    k = 16 * kq
+    x = _rand(n, k, 3, dtype, seed)
+    if seed % 4 == 0:
+        x[seed % n, seed % k] = float("inf")
+    q = torch.full((n, k), 0x55, dtype=torch.uint8, device="cuda").view(torch.float8_e4m3fn)
+    s = torch.full((-(-n // 128), -(-k // 128)), -7.0, device="cuda")
+    per_block_quant_fp8(x.cuda(), pow2, out=(q, s))
+    _assert_same(q, s, *ref.quant_block(x, pow2))
+
+
+@pytest.mark.gpu
+def test_strided_rows_and_large_shapes():
+    from jitkern.ops.quant import per_token_group_quant_fp8
+    base = torch.randn(300, 7168 + 64, dtype=torch.bfloat16, device="cuda") * 3
+    x = base[:, :7168]  # row stride 7232 elements: 16-byte aligned, not contiguous
+    q, s = per_token_group_quant_fp8(x)
+    _assert_same(q, s, *ref.quant_token_group(x.cpu()))
+
+
+@pytest.mark.gpu
+def test_cuda_graph_capture_replays_correctly():
+    from jitkern.ops.quant import per_block_quant_fp8, per_token_group_quant_fp8
+    x = torch.randn(257, 1024, dtype=torch.bfloat16, device="cuda")
+    w = torch.randn(384, 512, dtype=torch.bfloat16, device="cuda")
+    per_token_group_quant_fp8(x)
+    per_block_quant_fp8(w)  # load kernels outside capture
+    torch.cuda.synchronize()
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        qa, sa = per_token_group_quant_fp8(x)
+        qw, sw = per_block_quant_fp8(w)
+    x.copy_(torch.randn_like(x) * 5)
+    w.copy_(torch.randn_like(w) * 0.01)
+    g.replay()
+    torch.cuda.synchronize()
+    _assert_same(qa, sa, *ref.quant_token_group(x.cpu()))
+    _assert_same(qw, sw, *ref.quant_block(w.cpu()))
+
+
+@pytest.mark.gpu
+def test_empty_m_no_launch():
+    from jitkern.ops.quant import per_token_group_quant_fp8
+    q, s = per_token_group_quant_fp8(torch.empty(0, 256, dtype=torch.bfloat16, device="cuda"))
+    assert q.shape == (0, 256) and s.shape == (0, 2)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("bad,match", [
+    (lambda: torch.randn(4, 256, device="cuda").to(torch.int32), "x: expected dtype"),
+    (lambda: torch.randn(4, 250, device="cuda"), "x: expected K"),
+    (lambda: torch.randn(4, 256), "x: expected a CUDA tensor"),
+    (lambda: torch.randn(256, 4, device="cuda").t(), "x: expected stride 1"),
+    (lambda: torch.randn(4, 264, device="cuda", dtype=torch.bfloat16)[:, 1:257], "x: data pointer must be 16-byte aligned"),
+    (lambda: torch.randn(2, 4, 256, device="cuda"), "x: expected 2 dims"),
+])
+def test_bad_inputs_raise(bad, match):
+    from jitkern.ops.quant import per_block_quant_fp8, per_token_group_quant_fp8
+    for fn in (per_token_group_quant_fp8, per_block_quant_fp8):
+        with pytest.raises(ValueError, match=match):
+            fn(bad())
+
+
+@pytest.mark.gpu
+def test_bad_out_layout_raises():
+    from jitkern.ops.quant import per_token_group_quant_fp8
+    x = torch.randn(6, 256, device="cuda")
+    q = torch.empty(6, 256, dtype=torch.float8_e4m3fn, device="cuda")
+    with pytest.raises(ValueError, match=r"out\[1\]: expected MN-major"):
+        per_token_group_quant_fp8(x, out=(q, torch.empty(6, 2, device="cuda")))
