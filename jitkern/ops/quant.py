@@ -28,7 +28,18 @@ def empty_token_group_scales(m: int, k: int, device) -> torch.Tensor:
     return torch.empty((g, tma_aligned_rows(m)), dtype=torch.float32, device=device).t()[:m]
 
 
+_SPECS: dict = {}
+
+
 def _spec(kind: str, dtype: torch.dtype, round_pow2: bool) -> KernelSpec:
+    key = (kind, dtype, round_pow2)
+    spec = _SPECS.get(key)
+    if spec is None:
+        spec = _SPECS[key] = _make_spec(kind, dtype, round_pow2)
+    return spec
+
+
+def _make_spec(kind: str, dtype: torch.dtype, round_pow2: bool) -> KernelSpec:
     return KernelSpec("quant/quant.cuh", f"jitkern::quant_{kind}<{_CTYPE[dtype]}, {str(round_pow2).lower()}>",
                       family="quant")
 

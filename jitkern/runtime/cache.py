@@ -25,7 +25,7 @@ import time
 import warnings
 from pathlib import Path
 
-from .compiler import compile_cubin, options_for, toolchain_versions
+from .compiler import code_options, compile_cubin, toolchain_versions
 from .kernel_spec import KernelSpec
 from .render import render, template_digest
 
@@ -37,7 +37,7 @@ def cache_dir() -> Path:
 
 
 def cache_key(spec: KernelSpec, arch: str) -> str:
-    opts = [o for o in options_for(spec, arch) if not o.startswith("-I")]
+    opts = list(code_options(spec, arch))
     payload = {
         "source": render(spec), "name": spec.name, "options": opts, "arch": arch,
         "toolchain": toolchain_versions(), "templates": template_digest(spec.template),
@@ -50,9 +50,6 @@ class Entry:
     key: str
     cubin: bytes
     meta: dict
-
-
-_PTXAS_RE = re.compile(r"Used (\d+) registers.*?(\d+) bytes smem", re.S)
 
 
 def _ptxas_summary(log: str) -> dict:
@@ -198,7 +195,7 @@ def compile_spec(spec: KernelSpec, arch: str, cache: DiskCache | None = None):
         res = compile_cubin(spec, arch)
         meta = {
             "name": spec.name, "template": spec.template, "family": spec.family, "arch": arch,
-            "lowered_name": res.lowered_name, "options": [o for o in options_for(spec, arch) if not o.startswith("-I")],
+            "lowered_name": res.lowered_name, "options": list(code_options(spec, arch)),
             "compile_seconds": round(res.seconds, 4), "cubin_bytes": len(res.cubin),
             "cubin_sha256": hashlib.sha256(res.cubin).hexdigest(), "toolchain": toolchain_versions(),
             "created": time.time(), "ptxas": _ptxas_summary(res.log),

@@ -57,15 +57,19 @@ def include_dirs() -> tuple:
 
 @functools.lru_cache(maxsize=None)
 def toolchain_versions() -> dict:
-    """Versions that change generated code: NVRTC and every header wheel. Part of the cache key."""
-    from cuda.bindings import nvrtc
-    err, major, minor = nvrtc.nvrtcVersion()
-    out = {"nvrtc": f"{major}.{minor}"}
+    """Versions that change generated code: NVRTC and every header wheel. Part of the cache key.
+    Read from wheel metadata so a cache hit never loads libnvrtc; NVRTC is asked only when its
+    wheel is absent (a system NVRTC)."""
+    out = {}
     for dist in ("nvidia-cuda-nvrtc", "nvidia-cuda-runtime", "nvidia-cuda-cccl", "nvidia-cutlass"):
         try:
             out[dist] = md.version(dist)
         except md.PackageNotFoundError:
             out[dist] = None
+    if out["nvidia-cuda-nvrtc"] is None:
+        from cuda.bindings import nvrtc
+        _, major, minor = nvrtc.nvrtcVersion()
+        out["nvrtc"] = f"{major}.{minor}"
     return out
 
 
@@ -73,13 +77,18 @@ BASE_OPTIONS = ("-std=c++17", "-default-device", "-DNDEBUG", "--device-int128",
                 "-Xptxas=-v", "-DCUTLASS_ENABLE_GDC_FOR_SM90=0")
 
 
-def options_for(spec: KernelSpec, arch: str) -> tuple:
+def code_options(spec: KernelSpec, arch: str) -> tuple:
+    """Options that shape the generated code (the cache key's part); include folders excluded,
+    since install roots differ between machines while the wheels' versions pin their content."""
     opts = [f"--gpu-architecture={arch}", *BASE_OPTIONS]
     if os.environ.get("JITKERN_LINEINFO"):
         opts.append("-lineinfo")
     opts += [f"-D{k}={v}" for k, v in spec.defines]
-    opts += [f"-I{d}" for d in include_dirs()]
     return tuple(opts)
+
+
+def options_for(spec: KernelSpec, arch: str) -> tuple:
+    return code_options(spec, arch) + tuple(f"-I{d}" for d in include_dirs())
 
 
 @dataclasses.dataclass

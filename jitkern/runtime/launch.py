@@ -1,45 +1,120 @@
 """Launching a loaded kernel on torch's current stream: argument packing, dynamic shared memory,
-thread-block clusters (``cuLaunchKernelEx``). Works inside CUDA-graph capture.
+thread-block clusters. Works inside CUDA-graph capture.
 
 Kernel arguments are passed as a sequence whose items are:
   * ``torch.Tensor`` -> its device pointer (``T*`` parameter),
   * a ``ctypes`` scalar (``ctypes.c_int32(M)``, ``ctypes.c_float(x)``, ``ctypes.c_uint64(p)``),
   * a ``CUtensorMap`` (from :mod:`jitkern.runtime.tma`) -> a ``const __grid_constant__ CUtensorMap``.
 Plain Python ints/floats are refused: their C type would be a guess.
+
+The hot path calls the driver's ``cuLaunchKernel``/``cuLaunchKernelEx`` through ctypes with a
+per-thread parameter buffer: cuda.bindings' generic argument conversion costs several times more
+host time than the launch itself (measured: see ``jitkern bench runtime``).
 """
 from __future__ import annotations
 
 import ctypes
+import struct
+import threading
 
 from .loader import check, get_function, load_library
 
-_c_void_p = ctypes.c_void_p
-_addressof = ctypes.addressof
-_CData = ctypes._SimpleCData
+_MAX_ARGS = 64
+_SLOT = 8  # every pointer/scalar parameter is copied from an 8-byte slot (little-endian low bytes)
+
+
+class _ClusterDim(ctypes.Structure):
+    _fields_ = [("x", ctypes.c_uint), ("y", ctypes.c_uint), ("z", ctypes.c_uint)]
+
+
+class _LaunchAttrValue(ctypes.Union):
+    _fields_ = [("clusterDim", _ClusterDim), ("pad", ctypes.c_char * 64)]
+
+
+class _LaunchAttr(ctypes.Structure):
+    _fields_ = [("id", ctypes.c_int), ("pad", ctypes.c_char * 4), ("value", _LaunchAttrValue)]
+
+
+class _LaunchConfig(ctypes.Structure):
+    _fields_ = [("gridDimX", ctypes.c_uint), ("gridDimY", ctypes.c_uint), ("gridDimZ", ctypes.c_uint),
+                ("blockDimX", ctypes.c_uint), ("blockDimY", ctypes.c_uint), ("blockDimZ", ctypes.c_uint),
+                ("sharedMemBytes", ctypes.c_uint), ("hStream", ctypes.c_void_p),
+                ("attrs", ctypes.POINTER(_LaunchAttr)), ("numAttrs", ctypes.c_uint)]
+
+
+_CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION = 4
+_driver = None
+
+
+def _libcuda():
+    global _driver
+    if _driver is None:
+        lib = ctypes.CDLL("libcuda.so.1")
+        u = ctypes.c_uint
+        lib.cuLaunchKernel.argtypes = [ctypes.c_void_p, u, u, u, u, u, u, u, ctypes.c_void_p,
+                                       ctypes.c_void_p, ctypes.c_void_p]
+        lib.cuLaunchKernel.restype = ctypes.c_int
+        lib.cuLaunchKernelEx.argtypes = [ctypes.POINTER(_LaunchConfig), ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+        lib.cuLaunchKernelEx.restype = ctypes.c_int
+        _driver = lib
+    return _driver
+
+
+class _ParamBuffer(threading.local):
+    def __init__(self):
+        self.slots = (ctypes.c_uint64 * _MAX_ARGS)()
+        base = ctypes.addressof(self.slots)
+        self.slot_addr = [base + _SLOT * i for i in range(_MAX_ARGS)]
+        self.ptrs = (ctypes.c_void_p * _MAX_ARGS)(*self.slot_addr)  # slot i's address, fixed
+        self.ptrs_addr = ctypes.addressof(self.ptrs)
+
+
+_params = _ParamBuffer()
+# ctypes scalar type -> struct code filling one 8-byte slot (the kernel reads the low bytes).
+_SCALAR_FMT = {ctypes.c_int32: "q", ctypes.c_int64: "q", ctypes.c_uint32: "Q", ctypes.c_uint64: "Q",
+               ctypes.c_int16: "q", ctypes.c_uint16: "Q", ctypes.c_int8: "q", ctypes.c_uint8: "Q",
+               ctypes.c_bool: "Q", ctypes.c_float: "f4x", ctypes.c_double: "d", ctypes.c_void_p: "Q"}
+_pack_into = struct.pack_into
 
 
 def pack_args(args):
-    """Return (keepalive, address of a void*[n] array) for cuLaunchKernel's kernelParams."""
+    """Fill this thread's parameter buffer from ``args``; return the ``void**`` address (and the
+    objects it points into). Valid until the next call on this thread: the driver copies
+    parameters at launch."""
     import torch
-    holders = []
-    addrs = []
+    n = len(args)
+    if n > _MAX_ARGS:
+        raise ValueError(f"args: at most {_MAX_ARGS} kernel arguments, got {n}")
+    p = _params
+    fmt, vals, maps = [], [], None
     for i, a in enumerate(args):
-        if isinstance(a, torch.Tensor):
-            h = _c_void_p(a.data_ptr())
-            holders.append(h)
-            addrs.append(_addressof(h))
-        elif isinstance(a, (_CData, ctypes.Structure)):
-            holders.append(a)
-            addrs.append(_addressof(a))
-        elif hasattr(a, "getPtr"):
-            holders.append(a)
-            addrs.append(a.getPtr())
+        f = _SCALAR_FMT.get(type(a))
+        if f is not None:
+            fmt.append(f)
+            vals.append(a.value or 0)
+        elif isinstance(a, torch.Tensor):
+            fmt.append("Q")
+            vals.append(a.data_ptr())
+        elif hasattr(a, "getPtr"):  # CUtensorMap: passed by value from its own 128-byte storage
+            fmt.append("8x")
+            maps = maps or []
+            maps.append((i, a.getPtr()))
         else:
             raise TypeError(f"kernel argument {i}: expected a torch.Tensor, a ctypes scalar or a "
                             f"CUtensorMap, got {type(a).__name__} (wrap Python numbers in ctypes)")
-    arr = (_c_void_p * len(addrs))(*addrs) if addrs else None
-    holders.append(arr)
-    return holders, (_addressof(arr) if arr is not None else 0)
+    _pack_into("<" + "".join(fmt), p.slots, 0, *vals)
+    if maps is None:
+        return p.ptrs_addr, None
+    ptrs = (ctypes.c_void_p * n)(*p.slot_addr[:n])
+    for i, addr in maps:
+        ptrs[i] = addr
+    return ctypes.addressof(ptrs), (ptrs, args)
+
+
+def _current_stream(index: int) -> int:
+    import torch
+    raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+    return raw(index) if raw is not None else torch.cuda.current_stream(index).cuda_stream
 
 
 class Kernel:
@@ -47,6 +122,7 @@ class Kernel:
 
     def __init__(self, library, function, device_index: int, name: str):
         self.library, self.function, self.device_index, self.name = library, function, device_index, name
+        self._fptr = int(function)
         self._smem_limit_set = 0
         self._configs = {}
 
@@ -62,48 +138,41 @@ class Kernel:
         return check(driver.cuFuncGetAttribute(attr, self.function), "cuFuncGetAttribute")
 
     def _ensure_smem(self, smem: int):
-        if smem > 48 * 1024 and smem > self._smem_limit_set:
-            from cuda.bindings import driver
-            check(driver.cuFuncSetAttribute(
-                self.function, driver.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                smem), f"setting {smem} bytes of dynamic shared memory for {self.name}")
-            self._smem_limit_set = smem
+        from cuda.bindings import driver
+        check(driver.cuFuncSetAttribute(
+            self.function, driver.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            smem), f"setting {smem} bytes of dynamic shared memory for {self.name}")
+        self._smem_limit_set = smem
 
     def launch(self, grid, block, args, smem: int = 0, cluster=None, stream=None):
         """Launch on ``stream`` (a raw ``cudaStream_t`` int; default torch's current stream of this
-        kernel's device). ``grid``/``block``/``cluster`` are 3-tuples (shorter ones padded with 1)."""
-        from cuda.bindings import driver
-        if stream is None:
-            import torch
-            stream = torch.cuda.current_stream(self.device_index).cuda_stream
-        if smem:
+        kernel's device). ``grid``/``block``/``cluster`` are tuples of up to 3 ints."""
+        if smem > 48 * 1024 and smem > self._smem_limit_set:
             self._ensure_smem(smem)
+        if stream is None:
+            stream = _current_stream(self.device_index)
         gx, gy, gz = (tuple(grid) + (1, 1))[:3]
         bx, by, bz = (tuple(block) + (1, 1))[:3]
-        keep, params = pack_args(args)
-        if cluster is None or tuple(cluster) in ((1,), (1, 1), (1, 1, 1)):
-            err, = driver.cuLaunchKernel(self.function, gx, gy, gz, bx, by, bz, smem, stream, params, 0)
+        params, _keep = pack_args(args)
+        lib = _driver or _libcuda()
+        if cluster is None or all(c == 1 for c in cluster):
+            err = lib.cuLaunchKernel(self._fptr, gx, gy, gz, bx, by, bz, smem, stream, params, None)
         else:
             cfg = self._cluster_config((gx, gy, gz), (bx, by, bz), smem, tuple((tuple(cluster) + (1, 1))[:3]))
-            cfg.hStream = stream
-            err, = driver.cuLaunchKernelEx(cfg, self.function, params, 0)
-        if err != driver.CUresult.CUDA_SUCCESS:
-            check((err,), f"launching {self.name} grid={grid} block={block} smem={smem} cluster={cluster}")
-        del keep
+            cfg[0].hStream = stream
+            err = lib.cuLaunchKernelEx(cfg[0], self._fptr, params, None)
+        if err:
+            from cuda.bindings import driver
+            check((driver.CUresult(err),), f"launching {self.name} grid={tuple(grid)} block={tuple(block)} "
+                                           f"smem={smem} cluster={cluster}")
 
     def _cluster_config(self, grid, block, smem, cluster):
         key = (grid, block, smem, cluster)
         cfg = self._configs.get(key)
         if cfg is None:
-            from cuda.bindings import driver
-            attr = driver.CUlaunchAttribute()
-            attr.id = driver.CUlaunchAttributeID.CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION
+            attr = _LaunchAttr()
+            attr.id = _CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION
             attr.value.clusterDim.x, attr.value.clusterDim.y, attr.value.clusterDim.z = cluster
-            cfg = driver.CUlaunchConfig()
-            cfg.gridDimX, cfg.gridDimY, cfg.gridDimZ = grid
-            cfg.blockDimX, cfg.blockDimY, cfg.blockDimZ = block
-            cfg.sharedMemBytes = smem
-            cfg.attrs = [attr]
-            cfg.numAttrs = 1
-            self._configs[key] = cfg
+            c = _LaunchConfig(*grid, *block, smem, None, ctypes.pointer(attr), 1)
+            cfg = self._configs[key] = (c, attr)
         return cfg

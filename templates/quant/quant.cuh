@@ -12,23 +12,39 @@ namespace quant {
 constexpr float kFp8Max = 448.0f;
 constexpr float kAmaxFloor = 1e-4f;
 
-// 8 consecutive elements -> fp32, from one 16-byte (bf16/fp16) or two (fp32) vector loads.
-__device__ __forceinline__ void load8(const __nv_bfloat16* p, float (&v)[8]) {
-  uint4 u = __ldg(reinterpret_cast<const uint4*>(p));
-  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&u);
+// 8 consecutive elements kept raw (one 16-byte vector for 2-byte types, two for fp32): the block
+// kernel holds 64 values per thread across its reduction, and raw storage halves the registers.
+template <typename T> struct Raw8 { uint4 u; };
+template <> struct Raw8<float> { uint4 u[2]; };
+
+__device__ __forceinline__ void load_raw(const __nv_bfloat16* p, Raw8<__nv_bfloat16>& r) { r.u = __ldg(reinterpret_cast<const uint4*>(p)); }
+__device__ __forceinline__ void load_raw(const __half* p, Raw8<__half>& r) { r.u = __ldg(reinterpret_cast<const uint4*>(p)); }
+__device__ __forceinline__ void load_raw(const float* p, Raw8<float>& r) {
+  r.u[0] = __ldg(reinterpret_cast<const uint4*>(p));
+  r.u[1] = __ldg(reinterpret_cast<const uint4*>(p) + 1);
+}
+
+__device__ __forceinline__ void to_float(const Raw8<__nv_bfloat16>& r, float (&v)[8]) {
+  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&r.u);
 #pragma unroll
   for (int i = 0; i < 4; ++i) { float2 f = __bfloat1622float2(h[i]); v[2 * i] = f.x; v[2 * i + 1] = f.y; }
 }
-__device__ __forceinline__ void load8(const __half* p, float (&v)[8]) {
-  uint4 u = __ldg(reinterpret_cast<const uint4*>(p));
-  const __half2* h = reinterpret_cast<const __half2*>(&u);
+__device__ __forceinline__ void to_float(const Raw8<__half>& r, float (&v)[8]) {
+  const __half2* h = reinterpret_cast<const __half2*>(&r.u);
 #pragma unroll
   for (int i = 0; i < 4; ++i) { float2 f = __half22float2(h[i]); v[2 * i] = f.x; v[2 * i + 1] = f.y; }
 }
-__device__ __forceinline__ void load8(const float* p, float (&v)[8]) {
-  float4 a = __ldg(reinterpret_cast<const float4*>(p));
-  float4 b = __ldg(reinterpret_cast<const float4*>(p) + 1);
-  v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w; v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
+__device__ __forceinline__ void to_float(const Raw8<float>& r, float (&v)[8]) {
+  const float* f = reinterpret_cast<const float*>(r.u);
+#pragma unroll
+  for (int i = 0; i < 8; ++i) v[i] = f[i];
+}
+
+template <typename T>
+__device__ __forceinline__ void load8(const T* p, float (&v)[8]) {
+  Raw8<T> r;
+  load_raw(p, r);
+  to_float(r, v);
 }
 
 // Scale from a group's amax; NaN when the group held a non-finite value.
@@ -103,7 +119,8 @@ __global__ void __launch_bounds__(256) quant_token_group(const T* __restrict__ x
 
 // Per-128x128-block quantisation. x [N, K] row stride x_ld, q [N, K] contiguous e4m3,
 // s [ceil(N/128), ceil(K/128)] row-major. One 256-thread block per 128x128 tile: thread t owns
-// columns (t % 16) * 8 .. +8 of rows t / 16 + 16 * i, i < 8 (64 values kept in registers).
+// columns (t % 16) * 8 .. +8 of rows t / 16 + 16 * i, i < 8. The tile is read twice (amax, then
+// cast): the second pass hits L2 and keeps registers low enough for full occupancy.
 template <typename T, bool kPow2>
 __global__ void __launch_bounds__(256) quant_block(const T* __restrict__ x, uint8_t* __restrict__ q,
                                                    float* __restrict__ s, int N, int K, int64_t x_ld) {
@@ -111,16 +128,14 @@ __global__ void __launch_bounds__(256) quant_block(const T* __restrict__ x, uint
   __shared__ int red_finite[8];
   const int col = blockIdx.x * 128 + (threadIdx.x & 15) * 8;
   const int row0 = blockIdx.y * 128 + (threadIdx.x >> 4);
-  float v[8][8];
   float amax = 0.f;
   bool finite = true;
 #pragma unroll
   for (int i = 0; i < 8; ++i) {
     const int row = row0 + 16 * i;
-#pragma unroll
-    for (int j = 0; j < 8; ++j) v[i][j] = 0.f;
-    if (row < N && col < K) quant::load8(x + row * x_ld + col, v[i]);
-    quant::absmax8(v[i], amax, finite);
+    float v[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+    if (row < N && col < K) quant::load8(x + row * x_ld + col, v);
+    quant::absmax8(v, amax, finite);
   }
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) {
@@ -136,7 +151,11 @@ __global__ void __launch_bounds__(256) quant_block(const T* __restrict__ x, uint
 #pragma unroll
   for (int i = 0; i < 8; ++i) {
     const int row = row0 + 16 * i;
-    if (row < N && col < K) *reinterpret_cast<uint2*>(q + (int64_t)row * K + col) = quant::cast8(v[i], scale, finite);
+    if (row < N && col < K) {
+      float v[8];
+      quant::load8(x + row * x_ld + col, v);  // second read of a 32 KiB tile this CTA just read: an L2 hit
+      *reinterpret_cast<uint2*>(q + (int64_t)row * K + col) = quant::cast8(v, scale, finite);
+    }
   }
   if (threadIdx.x == 0) s[blockIdx.y * gridDim.x + blockIdx.x] = scale;
 }
