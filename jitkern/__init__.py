@@ -1,2 +1,32 @@
-"""jitkern: JIT-compiled (NVRTC) Hopper kernels for LLM inference."""
+"""jitkern: JIT-compiled (NVRTC) Hopper kernels for LLM inference.
+
+Public API re-exports. They resolve lazily, so ``import jitkern`` (and the warmup worker
+processes, which only compile) do not pay for importing torch.
+"""
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "per_token_group_quant_fp8": "jitkern.ops.quant",
+    "per_block_quant_fp8": "jitkern.ops.quant",
+    "empty_token_group_scales": "jitkern.ops.quant",
+    "JitCompileError": "jitkern.runtime",
+    "KernelSpec": "jitkern.runtime",
+    "get_kernel": "jitkern.runtime",
+    "compile_spec": "jitkern.runtime",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    mod = _EXPORTS.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'jitkern' has no attribute {name!r}")
+    import importlib
+    value = getattr(importlib.import_module(mod), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)
