@@ -103,7 +103,7 @@ def cmd_doctor(args):
     import importlib.metadata as md
     from . import __version__
     from .runtime.arch import gpu_available
-    from .runtime.compiler import include_dirs, toolchain_versions
+    from .runtime.compiler import include_dirs
     print(f"jitkern {__version__}  python {platform.python_version()}  ({sys.executable})")
     for dist in ("torch", "cuda-bindings", "nvidia-cuda-nvrtc", "nvidia-cuda-runtime", "nvidia-cuda-cccl", "nvidia-cutlass"):
         try:
@@ -111,7 +111,9 @@ def cmd_doctor(args):
         except md.PackageNotFoundError:
             v = "NOT INSTALLED"
         print(f"  {dist:22} {v}")
-    print(f"  nvrtc (loaded)         {toolchain_versions()['nvrtc']}")
+    from cuda.bindings import nvrtc
+    _, major, minor = nvrtc.nvrtcVersion()
+    print(f"  nvrtc (loaded)         {major}.{minor}")
     print("include dirs:")
     for d in include_dirs():
         print(f"  {d}")
