@@ -7,6 +7,7 @@ import dataclasses
 import functools
 import importlib.metadata as md
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -55,17 +56,38 @@ def include_dirs() -> tuple:
     )
 
 
+def _dist_versions(names) -> dict:
+    """Installed versions of ``names``, read off ``*.dist-info`` folder names along sys.path (one
+    listdir per entry, first match wins as for imports): ~10x cheaper than importlib.metadata on
+    the first cached-kernel lookup of a process. Falls back to importlib.metadata."""
+    want = {n.replace("-", "_").lower(): n for n in names}
+    found = {}
+    for entry in sys.path:
+        try:
+            items = os.listdir(entry or ".")
+        except OSError:
+            continue
+        for it in items:
+            if it.endswith(".dist-info"):
+                name, _, ver = it[:-10].partition("-")
+                dist = want.get(name.lower())
+                if dist and dist not in found:
+                    found[dist] = ver
+    for n in names:
+        if n not in found:
+            try:
+                found[n] = md.version(n)
+            except md.PackageNotFoundError:
+                found[n] = None
+    return found
+
+
 @functools.lru_cache(maxsize=None)
 def toolchain_versions() -> dict:
     """Versions that change generated code: NVRTC and every header wheel. Part of the cache key.
     Read from wheel metadata so a cache hit never loads libnvrtc; NVRTC is asked only when its
     wheel is absent (a system NVRTC)."""
-    out = {}
-    for dist in ("nvidia-cuda-nvrtc", "nvidia-cuda-runtime", "nvidia-cuda-cccl", "nvidia-cutlass"):
-        try:
-            out[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            out[dist] = None
+    out = _dist_versions(("nvidia-cuda-nvrtc", "nvidia-cuda-runtime", "nvidia-cuda-cccl", "nvidia-cutlass"))
     if out["nvidia-cuda-nvrtc"] is None:
         from cuda.bindings import nvrtc
         _, major, minor = nvrtc.nvrtcVersion()

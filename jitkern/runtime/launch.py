@@ -17,7 +17,8 @@ import ctypes
 import struct
 import threading
 
-from .loader import check, get_function, load_library
+from . import cudadrv
+from .loader import get_function, load_library
 
 _MAX_ARGS = 64
 _SLOT = 8  # every pointer/scalar parameter is copied from an 8-byte slot (little-endian low bytes)
@@ -49,7 +50,7 @@ _driver = None
 def _libcuda():
     global _driver
     if _driver is None:
-        lib = ctypes.CDLL("libcuda.so.1")
+        lib = cudadrv.lib()
         u = ctypes.c_uint
         lib.cuLaunchKernel.argtypes = [ctypes.c_void_p, u, u, u, u, u, u, u, ctypes.c_void_p,
                                        ctypes.c_void_p, ctypes.c_void_p]
@@ -122,7 +123,7 @@ class Kernel:
 
     def __init__(self, library, function, device_index: int, name: str):
         self.library, self.function, self.device_index, self.name = library, function, device_index, name
-        self._fptr = int(function)
+        self._fptr = function
         self._smem_limit_set = 0
         self._configs = {}
 
@@ -131,17 +132,13 @@ class Kernel:
         lib = load_library(cubin)
         return cls(lib, get_function(lib, lowered_name, device_index), device_index, name or lowered_name)
 
-    def attribute(self, attr_name: str) -> int:
-        """A ``CUfunction_attribute`` by name, e.g. ``"CU_FUNC_ATTRIBUTE_NUM_REGS"``."""
-        from cuda.bindings import driver
-        attr = getattr(driver.CUfunction_attribute, attr_name)
-        return check(driver.cuFuncGetAttribute(attr, self.function), "cuFuncGetAttribute")
+    def attribute(self, attr: int) -> int:
+        """A ``CUfunction_attribute`` value, e.g. ``cudadrv.CU_FUNC_ATTRIBUTE_NUM_REGS``."""
+        return cudadrv.out_call("cuFuncGetAttribute", ctypes.c_int, attr, self.function)
 
     def _ensure_smem(self, smem: int):
-        from cuda.bindings import driver
-        check(driver.cuFuncSetAttribute(
-            self.function, driver.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-            smem), f"setting {smem} bytes of dynamic shared memory for {self.name}")
+        cudadrv.check(cudadrv.lib().cuFuncSetAttribute(self.function, cudadrv.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                                       smem), f"setting {smem} bytes of dynamic shared memory for {self.name}")
         self._smem_limit_set = smem
 
     def launch(self, grid, block, args, smem: int = 0, cluster=None, stream=None):
@@ -162,9 +159,8 @@ class Kernel:
             cfg[0].hStream = stream
             err = lib.cuLaunchKernelEx(cfg[0], self._fptr, params, None)
         if err:
-            from cuda.bindings import driver
-            check((driver.CUresult(err),), f"launching {self.name} grid={tuple(grid)} block={tuple(block)} "
-                                           f"smem={smem} cluster={cluster}")
+            cudadrv.check(err, f"launching {self.name} grid={tuple(grid)} block={tuple(block)} "
+                               f"smem={smem} cluster={cluster}")
 
     def _cluster_config(self, grid, block, smem, cluster):
         key = (grid, block, smem, cluster)
