@@ -88,33 +88,47 @@ __device__ __forceinline__ void absmax8(const float (&v)[8], float& amax, bool& 
 
 // Per-token-group quantisation. x [M, K] row stride x_ld (elements), q [M, K] contiguous e4m3,
 // scales written MN-major: scale of (row m, group g) at s[g * s_ld + m] (s_ld = align(M, 4)).
-// 16 threads own one 128-wide group (8 elements each); a 256-thread block owns 16 groups.
+// 16 threads own one 128-wide group (8 elements each). Each half-warp handles kGroups groups
+// kHalfWarps apart, issuing all their loads before the first reduction, so each thread keeps
+// kGroups 16-byte loads in flight (one per thread left HBM ~25% short of the copy rate).
 // Requires K % 16 == 0 and 16-byte aligned rows (checked by the Python wrapper).
 template <typename T, bool kPow2>
 __global__ void __launch_bounds__(256) quant_token_group(const T* __restrict__ x, uint8_t* __restrict__ q,
                                                          float* __restrict__ s, int M, int K, int64_t x_ld, int s_ld) {
+  constexpr int kGroups = 4, kHalfWarps = 16;
   const int groups_per_row = (K + 127) / 128;
-  const int64_t gid = (int64_t)blockIdx.x * 16 + (threadIdx.x >> 4);
+  const int64_t total = (int64_t)M * groups_per_row;
   const int lane = threadIdx.x & 15;
-  const bool live = gid < (int64_t)M * groups_per_row;
-  const int row = live ? (int)(gid / groups_per_row) : 0;
-  const int g = live ? (int)(gid % groups_per_row) : 0;
-  const int col = g * 128 + lane * 8;
-  const bool has = live && col < K;
-  float v[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-  if (has) quant::load8(x + row * x_ld + col, v);
-  float amax = 0.f;
-  bool finite = true;
-  quant::absmax8(v, amax, finite);
-  // nan in |v| is dropped by fmaxf; the finite flag carries it instead.
+  quant::Raw8<T> raw[kGroups];  // raw vectors: half the registers of fp32 copies
+  int row[kGroups], col[kGroups];
+  bool live[kGroups], has[kGroups];
 #pragma unroll
-  for (int o = 8; o > 0; o >>= 1) {
-    amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-    finite = __shfl_xor_sync(0xffffffffu, (int)finite, o) && finite;
+  for (int j = 0; j < kGroups; ++j) {
+    const int64_t gid = ((int64_t)blockIdx.x * kGroups + j) * kHalfWarps + (threadIdx.x >> 4);
+    live[j] = gid < total;
+    row[j] = live[j] ? (int)(gid / groups_per_row) : 0;
+    const int g = live[j] ? (int)(gid % groups_per_row) : 0;
+    col[j] = g * 128 + lane * 8;
+    has[j] = live[j] && col[j] < K;
+    raw[j] = quant::Raw8<T>{};
+    if (has[j]) quant::load_raw(x + row[j] * x_ld + col[j], raw[j]);
   }
-  const float scale = quant::group_scale<kPow2>(amax, finite);
-  if (has) *reinterpret_cast<uint2*>(q + (int64_t)row * K + col) = quant::cast8(v, scale, finite);
-  if (live && lane == 0) s[(int64_t)g * s_ld + row] = scale;
+#pragma unroll
+  for (int j = 0; j < kGroups; ++j) {
+    float v[8], amax = 0.f;
+    bool finite = true;
+    quant::to_float(raw[j], v);
+    quant::absmax8(v, amax, finite);
+    // NaN in |v| is dropped by fmaxf; the finite flag carries it instead.
+#pragma unroll
+    for (int o = 8; o > 0; o >>= 1) {
+      amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+      finite = __shfl_xor_sync(0xffffffffu, (int)finite, o) && finite;
+    }
+    const float scale = quant::group_scale<kPow2>(amax, finite);
+    if (has[j]) *reinterpret_cast<uint2*>(q + (int64_t)row[j] * K + col[j]) = quant::cast8(v, scale, finite);
+    if (live[j] && lane == 0) s[(int64_t)(col[j] / 128) * s_ld + row[j]] = scale;
+  }
 }
 
 // Per-128x128-block quantisation. x [N, K] row stride x_ld, q [N, K] contiguous e4m3,
