@@ -90,10 +90,21 @@ def _assert_same(q, s, qr, sr):
 
 
 @pytest.mark.gpu
-@settings(max_examples=60)
+@pytest.mark.parametrize("variant", [1, 4])
+@settings(max_examples=40)
 @given(m=st.integers(1, 600), kq=st.integers(1, 70), dtype=gpu_dtypes, pow2=st.booleans(),
        rng=st.floats(0, 4), seed=st.integers(0, 2**31))
-def test_token_group_kernel_matches_reference(m, kq, dtype, pow2, rng, seed):
+def test_token_group_kernel_matches_reference(variant, m, kq, dtype, pow2, rng, seed):
+    from jitkern.ops import quant
+    real = quant.token_group_groups
+    quant.token_group_groups = lambda m_, k_: variant  # exercise both kernel variants on any shape
+    try:
+        _token_group_case(m, kq, dtype, pow2, rng, seed)
+    finally:
+        quant.token_group_groups = real
+
+
+def _token_group_case(m, kq, dtype, pow2, rng, seed):
     from jitkern.ops.quant import empty_token_group_scales, per_token_group_quant_fp8
     k = 16 * kq
     x = _rand(m, k, rng, dtype, seed)
@@ -130,7 +141,7 @@ def test_block_kernel_matches_reference(n, kq, dtype, pow2, seed):
 @pytest.mark.gpu
 def test_strided_rows_and_large_shapes():
     from jitkern.ops.quant import per_token_group_quant_fp8
-    base = torch.randn(300, 7168 + 64, dtype=torch.bfloat16, device="cuda") * 3
+    base = torch.randn(1024, 7168 + 64, dtype=torch.bfloat16, device="cuda") * 3  # large: 4-group variant
     x = base[:, :7168]  # row stride 7232 elements: 16-byte aligned, not contiguous
     q, s = per_token_group_quant_fp8(x)
     _assert_same(q, s, *ref.quant_token_group(x.cpu()))

@@ -31,17 +31,24 @@ def empty_token_group_scales(m: int, k: int, device) -> torch.Tensor:
 _SPECS: dict = {}
 
 
-def _spec(kind: str, dtype: torch.dtype, round_pow2: bool) -> KernelSpec:
-    key = (kind, dtype, round_pow2)
+def _spec(kind: str, dtype: torch.dtype, round_pow2: bool, groups: int = 0) -> KernelSpec:
+    key = (kind, dtype, round_pow2, groups)
     spec = _SPECS.get(key)
     if spec is None:
-        spec = _SPECS[key] = _make_spec(kind, dtype, round_pow2)
+        extra = f", {groups}" if kind == "token_group" else ""
+        spec = _SPECS[key] = KernelSpec(
+            "quant/quant.cuh", f"jitkern::quant_{kind}<{_CTYPE[dtype]}, {str(round_pow2).lower()}{extra}>",
+            family="quant")
     return spec
 
 
-def _make_spec(kind: str, dtype: torch.dtype, round_pow2: bool) -> KernelSpec:
-    return KernelSpec("quant/quant.cuh", f"jitkern::quant_{kind}<{_CTYPE[dtype]}, {str(round_pow2).lower()}>",
-                      family="quant")
+# Groups per half-warp in the token-group kernel: 4 keeps 64 bytes per thread in flight on large
+# inputs; small ones take 1 so the grid still covers every SM.
+TOKEN_GROUP_VARIANTS = (1, 4)
+
+
+def token_group_groups(m: int, k: int) -> int:
+    return 4 if m * -(-k // GROUP) >= 132 * 64 * 4 else 1
 
 
 def _check_input(x):
@@ -74,10 +81,9 @@ def per_token_group_quant_fp8(x: torch.Tensor, round_pow2: bool = False, out=Non
         check_same_device(x=x, q=q, scales=s)
     if m == 0:
         return q, s
-    groups = m * (-(-k // GROUP))
-    kern = get_kernel(_spec("token_group", x.dtype, round_pow2), x.device)
-    kern.launch(((groups + 63) // 64,), (256,),  # 64 groups per CTA (quant.cuh)
-               
+    groups, per = -(-k // GROUP), token_group_groups(m, k)
+    kern = get_kernel(_spec("token_group", x.dtype, round_pow2, per), x.device)
+    kern.launch((-(-groups // per), -(-m // 16)), (256,),
                 [x, q, s, ctypes.c_int32(m), ctypes.c_int32(k), ctypes.c_int64(x.stride(0)),
                  ctypes.c_int32(tma_aligned_rows(m))])
     return q, s
@@ -114,6 +120,10 @@ def warmup_specs(entries, target) -> list:
     specs = []
     for e in entries or [{}]:
         dtype = getattr(torch, e.get("dtype", "bfloat16"))
+        pow2 = bool(e.get("round_pow2", False))
         for kind in e.get("kinds", ["token_group", "block"]):
-            specs.append(_spec(kind, dtype, bool(e.get("round_pow2", False))))
+            if kind == "token_group":
+                specs += [_spec(kind, dtype, pow2, g) for g in TOKEN_GROUP_VARIANTS]
+            else:
+                specs.append(_spec(kind, dtype, pow2))
     return specs
