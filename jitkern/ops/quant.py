@@ -25,7 +25,7 @@ def empty_token_group_scales(m: int, k: int, device) -> torch.Tensor:
     """Uninitialised MN-major, TMA-aligned scale tensor: shape [m, ceil(k/128)], strides
     (1, align(m, 4)) (storage [ceil(k/128), align(m, 4)]): the layout the FP8 GEMMs read."""
     g = -(-k // GROUP)
-    return torch.empty((g, tma_aligned_rows(m)), dtype=torch.float32, device=device).t()[:m]
+    return torch.empty_strided((m, g), (1, tma_aligned_rows(m)), dtype=torch.float32, device=device)
 
 
 _SPECS: dict = {}

@@ -216,14 +216,14 @@ def get_kernel(spec: KernelSpec, device=None):
     """Loaded :class:`~jitkern.runtime.launch.Kernel` for ``spec`` on ``device`` (an int, a
     ``torch.device`` or None for the current CUDA device), compiling on first use."""
     import torch
-    if device is None:
-        index = torch.cuda.current_device()
-    elif isinstance(device, int):
+    if isinstance(device, torch.device):
+        index = device.index
+    elif isinstance(device, int) or device is None:
         index = device
     else:
         index = torch.device(device).index
-        if index is None:
-            index = torch.cuda.current_device()
+    if index is None:
+        index = torch.cuda.current_device()
     k = _loaded_by_spec.get((index, spec))
     if k is not None:
         return k
