@@ -24,8 +24,9 @@ def tma_aligned_rows(m: int) -> int:
 def empty_token_group_scales(m: int, k: int, device) -> torch.Tensor:
     """Uninitialised MN-major, TMA-aligned scale tensor: shape [m, ceil(k/128)], strides
     (1, align(m, 4)) (storage [ceil(k/128), align(m, 4)]): the layout the FP8 GEMMs read."""
-    g = -(-k // GROUP)
-    return torch.empty_strided((m, g), (1, tma_aligned_rows(m)), dtype=torch.float32, device=device)
+    g, mp = -(-k // GROUP), tma_aligned_rows(m)
+    # Full [g, mp] storage: a TMA box over the padded rows of the last group must stay in bounds.
+    return torch.empty((g, mp), dtype=torch.float32, device=device).as_strided((m, g), (1, mp))
 
 
 _SPECS: dict = {}
