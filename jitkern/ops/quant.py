@@ -8,7 +8,7 @@ import ctypes
 
 import torch
 
-from ..runtime import KernelSpec, get_kernel
+from ..runtime import KernelSpec, current_target, get_kernel
 from .checks import check_same_device, check_tensor
 
 _IN_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
@@ -111,7 +111,8 @@ def per_block_quant_fp8(x: torch.Tensor, round_pow2: bool = False, out=None):
     if n == 0:
         return q, s
     kern = get_kernel(_spec("block", x.dtype, round_pow2), x.device)
-    kern.launch((gk, gn), (256,), [x, q, s, ctypes.c_int32(n), ctypes.c_int32(k), ctypes.c_int64(x.stride(0))])
+    ctas = min(gn * gk, current_target(x.device).num_sms * 8)  # 8 resident 256-thread CTAs per SM
+    kern.launch((ctas,), (256,), [x, q, s, ctypes.c_int32(n), ctypes.c_int32(k), ctypes.c_int64(x.stride(0))])
     return q, s
 
 

@@ -129,7 +129,8 @@ __global__ void __launch_bounds__(256) quant_token_group(const T* __restrict__ x
 }
 
 // Per-128x128-block quantisation. x [N, K] row stride x_ld, q [N, K] contiguous e4m3,
-// s [ceil(N/128), ceil(K/128)] row-major. One 256-thread block per 128x128 tile: thread t owns
+// s [ceil(N/128), ceil(K/128)] row-major. A 256-thread CTA handles one 128x128 tile at a time,
+// striding over tiles (the grid is a few CTAs per SM: no half-empty last wave): thread t owns
 // columns (t % 16) * 8 .. +8 of rows t / 16 + 16 * i, i < 8. The tile is read twice (amax, then
 // cast): the second pass hits L2 and keeps registers low enough for full occupancy.
 template <typename T, bool kPow2>
@@ -137,38 +138,43 @@ __global__ void __launch_bounds__(256) quant_block(const T* __restrict__ x, uint
                                                    float* __restrict__ s, int N, int K, int64_t x_ld) {
   __shared__ float red_amax[8];
   __shared__ int red_finite[8];
-  const int col = blockIdx.x * 128 + (threadIdx.x & 15) * 8;
-  const int row0 = blockIdx.y * 128 + (threadIdx.x >> 4);
-  float amax = 0.f;
-  bool finite = true;
-#pragma unroll
-  for (int i = 0; i < 8; ++i) {
-    const int row = row0 + 16 * i;
-    float v[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-    if (row < N && col < K) quant::load8(x + row * x_ld + col, v);
-    quant::absmax8(v, amax, finite);
-  }
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) {
-    amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-    finite = __shfl_xor_sync(0xffffffffu, (int)finite, o) && finite;
-  }
+  const int tiles_k = (K + 127) / 128;
+  const int tiles = tiles_k * ((N + 127) / 128);
   const int warp = threadIdx.x >> 5;
-  if ((threadIdx.x & 31) == 0) { red_amax[warp] = amax; red_finite[warp] = finite; }
-  __syncthreads();
+  for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+    const int col = (tile % tiles_k) * 128 + (threadIdx.x & 15) * 8;
+    const int row0 = (tile / tiles_k) * 128 + (threadIdx.x >> 4);
+    float amax = 0.f;
+    bool finite = true;
 #pragma unroll
-  for (int w = 0; w < 8; ++w) { amax = fmaxf(amax, red_amax[w]); finite = finite && red_finite[w]; }
-  const float scale = quant::group_scale<kPow2>(amax, finite);
-#pragma unroll
-  for (int i = 0; i < 8; ++i) {
-    const int row = row0 + 16 * i;
-    if (row < N && col < K) {
-      float v[8];
-      quant::load8(x + row * x_ld + col, v);  // second read of a 32 KiB tile this CTA just read: an L2 hit
-      *reinterpret_cast<uint2*>(q + (int64_t)row * K + col) = quant::cast8(v, scale, finite);
+    for (int i = 0; i < 8; ++i) {
+      const int row = row0 + 16 * i;
+      float v[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+      if (row < N && col < K) quant::load8(x + row * x_ld + col, v);
+      quant::absmax8(v, amax, finite);
     }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+      amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+      finite = __shfl_xor_sync(0xffffffffu, (int)finite, o) && finite;
+    }
+    if ((threadIdx.x & 31) == 0) { red_amax[warp] = amax; red_finite[warp] = finite; }
+    __syncthreads();
+#pragma unroll
+    for (int w = 0; w < 8; ++w) { amax = fmaxf(amax, red_amax[w]); finite = finite && red_finite[w]; }
+    __syncthreads();  // every thread has read red_*: the next tile may overwrite them
+    const float scale = quant::group_scale<kPow2>(amax, finite);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      const int row = row0 + 16 * i;
+      if (row < N && col < K) {
+        float v[8];
+        quant::load8(x + row * x_ld + col, v);  // second read of a 32 KiB tile just read: an L2 hit
+        *reinterpret_cast<uint2*>(q + (int64_t)row * K + col) = quant::cast8(v, scale, finite);
+      }
+    }
+    if (threadIdx.x == 0) s[tile] = scale;
   }
-  if (threadIdx.x == 0) s[blockIdx.y * gridDim.x + blockIdx.x] = scale;
 }
 
 }  // namespace jitkern
