@@ -1,0 +1,108 @@
+"""Shape -> kernel configuration for the GEMM family.
+
+A tuned table (``tuning/gemm_<gpu>.json``, written by ``jitkern bench gemm --tune``) wins when it
+has an entry for (kind, N, K) and the M bucket; otherwise a wave-quantisation model picks the
+block sizes (DeepGEMM's approach: fewest waves of tiles over the SMs, then the fullest last wave,
+then the larger tile), and the stage count fills shared memory.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+from pathlib import Path
+
+SMEM_LIMIT = 232448  # H100 opt-in dynamic shared memory per block
+_TUNING_DIR = Path(__file__).resolve().parent.parent / "tuning"
+
+
+@dataclasses.dataclass(frozen=True)
+class GemmConfig:
+    block_m: int
+    block_n: int
+    stages: int
+    group_n: int = 16
+    num_sms: int = 132   # persistent grid size cap
+
+    def as_dict(self):
+        return dataclasses.asdict(self)
+
+
+def gemm_block_k(kind: str) -> int:
+    return 128 if kind == "fp8" else 64
+
+
+def gemm_stage_bytes(kind: str, block_m: int, block_n: int) -> int:
+    return block_m * 128 + block_n * 128 + (block_m * 4 if kind == "fp8" else 0)
+
+
+def gemm_max_stages(kind: str, block_m: int, block_n: int, smem_limit: int = SMEM_LIMIT) -> int:
+    per = gemm_stage_bytes(kind, block_m, block_n) + 16
+    return max(1, min(12, (smem_limit - 1024) // per))
+
+
+def gemm_smem_bytes(kind: str, block_m: int, block_n: int, stages: int) -> int:
+    return 1024 + stages * gemm_stage_bytes(kind, block_m, block_n) + 16 * stages
+
+
+def block_n_candidates(kind: str) -> list[int]:
+    # fp8 keeps two fp32 copies of the tile (wgmma accumulator + promoted sum): past 160 columns
+    # they no longer fit the 232 registers a math thread gets.
+    top = 160 if kind == "fp8" else 256
+    return list(range(16, top + 1, 16))
+
+
+def m_bucket(m: int) -> int:
+    """Tuning-table bucket of M: the next power of two, at least 64, at most 4096."""
+    b = 64
+    while b < m and b < 4096:
+        b *= 2
+    return b
+
+
+@functools.lru_cache(maxsize=None)
+def _tuned_table(gpu_name: str) -> dict:
+    table = {}
+    key = "h100" if "H100" in gpu_name.upper() else gpu_name.lower().replace(" ", "_")
+    path = _TUNING_DIR / f"gemm_{key}.json"
+    if not path.is_file():
+        return table
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return table
+    for e in doc.get("entries", []):
+        try:
+            table[(e["kind"], int(e["n"]), int(e["k"]), int(e["m_bucket"]))] = GemmConfig(
+                int(e["block_m"]), int(e["block_n"]), int(e["stages"]), int(e.get("group_n", 16)))
+        except (KeyError, ValueError, TypeError):
+            continue
+    return table
+
+
+def heuristic_gemm_config(kind: str, m: int, n: int, k: int, num_sms: int = 132,
+                          smem_limit: int = SMEM_LIMIT) -> GemmConfig:
+    """Model-only choice (no table)."""
+    block_m = 64 if m <= 64 else 128
+    best = None
+    for bn in block_n_candidates(kind):
+        tiles = -(-m // block_m) * -(-n // bn)
+        waves = -(-tiles // num_sms)
+        last = tiles - (waves - 1) * num_sms
+        # Tiles narrower than 64 columns waste wgmma issue slots and re-read A: only worth it
+        # when they remove a whole wave.
+        key = (waves, -last / num_sms, -bn)
+        if best is None or key < best[0]:
+            best = (key, bn)
+    bn = best[1]
+    return GemmConfig(block_m, bn, gemm_max_stages(kind, block_m, bn, smem_limit), 16, num_sms)
+
+
+def gemm_config(kind: str, m: int, n: int, k: int, num_sms: int = 132, gpu_name: str = "",
+                smem_limit: int = SMEM_LIMIT) -> GemmConfig:
+    """Config for ``kind`` ("fp8" | "bf16") and shape (M, N, K) on a GPU named ``gpu_name``."""
+    tuned = _tuned_table(gpu_name).get((kind, n, k, m_bucket(m))) if gpu_name else None
+    if tuned is not None:
+        stages = min(tuned.stages, gemm_max_stages(kind, tuned.block_m, tuned.block_n, smem_limit))
+        return dataclasses.replace(tuned, stages=stages, num_sms=num_sms)
+    return heuristic_gemm_config(kind, m, n, k, num_sms, smem_limit)
