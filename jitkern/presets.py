@@ -9,6 +9,7 @@ family's ``warmup_specs(entries, target)`` turns its entries into kernel special
 DEEPSEEK_V3 = {
     "quant": [{"dtype": "bfloat16", "kinds": ["token_group", "block"]},
               {"dtype": "bfloat16", "kinds": ["token_group"], "round_pow2": True}],
+    "moe": [{"top_k": 8}],  # 256 routed experts, 8 per token
 }
 
 PRESETS = {"deepseek-v3": DEEPSEEK_V3}

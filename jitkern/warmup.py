@@ -16,6 +16,7 @@ from .runtime.kernel_spec import KernelSpec
 # Manifest family -> module with ``warmup_specs(entries, target) -> list[KernelSpec]``.
 PROVIDERS = {
     "quant": "jitkern.ops.quant",
+    "moe": "jitkern.ops.moe",
 }
 
 
