@@ -1,0 +1,285 @@
+"""MLA decode (DeepSeek multi-head latent attention) over a paged latent KV cache, sm_90a.
+
+Shapes and layouts (all CUDA tensors on one device):
+  q            [b, s_q, h_q, 576] bf16, contiguous, 16-byte aligned. The s_q query tokens of a
+               request are the last s_q positions of its sequence (speculative verification).
+  kv_cache     [num_pages, page_size, 1, 576] bf16, contiguous, 16-byte aligned; page_size a
+               multiple of 64. The first 512 dims of a token's latent vector are its value.
+  block_table  [b, max_pages] int32, stride 1 along pages (any row stride).
+  cache_seqlens [b] int32, contiguous, any value >= 0 (negative values count as 0).
+Results: out [b, s_q, h_q, 512] bf16 and lse [b, h_q, s_q] fp32 (natural log).
+
+Semantics (float32 oracle: :func:`jitkern.reference.mla.mla_decode_ref`): query token t of a
+request of length L sees keys [0, L - s_q + t] with ``causal=True``, keys [0, L) otherwise. A row
+that sees no key (L = 0, or L < s_q with causal) gets out = 0 and lse = -inf, never NaN.
+
+Work split: :func:`mla_metadata` cuts the batch's 64-token tiles into ``num_parts`` equal-cost
+contiguous ranges on the GPU (no host sync, fixed-size output, CUDA-graph capturable, reusable
+by every layer of one decode step). The decode kernel runs one CTA per (64-row query block,
+part); requests split across parts are merged by a combine kernel.
+
+block_table too short for cache_seqlens (a request needs ceil(L / page_size) > max_pages
+pages) cannot be seen on the host without a sync: the kernel then reads the last column instead
+(never out of bounds) and sets bit 0 of ``metadata.error``; :func:`mla_check_errors` (which
+syncs) raises the ValueError. Page ids outside [0, num_pages) read zeros (TMA bounds).
+"""
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import math
+
+import torch
+
+from ..runtime import KernelSpec, get_kernel
+from .checks import check_same_device, check_tensor
+
+DIM_QK = 576
+DIM_V = 512
+BLOCK_M = 64
+BLOCK_N = 64
+FIXED_OVERHEAD = 5  # a request's fixed cost (Q load, output write, combine) in tiles
+MAX_HEADS = 128
+MAX_Q_TOKENS = 8
+_DECODE_THREADS = 384
+_SMEM_BYTES = 3 * 73728 + 8192 + 1024 + 64
+
+_TEMPLATE = "mla/mla.cuh"
+SPEC_DECODE = KernelSpec(_TEMPLATE, "jitkern::mla::mla_decode_kernel<0>", family="mla")
+SPEC_COMBINE = KernelSpec(_TEMPLATE, "jitkern::mla::mla_combine_kernel<0>", family="mla")
+SPEC_METADATA = KernelSpec(_TEMPLATE, "jitkern::mla::mla_metadata_kernel<1024>", family="mla")
+
+
+class _DecodeParams(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_void_p) for n in (
+        "out", "lse", "out_acc", "lse_acc", "block_table", "seqlens", "md_g", "md_begin", "md_bpre",
+        "md_nsplits", "md_first", "md_soff", "err")] + [("bt_stride", ctypes.c_longlong)] + [
+        (n, ctypes.c_int32) for n in ("batch", "s_q", "h_q", "rows", "max_pages", "page_size", "causal",
+                                      "num_parts")] + [("scale_log2", ctypes.c_float), ("pad_", ctypes.c_int32)]
+
+
+class _CombineParams(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_void_p) for n in ("out", "lse", "out_acc", "lse_acc", "md_nsplits", "md_soff")] + [
+        (n, ctypes.c_int32) for n in ("batch", "s_q", "h_q", "rows")]
+
+
+class _MetadataParams(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_void_p) for n in (
+        "seqlens", "md_g", "md_begin", "md_bpre", "md_cpre", "md_nsplits", "md_first", "md_soff", "md_total")] + [
+        (n, ctypes.c_int32) for n in ("batch", "num_parts", "overhead", "pad_")]
+
+
+@dataclasses.dataclass
+class MLAMetadata:
+    """Split-KV partition of one decode step (see module docstring). ``data`` is one int32
+    tensor of fixed size for (batch, num_parts); the named fields are views into it."""
+    data: torch.Tensor
+    batch: int
+    num_q_tokens: int
+    num_heads_q: int
+    num_parts: int
+    num_m_blocks: int
+
+    def _view(self, name):
+        return self.data[slice(*self.layout()[name])]
+
+    def layout(self) -> dict:
+        b, p = self.batch, self.num_parts
+        sizes = [("error", 1), ("total_slots", 1), ("part_start", p + 1), ("part_begin_req", p),
+                 ("tile_prefix", b + 1), ("cost_prefix", b + 1), ("num_splits", b), ("first_part", b),
+                 ("slot_offset", b)]
+        out, o = {}, 0
+        for n, s in sizes:
+            out[n] = (o, o + s)
+            o += s
+        return out
+
+    def __getattr__(self, name):
+        if name in ("error", "total_slots", "part_start", "part_begin_req", "tile_prefix", "cost_prefix",
+                    "num_splits", "first_part", "slot_offset"):
+            return self._view(name)
+        raise AttributeError(name)
+
+    @property
+    def max_slots(self) -> int:
+        """Partial-result slots the decode may use: a part splits at most its first and last request."""
+        return 2 * self.num_parts
+
+
+def metadata_size(batch: int, num_parts: int) -> int:
+    return 2 + (num_parts + 1) + num_parts + 5 * batch + 2
+
+
+_NUM_SMS = {}
+
+
+def _num_sms(device) -> int:
+    idx = torch.device(device).index
+    idx = torch.cuda.current_device() if idx is None else idx
+    if idx not in _NUM_SMS:
+        _NUM_SMS[idx] = torch.cuda.get_device_properties(idx).multi_processor_count
+    return _NUM_SMS[idx]
+
+
+def num_m_blocks(num_q_tokens: int, num_heads_q: int) -> int:
+    return -(-num_q_tokens * num_heads_q // BLOCK_M)
+
+
+def default_num_parts(num_sms: int, num_q_tokens: int, num_heads_q: int) -> int:
+    """One wave: the grid is (m_blocks, parts) and one 227 KiB CTA fits an SM."""
+    return max(num_sms // num_m_blocks(num_q_tokens, num_heads_q), 1)
+
+
+def _check_shape_args(num_q_tokens, num_heads_q):
+    if not isinstance(num_q_tokens, int) or not 1 <= num_q_tokens <= MAX_Q_TOKENS:
+        raise ValueError(f"num_q_tokens: expected an int in [1, {MAX_Q_TOKENS}], got {num_q_tokens!r}")
+    if not isinstance(num_heads_q, int) or not 1 <= num_heads_q <= MAX_HEADS:
+        raise ValueError(f"num_heads_q: expected an int in [1, {MAX_HEADS}] (h_q not supported), got {num_heads_q!r}")
+
+
+def mla_metadata(cache_seqlens: torch.Tensor, num_q_tokens: int, num_heads_q: int, num_parts: int | None = None,
+                 out: MLAMetadata | None = None) -> MLAMetadata:
+    """Split-KV work partition for :func:`mla_decode`, computed on the GPU (no host sync).
+
+    cache_seqlens: [b] int32 CUDA tensor, contiguous. num_q_tokens: s_q in [1, 8]. num_heads_q:
+    h_q in [1, 128]. num_parts: KV partitions per query block (default: SMs // query blocks).
+    ``out``: an earlier result of the same (b, s_q, h_q, num_parts) to overwrite in place (for
+    CUDA-graph replay with new lengths). Reuse the result for every layer of one decode step.
+    """
+    _check_shape_args(num_q_tokens, num_heads_q)
+    check_tensor("cache_seqlens", cache_seqlens, dtype=torch.int32, ndim=1, contiguous=True)
+    b = cache_seqlens.shape[0]
+    if b < 1:
+        raise ValueError("cache_seqlens: expected at least one request, got an empty tensor")
+    nmb = num_m_blocks(num_q_tokens, num_heads_q)
+    if num_parts is None:
+        num_parts = default_num_parts(_num_sms(cache_seqlens.device), num_q_tokens, num_heads_q)
+    if not isinstance(num_parts, int) or num_parts < 1:
+        raise ValueError(f"num_parts: expected a positive int, got {num_parts!r}")
+    if out is None:
+        data = torch.zeros(metadata_size(b, num_parts), dtype=torch.int32, device=cache_seqlens.device)
+        md = MLAMetadata(data, b, num_q_tokens, num_heads_q, num_parts, nmb)
+    else:
+        md = out
+        if (md.batch, md.num_q_tokens, md.num_heads_q, md.num_parts) != (b, num_q_tokens, num_heads_q, num_parts):
+            raise ValueError("out: metadata was made for another (batch, num_q_tokens, num_heads_q, num_parts)")
+        md.error.zero_()
+    d = md.data
+    lay = md.layout()
+
+    def ptr(name):
+        return ctypes.c_void_p(d.data_ptr() + 4 * lay[name][0])
+
+    prm = _MetadataParams(ctypes.c_void_p(cache_seqlens.data_ptr()), ptr("part_start"), ptr("part_begin_req"),
+                          ptr("tile_prefix"), ptr("cost_prefix"), ptr("num_splits"), ptr("first_part"),
+                          ptr("slot_offset"), ptr("total_slots"), b, num_parts, FIXED_OVERHEAD, 0)
+    get_kernel(SPEC_METADATA, cache_seqlens.device).launch((1,), (1024,), [prm])
+    return md
+
+
+_TMA_CACHE = {}
+
+
+def _tma(t: torch.Tensor, rows: int):
+    from ..runtime.tma import make_tma_desc
+    key = (t.data_ptr(), rows, t.device.index)
+    d = _TMA_CACHE.get(key)
+    if d is None:
+        if len(_TMA_CACHE) > 256:
+            _TMA_CACHE.clear()
+        d = make_tma_desc(t, torch.bfloat16, (DIM_QK, rows), (DIM_QK * 2,), (64, BLOCK_M), 128)
+        _TMA_CACHE[key] = d
+    return d
+
+
+def mla_decode(q: torch.Tensor, kv_cache: torch.Tensor, block_table: torch.Tensor, cache_seqlens: torch.Tensor,
+               metadata: MLAMetadata, softmax_scale: float | None = None, causal: bool = True, out=None):
+    """Attention of ``q`` over the paged latent cache; returns ``(out, lse)``.
+
+    See the module docstring for shapes, dtypes, layouts and edge cases. softmax_scale defaults
+    to 576 ** -0.5. ``out``: None, an ``out`` tensor [b, s_q, h_q, 512] bf16 contiguous, or a
+    pair ``(out, lse)`` with lse [b, h_q, s_q] fp32 contiguous.
+    """
+    check_tensor("q", q, dtype=torch.bfloat16, ndim=4, contiguous=True, align_bytes=16)
+    b, s_q, h_q, dq = q.shape
+    if dq != DIM_QK:
+        raise ValueError(f"q: expected head dim {DIM_QK} (512 latent + 64 rope), got {dq}")
+    _check_shape_args(s_q, h_q)
+    check_tensor("kv_cache", kv_cache, dtype=torch.bfloat16, ndim=4, contiguous=True, align_bytes=16)
+    num_pages, page_size, hk, dk = kv_cache.shape
+    if hk != 1:
+        raise ValueError(f"kv_cache: expected one latent KV head (dim 2 == 1), got {hk}")
+    if dk != DIM_QK:
+        raise ValueError(f"kv_cache: expected head dim {DIM_QK}, got {dk}")
+    if page_size < BLOCK_N or page_size % BLOCK_N:
+        raise ValueError(f"kv_cache: expected page_size a positive multiple of {BLOCK_N}, got {page_size}")
+    if num_pages * page_size >= 2 ** 31:
+        raise ValueError(f"kv_cache: {num_pages * page_size} tokens exceed the 2^31 TMA coordinate range")
+    check_tensor("block_table", block_table, dtype=torch.int32, ndim=2, inner_contiguous=True)
+    if block_table.shape[0] != b:
+        raise ValueError(f"block_table: expected {b} rows (batch of q), got {block_table.shape[0]}")
+    if block_table.shape[1] < 1:
+        raise ValueError("block_table: expected at least one page column")
+    check_tensor("cache_seqlens", cache_seqlens, dtype=torch.int32, shape=(b,), contiguous=True)
+    if not isinstance(metadata, MLAMetadata):
+        raise ValueError(f"metadata: expected the result of mla_metadata, got {type(metadata).__name__}")
+    if (metadata.batch, metadata.num_q_tokens, metadata.num_heads_q) != (b, s_q, h_q):
+        raise ValueError(f"metadata: made for (b, s_q, h_q) = {(metadata.batch, metadata.num_q_tokens, metadata.num_heads_q)},"
+                         f" got {(b, s_q, h_q)}")
+    check_same_device(q=q, kv_cache=kv_cache, block_table=block_table, cache_seqlens=cache_seqlens,
+                      metadata=metadata.data)
+    if softmax_scale is None:
+        softmax_scale = DIM_QK ** -0.5
+    if not (isinstance(softmax_scale, (int, float)) and math.isfinite(softmax_scale) and softmax_scale > 0):
+        raise ValueError(f"softmax_scale: expected a positive finite float, got {softmax_scale!r}")
+    if isinstance(out, (tuple, list)):
+        o, lse = out
+    else:
+        o, lse = out, None
+    if o is None:
+        o = torch.empty((b, s_q, h_q, DIM_V), dtype=torch.bfloat16, device=q.device)
+    else:
+        check_tensor("out", o, dtype=torch.bfloat16, shape=(b, s_q, h_q, DIM_V), contiguous=True)
+    if lse is None:
+        lse = torch.empty((b, h_q, s_q), dtype=torch.float32, device=q.device)
+    else:
+        check_tensor("out[1]", lse, dtype=torch.float32, shape=(b, h_q, s_q), contiguous=True)
+    check_same_device(q=q, out=o, lse=lse)
+
+    rows = s_q * h_q
+    md = metadata
+    slots = md.max_slots
+    out_acc = torch.empty((slots, rows, DIM_V), dtype=torch.float32, device=q.device)
+    lse_acc = torch.empty((slots, rows), dtype=torch.float32, device=q.device)
+    lay = md.layout()
+    base = md.data.data_ptr()
+
+    def mp(name):
+        return base + 4 * lay[name][0]
+
+    tq = _tma(q, b * rows)
+    tkv = _tma(kv_cache, num_pages * page_size)
+    prm = _DecodeParams(o.data_ptr(), lse.data_ptr(), out_acc.data_ptr(), lse_acc.data_ptr(), block_table.data_ptr(),
+                        cache_seqlens.data_ptr(), mp("part_start"), mp("part_begin_req"), mp("tile_prefix"),
+                        mp("num_splits"), mp("first_part"), mp("slot_offset"), mp("error"), block_table.stride(0),
+                        b, s_q, h_q, rows, block_table.shape[1], page_size, int(bool(causal)), md.num_parts,
+                        float(softmax_scale) * math.log2(math.e), 0)
+    get_kernel(SPEC_DECODE, q.device).launch((md.num_m_blocks, md.num_parts), (_DECODE_THREADS,), [tq, tkv, prm],
+                                             smem=_SMEM_BYTES)
+    cprm = _CombineParams(o.data_ptr(), lse.data_ptr(), out_acc.data_ptr(), lse_acc.data_ptr(), mp("num_splits"),
+                          mp("slot_offset"), b, s_q, h_q, rows)
+    get_kernel(SPEC_COMBINE, q.device).launch((-(-rows // 8), b), (256,), [cprm])
+    return o, lse
+
+
+def mla_check_errors(metadata: MLAMetadata):
+    """Synchronising check of the flags the kernels set (see module docstring)."""
+    e = int(metadata.error.item())
+    if e & 1:
+        raise ValueError("block_table: too short for cache_seqlens (a request needs more pages than "
+                         "block_table has columns)")
+
+
+def warmup_specs(entries, target) -> list:
+    """MLA uses three kernels whatever the shape (h_q, s_q, page size are runtime values)."""
+    return [SPEC_METADATA, SPEC_DECODE, SPEC_COMBINE]

@@ -1,0 +1,514 @@
+// MLA decode over a paged latent KV cache (DeepSeek multi-head latent attention), sm_90a.
+//
+// Three kernels, all CUDA-graph capturable (no host-side data dependence):
+//  * mla_metadata_kernel: split-KV work partition from cache_seqlens, on the GPU (one CTA).
+//  * mla_decode_kernel:   one CTA = one 64-row query block (h_q*s_q rows of one request,
+//                         flattened as row = t*h_q + h) x one "part" (a contiguous range of
+//                         64-token KV tiles over the whole batch). Warpgroup 0 is the TMA
+//                         producer; warpgroups 1 and 2 compute S = Q K^T (each 32 of the 64
+//                         tokens), online softmax in fp32, and O += P V (each 256 of the 512
+//                         value dims; V = first 512 dims of the same latent tile, loaded once).
+//  * mla_combine_kernel:  merges the partial (out, lse) of requests split across parts.
+// Math contract and edge cases: jitkern/reference/mla.py.
+#pragma once
+#include <cuda_bf16.h>
+#include "common/hopper.cuh"
+#include "mla/wgmma.cuh"
+
+namespace jitkern {
+namespace mla {
+
+#define kInf __int_as_float(0x7f800000)  // +inf (NVRTC has no <cmath> INFINITY)
+constexpr int kBlockM = 64;                       // query rows per CTA
+constexpr int kBlockN = 64;                       // KV tokens per tile
+constexpr int kDimQK = 576;
+constexpr int kDimV = 512;
+constexpr int kChunks = kDimQK / 64;              // 128-byte (64 x bf16) swizzle chunks per row
+constexpr int kChunkBytes = 64 * 128;             // one chunk of a 64-row tile
+constexpr int kTileBytes = kChunks * kChunkBytes; // 73728: one Q block or one KV tile
+constexpr int kStages = 2;
+constexpr int kPBytes = kBlockM * kBlockN * 2;
+// Shared memory: Q | KV stage 0 | KV stage 1 | P | row max [2][64] | row sum [2][64] | barriers
+constexpr int kSmemP = (1 + kStages) * kTileBytes;
+constexpr int kSmemRed = kSmemP + kPBytes;
+constexpr int kSmemBars = kSmemRed + 2 * 2 * kBlockM * 4;
+constexpr int kSmemBytes = kSmemBars + 8 * 8;
+
+// Must match jitkern/ops/mla.py (_DecodeParams). 8-byte fields first: no padding surprises.
+struct DecodeParams {
+  __nv_bfloat16* out;          // [b, s_q, h_q, 512]
+  float* lse;                  // [b, h_q, s_q]
+  float* out_acc;              // [slots, rows, 512] partial outputs of split requests
+  float* lse_acc;              // [slots, rows]
+  const int* block_table;      // [b, bt_stride] (first max_pages columns used)
+  const int* seqlens;          // [b]
+  const int* md_g;             // [num_parts + 1] first global tile of each part
+  const int* md_begin;         // [num_parts] request holding the part's first tile
+  const int* md_bpre;          // [b + 1] exclusive prefix of tiles per request
+  const int* md_nsplits;       // [b]
+  const int* md_first;         // [b] first part touching each request
+  const int* md_soff;          // [b] first partial slot of each split request
+  int* err;                    // bit 0: a request needs more pages than block_table holds
+  long long bt_stride;
+  int batch, s_q, h_q, rows, max_pages, page_size, causal, num_parts;
+  float scale_log2;            // softmax_scale * log2(e)
+  int pad_;
+};
+
+struct CombineParams {
+  __nv_bfloat16* out;
+  float* lse;
+  const float* out_acc;
+  const float* lse_acc;
+  const int* md_nsplits;
+  const int* md_soff;
+  int batch, s_q, h_q, rows;
+};
+
+struct MetadataParams {
+  const int* seqlens;  // [b]
+  int* md_g;           // [num_parts + 1]
+  int* md_begin;       // [num_parts]
+  int* md_bpre;        // [b + 1]
+  int* md_cpre;        // [b + 1] scratch: prefix of (tiles + overhead)
+  int* md_nsplits;     // [b]
+  int* md_first;       // [b]
+  int* md_soff;        // [b]
+  int* md_total;       // [1] partial slots used
+  int batch, num_parts, overhead;
+  int pad_;
+};
+
+__device__ __forceinline__ float ex2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// ------------------------------------------------------------------------------------------
+// Metadata: parts cut the batch's tiles into equal-cost contiguous ranges, where a request
+// costs its tiles plus `overhead` (its Q load, output write and combine). One CTA of 1024.
+// ------------------------------------------------------------------------------------------
+__device__ __forceinline__ int block_inclusive_scan(int v, int* warp_sums, int& total) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    int n = __shfl_up_sync(0xffffffffu, v, o);
+    if (lane >= o) v += n;
+  }
+  if (lane == 31) warp_sums[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    int w = lane < (blockDim.x >> 5) ? warp_sums[lane] : 0;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      int n = __shfl_up_sync(0xffffffffu, w, o);
+      if (lane >= o) w += n;
+    }
+    warp_sums[lane] = w;
+  }
+  __syncthreads();
+  if (warp > 0) v += warp_sums[warp - 1];
+  total = warp_sums[31];
+  __syncthreads();
+  return v;
+}
+
+// Largest i in [0, n] with a[i] <= x (a non-decreasing, a[0] <= x).
+__device__ __forceinline__ int upper_index(const int* a, int n, int x) {
+  int lo = 0, hi = n;
+  while (lo < hi) {
+    int mid = (lo + hi + 1) >> 1;
+    if (a[mid] <= x) lo = mid; else hi = mid - 1;
+  }
+  return lo;
+}
+
+template <int kThreads>
+__global__ void __launch_bounds__(kThreads, 1) mla_metadata_kernel(const __grid_constant__ MetadataParams p) {
+  __shared__ int warp_sums[32];
+  const int b = p.batch, P = p.num_parts;
+  int carry_b = 0, carry_c = 0;
+  if (threadIdx.x == 0) { p.md_bpre[0] = 0; p.md_cpre[0] = 0; }
+  for (int base = 0; base < b; base += kThreads) {
+    const int i = base + threadIdx.x;
+    const int len = i < b ? max(p.seqlens[i], 0) : 0;
+    const int nb = (len + kBlockN - 1) / kBlockN;
+    int tb, tc;
+    const int sb = block_inclusive_scan(nb, warp_sums, tb);
+    const int sc = block_inclusive_scan(i < b ? nb + p.overhead : 0, warp_sums, tc);
+    if (i < b) { p.md_bpre[i + 1] = carry_b + sb; p.md_cpre[i + 1] = carry_c + sc; }
+    carry_b += tb;
+    carry_c += tc;
+  }
+  __syncthreads();
+  const int total = carry_c;
+  const int width = max((total + P - 1) / P, 1);
+  for (int q = threadIdx.x; q <= P; q += kThreads) {
+    const int x = min(q * width, total);
+    int g, i;
+    if (x >= total) {
+      g = p.md_bpre[b];
+      i = b - 1;
+    } else {
+      i = upper_index(p.md_cpre, b, x);  // x < cpre[b] so i < b
+      const int nb = p.md_bpre[i + 1] - p.md_bpre[i];
+      g = p.md_bpre[i] + min(max(x - p.md_cpre[i] - p.overhead, 0), nb);
+    }
+    p.md_g[q] = g;
+    if (q < P) p.md_begin[q] = max(i, 0);
+  }
+  __syncthreads();
+  int carry_s = 0;
+  for (int base = 0; base < b; base += kThreads) {
+    const int i = base + threadIdx.x;
+    int ns = 0, first = 0;
+    if (i < b) {
+      const int s = p.md_bpre[i], e = p.md_bpre[i + 1];
+      if (e > s) {
+        first = upper_index(p.md_g, P - 1, s);
+        const int last = upper_index(p.md_g, P - 1, e - 1);
+        ns = last - first + 1;
+      }
+      p.md_nsplits[i] = ns;
+      p.md_first[i] = first;
+    }
+    int ts;
+    const int v = ns > 1 ? ns : 0;
+    const int incl = block_inclusive_scan(v, warp_sums, ts);
+    if (i < b) p.md_soff[i] = carry_s + incl - v;
+    carry_s += ts;
+  }
+  if (threadIdx.x == 0) p.md_total[0] = carry_s;
+}
+
+// ------------------------------------------------------------------------------------------
+// Decode
+// ------------------------------------------------------------------------------------------
+
+// Next (request, tile range) of this part; advances past requests with no tiles.
+__device__ __forceinline__ bool next_segment(const DecodeParams& p, int& g, int g_end, int& req, int& lo,
+                                             int& hi) {
+  if (g >= g_end) return false;
+  while (p.md_bpre[req + 1] <= g) ++req;
+  const int base = p.md_bpre[req];
+  lo = g - base;
+  hi = min(g_end, p.md_bpre[req + 1]) - base;
+  g = base + hi;
+  return true;
+}
+
+template <int kDummy>
+__global__ void __launch_bounds__(384, 1)
+mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __grid_constant__ sm90::TmaDescriptor tma_kv,
+                  const __grid_constant__ DecodeParams p) {
+  using namespace sm90;
+  extern __shared__ __align__(1024) uint8_t smem[];
+  uint8_t* sQ = smem;
+  uint8_t* sK = smem + kTileBytes;
+  uint8_t* sP = smem + kSmemP;
+  float* red_max = reinterpret_cast<float*>(smem + kSmemRed);
+  float* red_sum = red_max + 2 * kBlockM;
+  uint64_t* bars = reinterpret_cast<uint64_t*>(smem + kSmemBars);
+  uint64_t* full = bars;          // [2] TMA -> consumers
+  uint64_t* empty = bars + 2;     // [2] consumers (8 warps) -> producer
+  uint64_t* q_full = bars + 4;
+  uint64_t* q_empty = bars + 5;
+
+  const int mb = blockIdx.x, part = blockIdx.y;
+  const int g_begin = p.md_g[part], g_end = p.md_g[part + 1];
+  if (g_begin >= g_end) return;  // uniform across the CTA
+
+  if (threadIdx.x == 0) {
+    tma_prefetch_desc(&tma_q);
+    tma_prefetch_desc(&tma_kv);
+    for (int s = 0; s < kStages; ++s) { mbar_init(&full[s], 1); mbar_init(&empty[s], 8); }
+    mbar_init(q_full, 1);
+    mbar_init(q_empty, 8);
+    fence_barrier_init();
+  }
+  __syncthreads();
+
+  const int wg = threadIdx.x / 128;
+  const int lane = threadIdx.x & 31;
+  if (wg == 0) {
+    setmaxnreg_dec<40>();
+    if (threadIdx.x >= 32) return;
+    // Producer warp: lanes fetch 32 block-table entries at a time; lane 0 issues the TMA.
+    const int tiles_per_page = p.page_size / kBlockN;
+    int g = g_begin, req = p.md_begin[part], lo, hi, tile = 0, seg = 0;
+    while (next_segment(p, g, g_end, req, lo, hi)) {
+      if (lane == 0) {
+        mbar_wait(q_empty, (seg & 1) ^ 1);
+        mbar_arrive_expect_tx(q_full, kTileBytes);
+        const int row0 = req * p.rows + mb * kBlockM;
+#pragma unroll
+        for (int c = 0; c < kChunks; ++c) tma_load_2d(&tma_q, q_full, sQ + c * kChunkBytes, c * 64, row0);
+      }
+      ++seg;
+      for (int base = lo; base < hi; base += 32) {
+        int page = 0;
+        if (base + lane < hi) {
+          int col = (base + lane) / tiles_per_page;
+          if (col >= p.max_pages) {  // block_table too short for cache_seqlens: flag it, stay in bounds
+            atomicOr(p.err, 1);
+            col = p.max_pages - 1;
+          }
+          page = p.block_table[static_cast<long long>(req) * p.bt_stride + col];
+        }
+        const int n = min(32, hi - base);
+        for (int t = 0; t < n; ++t) {
+          const int pg = __shfl_sync(0xffffffffu, page, t);
+          if (lane == 0) {
+            const int s = tile & 1;
+            mbar_wait(&empty[s], ((tile >> 1) & 1) ^ 1);
+            mbar_arrive_expect_tx(&full[s], kTileBytes);
+            // Page ids outside [0, num_pages) land out of the tensor map's bounds: TMA reads zeros.
+            const int row = pg * p.page_size + ((base + t) % tiles_per_page) * kBlockN;
+            uint8_t* dst = sK + s * kTileBytes;
+#pragma unroll
+            for (int c = 0; c < kChunks; ++c) tma_load_2d(&tma_kv, &full[s], dst + c * kChunkBytes, c * 64, row);
+          }
+          ++tile;
+        }
+      }
+    }
+    return;
+  }
+
+  // ---------------------------------------------------------------- consumers
+  setmaxnreg_inc<232>();
+  const int w = wg - 1;                    // 0/1: tokens [32w, 32w+32) of S, dims [256w, 256w+256) of O
+  const int tid = threadIdx.x - 128 * wg;  // 0..127 within the warpgroup
+  const int r0 = (tid >> 5) * 16 + (lane >> 2);  // this thread's two rows: r0, r0 + 8
+  const int r1 = r0 + 8;
+  const int cq = (lane & 3) * 2;           // column pair inside an 8-column group
+  const float sl2 = p.scale_log2;
+
+  float o[128];
+  float sacc[16];
+  int g = g_begin, req = p.md_begin[part], lo, hi, tile = 0, seg = 0;
+  while (next_segment(p, g, g_end, req, lo, hi)) {
+    const int len = p.seqlens[req];
+    const int m_row0 = mb * kBlockM + r0, m_row1 = mb * kBlockM + r1;
+    // Keys visible to a row: [0, lim). Query token t sits at position len - s_q + t.
+    int lim0 = len, lim1 = len;
+    if (p.causal) {
+      lim0 = min(len, len - p.s_q + 1 + m_row0 / p.h_q);
+      lim1 = min(len, len - p.s_q + 1 + m_row1 / p.h_q);
+    }
+    float m0 = -kInf, m1 = -kInf, l0 = 0.f, l1 = 0.f;
+#pragma unroll
+    for (int k = 0; k < 128; ++k) o[k] = 0.f;
+    mbar_wait(q_full, seg & 1);
+
+    for (int blk = lo; blk < hi; ++blk, ++tile) {
+      const int s = tile & 1;
+      uint8_t* kt = sK + s * kTileBytes;
+      mbar_wait(&full[s], (tile >> 1) & 1);
+
+      // S[64 x 32] = Q[64 x 576] K[32w..32w+32, 576]^T
+#pragma unroll
+      for (int k = 0; k < 16; ++k) fence_operand(sacc[k]);
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < kChunks * 4; ++kk) {
+        const uint64_t da = make_smem_desc_k_sw128(sQ + (kk >> 2) * kChunkBytes) + (kk & 3) * 2;
+        const uint64_t db = make_smem_desc_k_sw128(kt + (kk >> 2) * kChunkBytes + w * 32 * 128) + (kk & 3) * 2;
+        WgmmaQK_N32::mma(da, db, sacc, kk > 0 ? 1u : 0u);
+      }
+      wgmma_commit();
+      wgmma_wait<0>();
+#pragma unroll
+      for (int k = 0; k < 16; ++k) fence_operand(sacc[k]);
+
+      // Mask (sequence end, causal) by selection, so NaN garbage past the end never survives.
+      const int key0 = blk * kBlockN + w * 32 + cq;
+      float mx0 = -kInf, mx1 = -kInf;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int key = key0 + 8 * j + e;
+          sacc[4 * j + e] = key < lim0 ? sacc[4 * j + e] : -kInf;
+          sacc[4 * j + 2 + e] = key < lim1 ? sacc[4 * j + 2 + e] : -kInf;
+          mx0 = fmaxf(mx0, sacc[4 * j + e]);
+          mx1 = fmaxf(mx1, sacc[4 * j + 2 + e]);
+        }
+      }
+      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+      if ((lane & 3) == 0) { red_max[w * kBlockM + r0] = mx0; red_max[w * kBlockM + r1] = mx1; }
+      named_barrier_sync(1, 256);
+      const float mn0 = fmaxf(m0, fmaxf(red_max[r0], red_max[kBlockM + r0]));
+      const float mn1 = fmaxf(m1, fmaxf(red_max[r1], red_max[kBlockM + r1]));
+      // A row with nothing visible yet keeps max -inf: use 0 as the exponent base (no inf - inf).
+      const float b0 = mn0 == -kInf ? 0.f : mn0 * sl2;
+      const float b1 = mn1 == -kInf ? 0.f : mn1 * sl2;
+      const float a0 = ex2(m0 * sl2 - b0), a1 = ex2(m1 * sl2 - b1);
+      m0 = mn0;
+      m1 = mn1;
+      float rs0 = 0.f, rs1 = 0.f;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const float p00 = ex2(fmaf(sacc[4 * j + 0], sl2, -b0)), p01 = ex2(fmaf(sacc[4 * j + 1], sl2, -b0));
+        const float p10 = ex2(fmaf(sacc[4 * j + 2], sl2, -b1)), p11 = ex2(fmaf(sacc[4 * j + 3], sl2, -b1));
+        rs0 += p00 + p01;
+        rs1 += p10 + p11;
+        // P tile [64 x 64] bf16, K-major with the 128-byte swizzle TMA would produce.
+        const int chunk16 = w * 4 + j;
+        *reinterpret_cast<uint32_t*>(sP + r0 * 128 + ((chunk16 ^ (r0 & 7)) << 4) + cq * 2) = pack_bf16x2(p00, p01);
+        *reinterpret_cast<uint32_t*>(sP + r1 * 128 + ((chunk16 ^ (r1 & 7)) << 4) + cq * 2) = pack_bf16x2(p10, p11);
+      }
+      l0 = l0 * a0 + rs0;
+      l1 = l1 * a1 + rs1;
+      // Token rows past the sequence end may hold anything (NaN): zero this warpgroup's V part so
+      // that P = 0 times garbage cannot poison O.
+      const int valid = len - blk * kBlockN;
+      if (valid < kBlockN) {
+        const int first = max(valid, 0);
+        const int n16 = (kBlockN - first) * 8;  // 16-byte units per chunk
+        for (int idx = tid; idx < 4 * n16; idx += 128) {
+          const int c = w * 4 + idx / n16, u = idx % n16;
+          *reinterpret_cast<uint4*>(kt + c * kChunkBytes + first * 128 + u * 16) = make_uint4(0, 0, 0, 0);
+        }
+      }
+      fence_proxy_async_shared();
+      named_barrier_sync(2, 256);
+
+#pragma unroll
+      for (int j = 0; j < 32; ++j) {
+        o[4 * j + 0] *= a0;
+        o[4 * j + 1] *= a0;
+        o[4 * j + 2] *= a1;
+        o[4 * j + 3] *= a1;
+      }
+#pragma unroll
+      for (int k = 0; k < 128; ++k) fence_operand(o[k]);
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk) {
+        const uint64_t da = make_smem_desc_k_sw128(sP) + kk * 2;
+        // V: 16 tokens x 256 dims, MN-major: 64-dim chunks LBO = 8 KiB apart, 8-token groups SBO = 1 KiB.
+        const uint64_t db = make_smem_desc(kt + (w * 4) * kChunkBytes + kk * 16 * 128, SmemSwizzle::k128B,
+                                           kChunkBytes, 1024);
+        WgmmaPV_N256_TransB::mma(da, db, o, 1u);
+      }
+      wgmma_commit();
+      wgmma_wait<0>();
+#pragma unroll
+      for (int k = 0; k < 128; ++k) fence_operand(o[k]);
+      __syncwarp();
+      if (lane == 0) mbar_arrive(&empty[s]);
+    }
+    __syncwarp();
+    if (lane == 0) mbar_arrive(q_empty);
+    ++seg;
+
+    // Row sums: this thread's 8 columns -> quad -> both warpgroups.
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    if ((lane & 3) == 0) { red_sum[w * kBlockM + r0] = l0; red_sum[w * kBlockM + r1] = l1; }
+    named_barrier_sync(1, 256);
+    const float L0 = red_sum[r0] + red_sum[kBlockM + r0];
+    const float L1 = red_sum[r1] + red_sum[kBlockM + r1];
+    // No visible key: out = 0, lse = -inf (the documented empty-row result).
+    const float inv0 = L0 > 0.f ? 1.f / L0 : 0.f, inv1 = L1 > 0.f ? 1.f / L1 : 0.f;
+    const float ln2 = 0.6931471805599453f;
+    const float lse0 = L0 > 0.f ? (m0 * sl2 + __log2f(L0)) * ln2 : -kInf;
+    const float lse1 = L1 > 0.f ? (m1 * sl2 + __log2f(L1)) * ln2 : -kInf;
+    const bool ok0 = m_row0 < p.rows, ok1 = m_row1 < p.rows;
+    const bool split = p.md_nsplits[req] > 1;
+    const int col0 = w * 256 + cq;
+    if (!split) {
+      __nv_bfloat16* out0 = p.out + (static_cast<long long>(req) * p.rows + m_row0) * kDimV + col0;
+      __nv_bfloat16* out1 = p.out + (static_cast<long long>(req) * p.rows + m_row1) * kDimV + col0;
+#pragma unroll
+      for (int j = 0; j < 32; ++j) {
+        if (ok0) *reinterpret_cast<uint32_t*>(out0 + 8 * j) = pack_bf16x2(o[4 * j] * inv0, o[4 * j + 1] * inv0);
+        if (ok1) *reinterpret_cast<uint32_t*>(out1 + 8 * j) = pack_bf16x2(o[4 * j + 2] * inv1, o[4 * j + 3] * inv1);
+      }
+      if (w == 0 && (lane & 3) == 0) {
+        if (ok0) p.lse[static_cast<long long>(req) * p.rows + (m_row0 % p.h_q) * p.s_q + m_row0 / p.h_q] = lse0;
+        if (ok1) p.lse[static_cast<long long>(req) * p.rows + (m_row1 % p.h_q) * p.s_q + m_row1 / p.h_q] = lse1;
+      }
+    } else {
+      const int slot = p.md_soff[req] + part - p.md_first[req];
+      float* acc0 = p.out_acc + (static_cast<long long>(slot) * p.rows + m_row0) * kDimV + col0;
+      float* acc1 = p.out_acc + (static_cast<long long>(slot) * p.rows + m_row1) * kDimV + col0;
+#pragma unroll
+      for (int j = 0; j < 32; ++j) {
+        if (ok0) *reinterpret_cast<float2*>(acc0 + 8 * j) = make_float2(o[4 * j] * inv0, o[4 * j + 1] * inv0);
+        if (ok1) *reinterpret_cast<float2*>(acc1 + 8 * j) = make_float2(o[4 * j + 2] * inv1, o[4 * j + 3] * inv1);
+      }
+      if (w == 0 && (lane & 3) == 0) {
+        if (ok0) p.lse_acc[static_cast<long long>(slot) * p.rows + m_row0] = lse0;
+        if (ok1) p.lse_acc[static_cast<long long>(slot) * p.rows + m_row1] = lse1;
+      }
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------
+// Combine: one warp per query row of a request. Requests with one split were written by the
+// decode kernel; requests with none (no cached tokens) get out = 0, lse = -inf here.
+// ------------------------------------------------------------------------------------------
+template <int kDummy>
+__global__ void __launch_bounds__(256) mla_combine_kernel(const __grid_constant__ CombineParams p) {
+  const int req = blockIdx.y;
+  const int row = blockIdx.x * 8 + (threadIdx.x >> 5);
+  const int lane = threadIdx.x & 31;
+  if (row >= p.rows) return;
+  const int n = p.md_nsplits[req];
+  if (n == 1) return;
+  __nv_bfloat16* out = p.out + (static_cast<long long>(req) * p.rows + row) * kDimV;
+  float* lse = p.lse + static_cast<long long>(req) * p.rows + (row % p.h_q) * p.s_q + row / p.h_q;
+  float acc[16];
+#pragma unroll
+  for (int k = 0; k < 16; ++k) acc[k] = 0.f;
+  float total = -kInf;
+  if (n > 1) {
+    const int slot0 = p.md_soff[req];
+    float mx = -kInf;
+    for (int s = lane; s < n; s += 32) mx = fmaxf(mx, p.lse_acc[static_cast<long long>(slot0 + s) * p.rows + row]);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+    if (mx != -kInf) {
+      float sum = 0.f;
+      for (int s = lane; s < n; s += 32) sum += __expf(p.lse_acc[static_cast<long long>(slot0 + s) * p.rows + row] - mx);
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+      total = mx + __logf(sum);
+      for (int s = 0; s < n; ++s) {
+        const long long base = static_cast<long long>(slot0 + s) * p.rows + row;
+        const float ls = p.lse_acc[base];
+        if (ls == -kInf) continue;  // this split saw no key of this row: its partial is 0
+        const float wgt = __expf(ls - total);
+        const float4* src = reinterpret_cast<const float4*>(p.out_acc + base * kDimV);
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+          const float4 v = src[k * 32 + lane];
+          acc[4 * k + 0] += wgt * v.x;
+          acc[4 * k + 1] += wgt * v.y;
+          acc[4 * k + 2] += wgt * v.z;
+          acc[4 * k + 3] += wgt * v.w;
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    uint2 v;
+    v.x = sm90::pack_bf16x2(acc[4 * k + 0], acc[4 * k + 1]);
+    v.y = sm90::pack_bf16x2(acc[4 * k + 2], acc[4 * k + 3]);
+    *reinterpret_cast<uint2*>(out + (k * 32 + lane) * 4) = v;
+  }
+  if (lane == 0) *lse = total;
+}
+
+}  // namespace mla
+}  // namespace jitkern
