@@ -6,7 +6,7 @@ import pytest
 import torch
 
 
-def run_case(lens=(300, 0, 65, 1000), s_q=2, h_q=32, seed=0):
+def run_case(lens=(300, 0, 65, 1000), s_q=2, h_q=32, seed=0, impl="wgmma"):
     from jitkern.ops import mla
     from jitkern.reference import mla as ref
     g = torch.Generator().manual_seed(seed)
@@ -22,7 +22,7 @@ def run_case(lens=(300, 0, 65, 1000), s_q=2, h_q=32, seed=0):
     q = torch.randn(b, s_q, h_q, 576, generator=g).to(torch.bfloat16).cuda()
     bt, sl = bt.cuda(), torch.tensor(lens, dtype=torch.int32, device="cuda")
     md = mla.mla_metadata(sl, s_q, h_q, num_parts=5)
-    out, lse = mla.mla_decode(q, kv, bt, sl, md)
+    out, lse = mla.mla_decode(q, kv, bt, sl, md, impl=impl)
     ro, rl = ref.mla_decode_ref(q, kv, bt, sl)
     torch.cuda.synchronize()
     err = ((out.float() - ro).norm() / ro.norm()).item()
@@ -33,12 +33,17 @@ def run_case(lens=(300, 0, 65, 1000), s_q=2, h_q=32, seed=0):
 
 
 @pytest.mark.gpu
-def test_smoke():
-    err, lerr, same_inf, nan = run_case()
+@pytest.mark.parametrize("impl", ["wgmma", "simt"])
+def test_smoke(impl):
+    err, lerr, same_inf, nan = run_case(impl=impl)
     assert not nan and same_inf and err <= 5e-3 and lerr <= 1e-3, (err, lerr, same_inf, nan)
 
 
 if __name__ == "__main__":
-    r = run_case()
-    print("smoke rel_err=%.3e lse_err=%.3e same_inf=%s nan=%s" % r)
-    sys.exit(0 if (not r[3] and r[2] and r[0] <= 5e-3 and r[1] <= 1e-3) else 1)
+    ok = True
+    for impl in (sys.argv[1:] or ["simt", "wgmma"]):
+        r = run_case(impl=impl)
+        good = not r[3] and r[2] and r[0] <= 5e-3 and r[1] <= 1e-3
+        print("smoke %s rel_err=%.3e lse_err=%.3e same_inf=%s nan=%s %s" % ((impl,) + r + ("OK" if good else "FAIL",)))
+        ok = ok and good
+    sys.exit(0 if ok else 1)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import math
+import os
 
 import torch
 
@@ -47,10 +48,21 @@ _SMEM_BYTES = 3 * 73728 + 8192 + 1024 + 64
 _TEMPLATE = "mla/mla.cuh"
 SPEC_DECODE = KernelSpec(_TEMPLATE, "jitkern::mla::mla_decode_kernel<0>", family="mla")
 SPEC_COMBINE = KernelSpec(_TEMPLATE, "jitkern::mla::mla_combine_kernel<0>", family="mla")
+SPEC_DECODE_SIMT = KernelSpec(_TEMPLATE, "jitkern::mla::mla_decode_simt_kernel<0>", family="mla")
+_SIMT_SMEM_BYTES = 2 * 64 * (DIM_QK + 8) * 2
+IMPLS = ("wgmma", "simt")
 SPEC_METADATA = KernelSpec(_TEMPLATE, "jitkern::mla::mla_metadata_kernel<1024>", family="mla")
 
 
-class _DecodeParams(ctypes.Structure):
+class _ByValue(ctypes.Structure):
+    """A kernel parameter struct passed by value: the launcher copies the kernel's declared
+    parameter size from ``getPtr()`` (the path it uses for 128-byte tensor maps)."""
+
+    def getPtr(self):  # noqa: N802 (the launcher's duck-typed name)
+        return ctypes.addressof(self)
+
+
+class _DecodeParams(_ByValue):
     _fields_ = [(n, ctypes.c_void_p) for n in (
         "out", "lse", "out_acc", "lse_acc", "block_table", "seqlens", "md_g", "md_begin", "md_bpre",
         "md_nsplits", "md_first", "md_soff", "err")] + [("bt_stride", ctypes.c_longlong)] + [
@@ -58,12 +70,12 @@ class _DecodeParams(ctypes.Structure):
                                       "num_parts")] + [("scale_log2", ctypes.c_float), ("pad_", ctypes.c_int32)]
 
 
-class _CombineParams(ctypes.Structure):
+class _CombineParams(_ByValue):
     _fields_ = [(n, ctypes.c_void_p) for n in ("out", "lse", "out_acc", "lse_acc", "md_nsplits", "md_soff")] + [
         (n, ctypes.c_int32) for n in ("batch", "s_q", "h_q", "rows")]
 
 
-class _MetadataParams(ctypes.Structure):
+class _MetadataParams(_ByValue):
     _fields_ = [(n, ctypes.c_void_p) for n in (
         "seqlens", "md_g", "md_begin", "md_bpre", "md_cpre", "md_nsplits", "md_first", "md_soff", "md_total")] + [
         (n, ctypes.c_int32) for n in ("batch", "num_parts", "overhead", "pad_")]
@@ -193,13 +205,18 @@ def _tma(t: torch.Tensor, rows: int):
 
 
 def mla_decode(q: torch.Tensor, kv_cache: torch.Tensor, block_table: torch.Tensor, cache_seqlens: torch.Tensor,
-               metadata: MLAMetadata, softmax_scale: float | None = None, causal: bool = True, out=None):
+               metadata: MLAMetadata, softmax_scale: float | None = None, causal: bool = True, out=None,
+               impl: str | None = None):
     """Attention of ``q`` over the paged latent cache; returns ``(out, lse)``.
 
     See the module docstring for shapes, dtypes, layouts and edge cases. softmax_scale defaults
     to 576 ** -0.5. ``out``: None, an ``out`` tensor [b, s_q, h_q, 512] bf16 contiguous, or a
-    pair ``(out, lse)`` with lse [b, h_q, s_q] fp32 contiguous.
+    pair ``(out, lse)`` with lse [b, h_q, s_q] fp32 contiguous. ``impl``: "wgmma" (default;
+    ``$JITKERN_MLA_IMPL`` overrides) or "simt" (no tensor cores: a slow cross-check).
     """
+    impl = impl or os.environ.get("JITKERN_MLA_IMPL", "wgmma")
+    if impl not in IMPLS:
+        raise ValueError(f"impl: expected one of {IMPLS}, got {impl!r}")
     check_tensor("q", q, dtype=torch.bfloat16, ndim=4, contiguous=True, align_bytes=16)
     b, s_q, h_q, dq = q.shape
     if dq != DIM_QK:
@@ -257,15 +274,19 @@ def mla_decode(q: torch.Tensor, kv_cache: torch.Tensor, block_table: torch.Tenso
     def mp(name):
         return base + 4 * lay[name][0]
 
-    tq = _tma(q, b * rows)
-    tkv = _tma(kv_cache, num_pages * page_size)
     prm = _DecodeParams(o.data_ptr(), lse.data_ptr(), out_acc.data_ptr(), lse_acc.data_ptr(), block_table.data_ptr(),
                         cache_seqlens.data_ptr(), mp("part_start"), mp("part_begin_req"), mp("tile_prefix"),
                         mp("num_splits"), mp("first_part"), mp("slot_offset"), mp("error"), block_table.stride(0),
                         b, s_q, h_q, rows, block_table.shape[1], page_size, int(bool(causal)), md.num_parts,
                         float(softmax_scale) * math.log2(math.e), 0)
-    get_kernel(SPEC_DECODE, q.device).launch((md.num_m_blocks, md.num_parts), (_DECODE_THREADS,), [tq, tkv, prm],
-                                             smem=_SMEM_BYTES)
+    if impl == "wgmma":
+        tq = _tma(q, b * rows)
+        tkv = _tma(kv_cache, num_pages * page_size)
+        get_kernel(SPEC_DECODE, q.device).launch((md.num_m_blocks, md.num_parts), (_DECODE_THREADS,),
+                                                 [tq, tkv, prm], smem=_SMEM_BYTES)
+    else:
+        get_kernel(SPEC_DECODE_SIMT, q.device).launch((md.num_m_blocks, md.num_parts), (256,), [q, kv_cache, prm],
+                                                      smem=_SIMT_SMEM_BYTES)
     cprm = _CombineParams(o.data_ptr(), lse.data_ptr(), out_acc.data_ptr(), lse_acc.data_ptr(), mp("num_splits"),
                           mp("slot_offset"), b, s_q, h_q, rows)
     get_kernel(SPEC_COMBINE, q.device).launch((-(-rows // 8), b), (256,), [cprm])
@@ -282,4 +303,4 @@ def mla_check_errors(metadata: MLAMetadata):
 
 def warmup_specs(entries, target) -> list:
     """MLA uses three kernels whatever the shape (h_q, s_q, page size are runtime values)."""
-    return [SPEC_METADATA, SPEC_DECODE, SPEC_COMBINE]
+    return [SPEC_METADATA, SPEC_DECODE, SPEC_COMBINE]  # the SIMT cross-check compiles on first use

@@ -79,6 +79,11 @@ struct MetadataParams {
   int pad_;
 };
 
+// The host packs these structs with ctypes (jitkern/ops/mla.py): sizes must agree.
+static_assert(sizeof(DecodeParams) == 152, "DecodeParams layout changed: update _DecodeParams");
+static_assert(sizeof(CombineParams) == 64, "CombineParams layout changed: update _CombineParams");
+static_assert(sizeof(MetadataParams) == 88, "MetadataParams layout changed: update _MetadataParams");
+
 __device__ __forceinline__ float ex2(float x) {
   float y;
   asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
@@ -448,6 +453,129 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
       if (w == 0 && (lane & 3) == 0) {
         if (ok0) p.lse_acc[static_cast<long long>(slot) * p.rows + m_row0] = lse0;
         if (ok1) p.lse_acc[static_cast<long long>(slot) * p.rows + m_row1] = lse1;
+      }
+    }
+  }
+}
+
+
+// ------------------------------------------------------------------------------------------
+// Reference-grade SIMT decode (no tensor cores): same work split, partial format and edge
+// cases as mla_decode_kernel. Slow; kept as a cross-check of the fast path and a fallback.
+// 256 threads: warp w owns rows [8w, 8w+8) of the 64-row block; lane owns 16 value dims.
+// ------------------------------------------------------------------------------------------
+constexpr int kSimtStride = kDimQK + 8;  // padded smem row (elements): no 32-way bank conflicts
+
+template <int kDummy>
+__global__ void __launch_bounds__(256, 1) mla_decode_simt_kernel(const __nv_bfloat16* __restrict__ q,
+                                                                 const __nv_bfloat16* __restrict__ kv,
+                                                                 const __grid_constant__ DecodeParams p) {
+  extern __shared__ __align__(16) uint8_t smem_simt[];
+  __nv_bfloat16* sQ = reinterpret_cast<__nv_bfloat16*>(smem_simt);
+  __nv_bfloat16* sK = sQ + kBlockM * kSimtStride;
+  const int mb = blockIdx.x, part = blockIdx.y;
+  const int g_begin = p.md_g[part], g_end = p.md_g[part + 1];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int tiles_per_page = p.page_size / kBlockN;
+  const long long total_rows = static_cast<long long>(p.batch) * p.rows;
+  int g = g_begin, req = p.md_begin[part], lo, hi;
+  while (next_segment(p, g, g_end, req, lo, hi)) {
+    const int len = p.seqlens[req];
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < kBlockM * (kDimQK / 8); idx += 256) {
+      const int r = idx / (kDimQK / 8), c = idx % (kDimQK / 8);
+      const long long row = static_cast<long long>(req) * p.rows + mb * kBlockM + r;
+      uint4 v = make_uint4(0, 0, 0, 0);
+      if (row < total_rows) v = *reinterpret_cast<const uint4*>(q + row * kDimQK + c * 8);
+      *reinterpret_cast<uint4*>(sQ + r * kSimtStride + c * 8) = v;
+    }
+    float m[8], l[8], o[8][16];
+    int lim[8];
+#pragma unroll
+    for (int rr = 0; rr < 8; ++rr) {
+      m[rr] = -kInf;
+      l[rr] = 0.f;
+      const int mrow = mb * kBlockM + warp * 8 + rr;
+      lim[rr] = p.causal ? min(len, len - p.s_q + 1 + mrow / p.h_q) : len;
+#pragma unroll
+      for (int d = 0; d < 16; ++d) o[rr][d] = 0.f;
+    }
+    for (int blk = lo; blk < hi; ++blk) {
+      int col = blk / tiles_per_page;
+      if (col >= p.max_pages) { if (threadIdx.x == 0) atomicOr(p.err, 1); col = p.max_pages - 1; }
+      const long long page = p.block_table[static_cast<long long>(req) * p.bt_stride + col];
+      const long long tok0 = page * p.page_size + (blk % tiles_per_page) * kBlockN;
+      const int valid = min(len - blk * kBlockN, kBlockN);
+      __syncthreads();
+      for (int idx = threadIdx.x; idx < kBlockN * (kDimQK / 8); idx += 256) {
+        const int r = idx / (kDimQK / 8), c = idx % (kDimQK / 8);
+        uint4 v = make_uint4(0, 0, 0, 0);
+        if (r < valid) v = *reinterpret_cast<const uint4*>(kv + (tok0 + r) * kDimQK + c * 8);
+        *reinterpret_cast<uint4*>(sK + r * kSimtStride + c * 8) = v;
+      }
+      __syncthreads();
+#pragma unroll 1
+      for (int rr = 0; rr < 8; ++rr) {
+        const __nv_bfloat16* qr = sQ + (warp * 8 + rr) * kSimtStride;
+        float s[2];
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int t = lane + 32 * h;
+          const __nv_bfloat16* kr = sK + t * kSimtStride;
+          float acc = 0.f;
+          for (int d = 0; d < kDimQK; d += 2) {
+            const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(qr + d));
+            const float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(kr + d));
+            acc = fmaf(a.x, b.x, fmaf(a.y, b.y, acc));
+          }
+          const int key = blk * kBlockN + t;
+          s[h] = key < lim[rr] ? acc : -kInf;
+        }
+        float mx = fmaxf(s[0], s[1]);
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+        const float mn = fmaxf(m[rr], mx);
+        const float base = mn == -kInf ? 0.f : mn * p.scale_log2;
+        const float alpha = ex2(m[rr] * p.scale_log2 - base);
+        m[rr] = mn;
+        const float p0 = ex2(fmaf(s[0], p.scale_log2, -base)), p1 = ex2(fmaf(s[1], p.scale_log2, -base));
+        float ps = p0 + p1;
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) ps += __shfl_xor_sync(0xffffffffu, ps, off);
+        l[rr] = l[rr] * alpha + ps;
+#pragma unroll
+        for (int d = 0; d < 16; ++d) o[rr][d] *= alpha;
+        for (int t = 0; t < kBlockN; ++t) {
+          const float pt = __shfl_sync(0xffffffffu, t < 32 ? p0 : p1, t & 31);
+          const __nv_bfloat16* vr = sK + t * kSimtStride + lane * 16;
+#pragma unroll
+          for (int d = 0; d < 16; d += 2) {
+            const float2 v = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(vr + d));
+            o[rr][d] = fmaf(pt, v.x, o[rr][d]);
+            o[rr][d + 1] = fmaf(pt, v.y, o[rr][d + 1]);
+          }
+        }
+      }
+    }
+    const bool split = p.md_nsplits[req] > 1;
+#pragma unroll
+    for (int rr = 0; rr < 8; ++rr) {
+      const int mrow = mb * kBlockM + warp * 8 + rr;
+      if (mrow >= p.rows) continue;
+      const float inv = l[rr] > 0.f ? 1.f / l[rr] : 0.f;
+      const float lse = l[rr] > 0.f ? (m[rr] * p.scale_log2 + __log2f(l[rr])) * 0.6931471805599453f : -kInf;
+      if (!split) {
+        __nv_bfloat16* dst = p.out + (static_cast<long long>(req) * p.rows + mrow) * kDimV + lane * 16;
+#pragma unroll
+        for (int d = 0; d < 16; d += 2)
+          *reinterpret_cast<uint32_t*>(dst + d) = sm90::pack_bf16x2(o[rr][d] * inv, o[rr][d + 1] * inv);
+        if (lane == 0) p.lse[static_cast<long long>(req) * p.rows + (mrow % p.h_q) * p.s_q + mrow / p.h_q] = lse;
+      } else {
+        const int slot = p.md_soff[req] + part - p.md_first[req];
+        float* dst = p.out_acc + (static_cast<long long>(slot) * p.rows + mrow) * kDimV + lane * 16;
+#pragma unroll
+        for (int d = 0; d < 16; ++d) dst[d] = o[rr][d] * inv;
+        if (lane == 0) p.lse_acc[static_cast<long long>(slot) * p.rows + mrow] = lse;
       }
     }
   }
