@@ -23,6 +23,8 @@ class GemmConfig:
     stages: int
     group_n: int = 16
     num_sms: int = 132   # persistent grid size cap
+    cluster_m: int = 1   # 2: CTA pairs along M share (multicast) the B tile
+    cluster_n: int = 1   # 2: CTA pairs along N share (multicast) the A tile
 
     def as_dict(self):
         return dataclasses.asdict(self)
@@ -36,19 +38,24 @@ def gemm_stage_bytes(kind: str, block_m: int, block_n: int) -> int:
     return block_m * 128 + block_n * 128 + (block_m * 4 if kind == "fp8" else 0)
 
 
-def gemm_max_stages(kind: str, block_m: int, block_n: int, smem_limit: int = SMEM_LIMIT) -> int:
+def gemm_out_bytes(block_m: int, block_n: int, accum: bool = False) -> int:
+    # bf16 output is staged in smem for the TMA store; the fp32 accumulate path stores directly
+    return 0 if accum else block_m * block_n * 2
+
+
+def gemm_max_stages(kind: str, block_m: int, block_n: int, smem_limit: int = SMEM_LIMIT, accum: bool = False) -> int:
     per = gemm_stage_bytes(kind, block_m, block_n) + 16
-    return max(1, min(12, (smem_limit - 1024) // per))
+    return max(1, min(12, (smem_limit - 1024 - gemm_out_bytes(block_m, block_n, accum)) // per))
 
 
-def gemm_smem_bytes(kind: str, block_m: int, block_n: int, stages: int) -> int:
-    return 1024 + stages * gemm_stage_bytes(kind, block_m, block_n) + 16 * stages
+def gemm_smem_bytes(kind: str, block_m: int, block_n: int, stages: int, accum: bool = False) -> int:
+    return 1024 + stages * gemm_stage_bytes(kind, block_m, block_n) + gemm_out_bytes(block_m, block_n, accum) + 16 * stages
 
 
-def block_n_candidates(kind: str) -> list[int]:
-    # fp8 keeps two fp32 copies of the tile (wgmma accumulator + promoted sum): past 160 columns
-    # they no longer fit the 232 registers a math thread gets.
-    top = 160 if kind == "fp8" else 256
+def block_n_candidates(kind: str, block_m: int = 64) -> list[int]:
+    # fp8 keeps two fp32 copies of the tile (wgmma accumulator + promoted sum): past 144 columns
+    # (160 with one math warpgroup, which gets 240 registers) they spill.
+    top = (160 if block_m == 64 else 144) if kind == "fp8" else 256
     return list(range(16, top + 1, 16))
 
 
@@ -74,7 +81,8 @@ def _tuned_table(gpu_name: str) -> dict:
     for e in doc.get("entries", []):
         try:
             table[(e["kind"], int(e["n"]), int(e["k"]), int(e["m_bucket"]))] = GemmConfig(
-                int(e["block_m"]), int(e["block_n"]), int(e["stages"]), int(e.get("group_n", 16)))
+                int(e["block_m"]), int(e["block_n"]), int(e["stages"]), int(e.get("group_n", 16)), 132,
+                int(e.get("cluster_m", 1)), int(e.get("cluster_n", 1)))
         except (KeyError, ValueError, TypeError):
             continue
     return table
@@ -85,17 +93,19 @@ def heuristic_gemm_config(kind: str, m: int, n: int, k: int, num_sms: int = 132,
     """Model-only choice (no table)."""
     block_m = 64 if m <= 64 else 128
     best = None
-    for bn in block_n_candidates(kind):
+    for bn in block_n_candidates(kind, block_m):
         tiles = -(-m // block_m) * -(-n // bn)
         waves = -(-tiles // num_sms)
         last = tiles - (waves - 1) * num_sms
-        # Tiles narrower than 64 columns waste wgmma issue slots and re-read A: only worth it
-        # when they remove a whole wave.
         key = (waves, -last / num_sms, -bn)
         if best is None or key < best[0]:
             best = (key, bn)
     bn = best[1]
-    return GemmConfig(block_m, bn, gemm_max_stages(kind, block_m, bn, smem_limit), 16, num_sms)
+    m_blocks, n_blocks = -(-m // block_m), -(-n // bn)
+    # Pair CTAs to halve L2 reads of the operand they share, when there are tiles enough to pair.
+    cm = 2 if m_blocks >= 2 and m_blocks * n_blocks >= 2 * num_sms else 1
+    cn = 2 if cm == 1 and n_blocks >= 2 * num_sms // max(1, m_blocks) and n_blocks >= 4 else 1
+    return GemmConfig(block_m, bn, gemm_max_stages(kind, block_m, bn, smem_limit), 16, num_sms, cm, cn)
 
 
 def gemm_config(kind: str, m: int, n: int, k: int, num_sms: int = 132, gpu_name: str = "",
@@ -103,6 +113,6 @@ def gemm_config(kind: str, m: int, n: int, k: int, num_sms: int = 132, gpu_name:
     """Config for ``kind`` ("fp8" | "bf16") and shape (M, N, K) on a GPU named ``gpu_name``."""
     tuned = _tuned_table(gpu_name).get((kind, n, k, m_bucket(m))) if gpu_name else None
     if tuned is not None:
-        stages = min(tuned.stages, gemm_max_stages(kind, tuned.block_m, tuned.block_n, smem_limit))
+        stages = min(tuned.stages, gemm_max_stages(kind, tuned.block_m, tuned.block_n, smem_limit))  # bf16-out budget
         return dataclasses.replace(tuned, stages=stages, num_sms=num_sms)
     return heuristic_gemm_config(kind, m, n, k, num_sms, smem_limit)

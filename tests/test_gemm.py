@@ -61,7 +61,7 @@ def test_rel_err_flags_nan():
 def test_heuristic_config_fits(kind, m, n, k):
     cfg = heuristics.gemm_config(kind, m, n, k, 132, "nominal H100 SXM")
     assert cfg.block_m in (64, 128)
-    assert cfg.block_n in heuristics.block_n_candidates(kind)
+    assert cfg.block_n in heuristics.block_n_candidates(kind, cfg.block_m)
     assert cfg.stages >= 2
     assert heuristics.gemm_smem_bytes(kind, cfg.block_m, cfg.block_n, cfg.stages) <= heuristics.SMEM_LIMIT
 
@@ -89,14 +89,17 @@ def _nvdisasm():
     return None
 
 
-COMPILE_CASES = [("fp8", 4096, 7168, 7168), ("fp8", 64, 2112, 7168), ("bf16", 4096, 7168, 2048)]
+COMPILE_CASES = [("fp8", 4096, 7168, 7168, None), ("fp8", 64, 2112, 7168, None), ("bf16", 4096, 7168, 2048, None),
+                 ("fp8", 0, 7168, 2048, heuristics.GemmConfig(128, 144, 5, 16, 132, 2, 1)),
+                 ("fp8", 0, 2112, 7168, heuristics.GemmConfig(64, 160, 8, 16, 132, 1, 2)),
+                 ("bf16", 0, 2112, 7168, heuristics.GemmConfig(128, 256, 3, 16, 132, 2, 1))]
 
 
-@pytest.mark.parametrize("kind,m,n,k", COMPILE_CASES)
-def test_compiles_for_sm90a_without_spills(kind, m, n, k, cache_dir, tmp_path):
+@pytest.mark.parametrize("kind,m,n,k,cfg", COMPILE_CASES)
+def test_compiles_for_sm90a_without_spills(kind, m, n, k, cfg, cache_dir, tmp_path):
     from jitkern.ops.gemm import gemm_spec
     from jitkern.runtime import compile_spec
-    cfg = heuristics.gemm_config(kind, m, n, k, 132, "nominal H100 SXM")
+    cfg = cfg or heuristics.gemm_config(kind, m, n, k, 132, "nominal H100 SXM")
     entry, status = compile_spec(gemm_spec(kind, n, k, cfg), "sm_90a")
     assert status == "compiled"
     p = entry.meta["ptxas"]
@@ -139,7 +142,7 @@ def _fp8_inputs(m, n, k, dev, scale_a=1.0, scale_b=1.0, gen=None):
     return (qa, _sfa_mn_major(sa, m, sa.shape[1])), (qb, sb)
 
 
-def _check_fp8(m, n, k, seed, scale_a=1.0, scale_b=1.0, accum=False, raw_sa=False):
+def _check_fp8(m, n, k, seed, scale_a=1.0, scale_b=1.0, accum=False, raw_sa=False, config=None):
     from jitkern.ops.gemm import gemm_fp8_nt
     dev = "cuda"
     g = torch.Generator(device=dev).manual_seed(seed)
@@ -148,14 +151,14 @@ def _check_fp8(m, n, k, seed, scale_a=1.0, scale_b=1.0, accum=False, raw_sa=Fals
         a = (a[0], a[1].contiguous())  # row-major scales: the op must relayout them
     c = torch.randn(m, n, device=dev, generator=g) if accum else None
     out = torch.full((m, n), float("nan"), device=dev, dtype=torch.float32 if accum else torch.bfloat16)
-    got = gemm_fp8_nt(a, b, out=out, c=c)
+    got = gemm_fp8_nt(a, b, out=out, c=c, config=config)
     assert got.data_ptr() == out.data_ptr()
     want = ref.gemm_fp8_nt_ref(a, b, c)
     err = ref.rel_err(got, want)
     assert err <= (5e-4 if accum else 2e-3), (m, n, k, err)
 
 
-def _check_bf16(m, n, k, seed, accum=False):
+def _check_bf16(m, n, k, seed, accum=False, config=None):
     from jitkern.ops.gemm import gemm_bf16_nt
     dev = "cuda"
     g = torch.Generator(device=dev).manual_seed(seed)
@@ -163,7 +166,7 @@ def _check_bf16(m, n, k, seed, accum=False):
     b = torch.randn(n, k, device=dev, generator=g).bfloat16()
     c = torch.randn(m, n, device=dev, generator=g) if accum else None
     out = torch.full((m, n), float("nan"), device=dev, dtype=torch.float32 if accum else torch.bfloat16)
-    got = gemm_bf16_nt(a, b, out=out, c=c)
+    got = gemm_bf16_nt(a, b, out=out, c=c, config=config)
     want = ref.gemm_bf16_nt_ref(a, b, c)
     err = ref.rel_err(got, want)
     assert err <= (5e-4 if accum else 2e-3), (m, n, k, err)
@@ -211,6 +214,21 @@ def test_fp8_extreme_scales(scale_a, scale_b):
 @pytest.mark.parametrize("m,n,k", [(33, 576, 512), (1000, 2112, 7168)])
 def test_fp8_accumulate_fp32(m, n, k):
     _check_fp8(m, n, k, random.randrange(1 << 30), accum=True)
+
+
+CLUSTER_CFGS = [heuristics.GemmConfig(128, 128, 5, 16, 132, 2, 1), heuristics.GemmConfig(128, 112, 5, 4, 132, 2, 1),
+                heuristics.GemmConfig(64, 96, 8, 16, 132, 1, 2), heuristics.GemmConfig(128, 48, 6, 3, 132, 1, 2),
+                heuristics.GemmConfig(64, 16, 8, 16, 8, 1, 1)]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("cfg", CLUSTER_CFGS, ids=lambda c: f"{c.block_m}x{c.block_n}c{c.cluster_m}{c.cluster_n}g{c.group_n}s{c.num_sms}")
+@pytest.mark.parametrize("m,n,k", [(300, 2112, 1536), (129, 576, 7168), (1000, 7168, 512)])
+def test_configs_and_clusters(cfg, m, n, k):
+    # odd block counts: the spare CTA of a pair must load its half and store nothing
+    _check_fp8(m, n, k, random.randrange(1 << 30), config=cfg)
+    bcfg = heuristics.GemmConfig(cfg.block_m, cfg.block_n, 3, cfg.group_n, cfg.num_sms, cfg.cluster_m, cfg.cluster_n)
+    _check_bf16(m, n, k, random.randrange(1 << 30), config=bcfg)
 
 
 @pytest.mark.gpu

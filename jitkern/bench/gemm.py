@@ -40,10 +40,15 @@ def sweep_configs(kind: str, m: int, n: int, k: int, num_sms: int = 132):
     bms = [64] if m <= 64 else ([64, 128] if m <= 256 else [128])
     out = []
     for bm in bms:
-        for bn in H.block_n_candidates(kind):
+        for bn in H.block_n_candidates(kind, bm):
             if m > 256 and bn < 96:
                 continue
-            out.append(H.GemmConfig(bm, bn, H.gemm_max_stages(kind, bm, bn), 16, num_sms))
+            st = H.gemm_max_stages(kind, bm, bn)
+            out.append(H.GemmConfig(bm, bn, st, 16, num_sms))
+            if m > 256:
+                out.append(H.GemmConfig(bm, bn, st, 16, num_sms, 2, 1))
+            elif -(-n // bn) >= 2:
+                out.append(H.GemmConfig(bm, bn, st, 16, num_sms, 1, 2))
     base = H.heuristic_gemm_config(kind, m, n, k, num_sms)
     if base not in out:
         out.append(base)
@@ -116,6 +121,11 @@ def run(args):
                 H.gemm_config(kind, m, n, k, target.num_sms, target.name, target.smem_per_block)]
             best = None
             for cfg in cfgs:
+                if args.tune:
+                    from ..runtime import compile_spec
+                    p = compile_spec(gemm_spec(kind, n, k, cfg), "sm_90a")[0].meta["ptxas"]
+                    if p.get("spill_stores") or p.get("stack_frame"):
+                        continue  # a spilling candidate is not a shipping config
                 try:
                     out.fill_(float("nan"))
                     fn(A, B, out=out, config=cfg)
@@ -134,13 +144,14 @@ def run(args):
                 continue
             us, cfg, err = best
             rec.update({f"{kind}_us": us, f"{kind}_tflops": flops / us / 1e6, f"{kind}_err": err,
-                        f"{kind}_cfg": f"{cfg.block_m}x{cfg.block_n}x{cfg.stages}",
+                        f"{kind}_cfg": f"{cfg.block_m}x{cfg.block_n}x{cfg.stages}c{cfg.cluster_m}{cfg.cluster_n}",
                         f"{kind}_peak_frac": flops / us / 1e6 / H100_PEAK_TFLOPS[kind]})
             elem = 1 if kind == "fp8" else 2
             rec[f"{kind}_gbps"] = ((m * k + n * k) * elem + m * n * 2) / us / 1e3
             if args.tune:
                 tuned.append({"kind": kind, "n": n, "k": k, "m_bucket": H.m_bucket(m), "block_m": cfg.block_m,
-                              "block_n": cfg.block_n, "stages": cfg.stages, "group_n": cfg.group_n, "us": us})
+                              "block_n": cfg.block_n, "stages": cfg.stages, "group_n": cfg.group_n,
+                              "cluster_m": cfg.cluster_m, "cluster_n": cfg.cluster_n, "us": us})
             if args.compile_times:
                 from ..runtime.compiler import compile_cubin
                 t0 = time.perf_counter()

@@ -42,7 +42,7 @@ def gemm_spec(kind: str, n: int, k: int, cfg: heuristics.GemmConfig, accum: bool
     """KernelSpec of the GEMM kernel for ``kind`` ("fp8" | "bf16"), N, K and ``cfg``."""
     fp8 = "true" if kind == "fp8" else "false"
     name = (f"jitkern::gemm::gemm_nt_kernel<{fp8}, {n}, {k}, {cfg.block_m}, {cfg.block_n}, {cfg.stages}, "
-            f"{cfg.group_n}, {'true' if accum else 'false'}>")
+            f"{cfg.group_n}, {'true' if accum else 'false'}, {cfg.cluster_m}, {cfg.cluster_n}>")
     return KernelSpec(TEMPLATE, name, family="gemm")
 
 
@@ -110,26 +110,39 @@ def _launch(kind, a, b, sfa, sfb, out, c, m, n, k, config=None):
     dev = a.device
     target = current_target(dev)
     cfg = config or heuristics.gemm_config(kind, m, n, k, target.num_sms, target.name, target.smem_per_block)
-    spec = gemm_spec(kind, n, k, cfg, accum=c is not None)
+    accum = c is not None
+    if accum:  # the fp32 path keeps no output tile in smem: same stages fit
+        cfg = _fit_stages(kind, cfg, True, target.smem_per_block)
+    spec = gemm_spec(kind, n, k, cfg, accum=accum)
     kern = get_kernel(spec, dev)
     bk = heuristics.gemm_block_k(kind)
     es = a.element_size()
-    ta = _desc(a, (k, m), (a.stride(0) * es,), (bk, cfg.block_m), 128)
-    tb = _desc(b, (k, n), (b.stride(0) * es,), (bk, cfg.block_n), 128)
+    cluster = cfg.cluster_m * cfg.cluster_n
+    # with a CTA pair, each CTA loads (and multicasts) half of the shared operand's tile
+    ta = _desc(a, (k, m), (a.stride(0) * es,), (bk, cfg.block_m // cfg.cluster_n), 128)
+    tb = _desc(b, (k, n), (b.stride(0) * es,), (bk, cfg.block_n // cfg.cluster_m), 128)
+    td = ta if accum else _desc(out, (n, m), (out.stride(0) * 2,), (16, 64), 32)
     if kind == "fp8":
         kb = -(-k // GROUP)
         ld = sfa.stride(1) if kb > 1 else _align4(m)
         tsfa = _desc(sfa, (m, kb), (ld * 4,), (cfg.block_m, 1), 0)
     else:
         tsfa, sfb = ta, a
-    tiles = -(-m // cfg.block_m) * -(-n // cfg.block_n)
-    grid = min(tiles, cfg.num_sms)
+    ctiles = -(-(-(-m // cfg.block_m)) // cfg.cluster_m) * -(-(-(-n // cfg.block_n)) // cfg.cluster_n)
+    grid = min(ctiles, cfg.num_sms // cluster) * cluster
     threads = 128 * (1 + cfg.block_m // 64)
-    smem = heuristics.gemm_smem_bytes(kind, cfg.block_m, cfg.block_n, cfg.stages)
+    smem = heuristics.gemm_smem_bytes(kind, cfg.block_m, cfg.block_n, cfg.stages, accum)
     cc = c if c is not None else out
-    kern.launch((grid,), (threads,), [ta, tb, tsfa, sfb, out, cc, ctypes.c_uint32(m), ctypes.c_uint32(out.stride(0)),
-                                      ctypes.c_uint32(cc.stride(0))], smem=smem)
+    kern.launch((grid,), (threads,), [ta, tb, tsfa, td, sfb, out, cc, ctypes.c_uint32(m),
+                                      ctypes.c_uint32(out.stride(0)), ctypes.c_uint32(cc.stride(0))],
+                smem=smem, cluster=(cluster, 1, 1) if cluster > 1 else None)
     return out
+
+
+def _fit_stages(kind, cfg, accum, smem_limit):
+    import dataclasses
+    return dataclasses.replace(cfg, stages=min(cfg.stages, heuristics.gemm_max_stages(
+        kind, cfg.block_m, cfg.block_n, smem_limit, accum)))
 
 
 def gemm_fp8_nt(a, b, out=None, c=None, config=None):

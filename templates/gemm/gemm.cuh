@@ -23,25 +23,31 @@ using sm90::TmaDescriptor;
 
 // Output-tile raster: groups of kGroupN consecutive N blocks, M fastest inside a group, so the
 // CTAs resident at one time share a few B (weight) panels and a band of A rows in L2.
-template <uint32_t kNumNBlocks, uint32_t kGroupN>
+// With a cluster, the raster walks cluster tiles (kClusterM x kClusterN blocks); CTA `rank` of
+// the cluster takes block (cm * kClusterM + rank, cn) or (cm, cn * kClusterN + rank). A block past
+// the matrix edge still joins its cluster's loads (TMA zero-fills) and stores nothing.
+template <uint32_t kNumNBlocks, uint32_t kGroupN, uint32_t kClusterM, uint32_t kClusterN>
 struct TileScheduler {
-  uint32_t num_m_blocks;
-  uint32_t num_tiles;
+  static constexpr uint32_t kNumCN = (kNumNBlocks + kClusterN - 1) / kClusterN;
+  uint32_t num_cm;
+  uint32_t num_tiles;  // cluster tiles
   __device__ __forceinline__ explicit TileScheduler(uint32_t m_blocks)
-      : num_m_blocks(m_blocks), num_tiles(m_blocks * kNumNBlocks) {}
-  __device__ __forceinline__ void tile(uint32_t t, uint32_t& m_blk, uint32_t& n_blk) const {
-    const uint32_t per_group = num_m_blocks * kGroupN;
+      : num_cm((m_blocks + kClusterM - 1) / kClusterM), num_tiles(num_cm * kNumCN) {}
+  __device__ __forceinline__ void tile(uint32_t t, uint32_t rank, uint32_t& m_blk, uint32_t& n_blk) const {
+    const uint32_t per_group = num_cm * kGroupN;
     const uint32_t g = t / per_group;
     const uint32_t first_n = g * kGroupN;
-    const uint32_t n_in = (kNumNBlocks - first_n) < kGroupN ? (kNumNBlocks - first_n) : kGroupN;
+    const uint32_t n_in = (kNumCN - first_n) < kGroupN ? (kNumCN - first_n) : kGroupN;
     const uint32_t r = t - g * per_group;
-    m_blk = r / n_in;
-    n_blk = first_n + (r - m_blk * n_in);
+    const uint32_t cm = r / n_in;
+    const uint32_t cn = first_n + (r - cm * n_in);
+    m_blk = cm * kClusterM + (kClusterM == 2 ? rank : 0);
+    n_blk = cn * kClusterN + (kClusterN == 2 ? rank : 0);
   }
 };
 
 template <bool kFp8, uint32_t kN, uint32_t kK, uint32_t BLOCK_M, uint32_t BLOCK_N, uint32_t kStages,
-          uint32_t kGroupN, bool kAccum>
+          uint32_t kGroupN, bool kAccum, uint32_t kClusterM, uint32_t kClusterN>
 struct GemmConfig {
   static constexpr uint32_t BLOCK_K = kFp8 ? 128 : 64;  // one 128-byte swizzle row of K
   static constexpr uint32_t kInstrK = kFp8 ? 32 : 16;
@@ -56,31 +62,49 @@ struct GemmConfig {
   static constexpr uint32_t kSFABytes = kFp8 ? BLOCK_M * 4 : 0;
   static constexpr uint32_t kStageBytes = kABytes + kBBytes + kSFABytes;
   // 1 KiB slack to align the dynamic smem base to the 128B-swizzle atom (1024 bytes).
-  static constexpr uint32_t kSmemBytes = 1024 + kStages * kStageBytes + 2 * kStages * 8;
+  // bf16 output goes registers -> smem (stmatrix) -> global (TMA store), in 16-column chunks of
+  // 64 rows x 32 bytes with 32B swizzle (conflict-free stmatrix), one set per math warpgroup.
+  static constexpr bool kTmaStore = !kAccum;
+  static constexpr uint32_t kDBytes = kTmaStore ? BLOCK_M * BLOCK_N * 2 : 0;
+  static constexpr uint32_t kSmemBytes = 1024 + kStages * kStageBytes + kDBytes + 2 * kStages * 8;
   static_assert(BLOCK_M == 64 || BLOCK_M == 128, "BLOCK_M: 64 (1 math warpgroup) or 128 (2)");
   static_assert(BLOCK_N % 16 == 0 && BLOCK_N >= 16 && BLOCK_N <= 256, "BLOCK_N: multiple of 16 in [16, 256]");
   static_assert(kN % 8 == 0, "N must be a multiple of 8");
   static_assert(kK % (kFp8 ? 16 : 8) == 0, "K rows must be 16-byte multiples");
+  // Cluster of 2 CTAs: along M (kClusterM = 2, same N block: B is multicast, each CTA loads half of
+  // it) or along N (kClusterN = 2, same M block: A is multicast). Halves that operand's L2 reads.
+  static constexpr uint32_t kCluster = kClusterM * kClusterN;
+  static_assert(kCluster == 1 || (kCluster == 2 && (kClusterM == 1 || kClusterN == 1)), "cluster: 1x1, 2x1 or 1x2");
+  static constexpr uint32_t kMcastRowsA = kClusterN == 2 ? BLOCK_M / 2 : BLOCK_M;
+  static constexpr uint32_t kMcastRowsB = kClusterM == 2 ? BLOCK_N / 2 : BLOCK_N;
 };
 
 template <bool kFp8, uint32_t kN, uint32_t kK, uint32_t BLOCK_M, uint32_t BLOCK_N, uint32_t kStages,
-          uint32_t kGroupN, bool kAccum>
-__global__ void __launch_bounds__(GemmConfig<kFp8, kN, kK, BLOCK_M, BLOCK_N, kStages, kGroupN, kAccum>::kThreads, 1)
+          uint32_t kGroupN, bool kAccum, uint32_t kClusterM = 1, uint32_t kClusterN = 1>
+__global__ void __launch_bounds__(
+    GemmConfig<kFp8, kN, kK, BLOCK_M, BLOCK_N, kStages, kGroupN, kAccum, kClusterM, kClusterN>::kThreads, 1)
 gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constant__ TmaDescriptor tma_b,
-               const __grid_constant__ TmaDescriptor tma_sfa, const float* __restrict__ sfb, void* __restrict__ d,
+               const __grid_constant__ TmaDescriptor tma_sfa, const __grid_constant__ TmaDescriptor tma_d,
+               const float* __restrict__ sfb, void* __restrict__ d,
                const float* c, uint32_t M, uint32_t ldd, uint32_t ldc) {
-  using Cfg = GemmConfig<kFp8, kN, kK, BLOCK_M, BLOCK_N, kStages, kGroupN, kAccum>;
+  using Cfg = GemmConfig<kFp8, kN, kK, BLOCK_M, BLOCK_N, kStages, kGroupN, kAccum, kClusterM, kClusterN>;
+  constexpr uint32_t kCluster = Cfg::kCluster;
   using namespace sm90;
   constexpr uint32_t BLOCK_K = Cfg::BLOCK_K;
   constexpr uint32_t kNumKBlocks = Cfg::kNumKBlocks;
   constexpr uint32_t kAcc = BLOCK_N / 2;  // accumulator floats per thread (m64nN wgmma)
+  // Register split: 128 * producer + 128 * kNumMathWG * math <= 64K. The producer's cluster
+  // index math needs more than the customary 40 registers to stay spill-free.
+  constexpr uint32_t kProducerRegs = Cfg::kNumMathWG == 1 ? 56 : 48;
+  constexpr uint32_t kMathRegs = Cfg::kNumMathWG == 1 ? 240 : 224;
 
   extern __shared__ uint8_t smem_raw[];
   uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
   uint8_t* smem_a = smem;
   uint8_t* smem_b = smem_a + kStages * Cfg::kABytes;
   float* smem_sfa = reinterpret_cast<float*>(smem_b + kStages * Cfg::kBBytes);
-  uint64_t* full_bar = reinterpret_cast<uint64_t*>(reinterpret_cast<uint8_t*>(smem_sfa) + kStages * Cfg::kSFABytes);
+  uint8_t* smem_d = reinterpret_cast<uint8_t*>(smem_sfa) + kStages * Cfg::kSFABytes;  // 256B-aligned
+  uint64_t* full_bar = reinterpret_cast<uint64_t*>(smem_d + Cfg::kDBytes);
   uint64_t* empty_bar = full_bar + kStages;
 
   const uint32_t warp = warp_idx_sync();
@@ -93,29 +117,45 @@ gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constan
 #pragma unroll
     for (uint32_t s = 0; s < kStages; ++s) {
       mbar_init(&full_bar[s], 1);
-      mbar_init(&empty_bar[s], Cfg::kNumMathWG * 4);  // one arrival per math warp
+      // one arrival per math warp of every CTA whose multicast writes into this stage
+      mbar_init(&empty_bar[s], Cfg::kNumMathWG * 4 * kCluster);
     }
     fence_barrier_init();
   }
-  __syncthreads();
+  // The peer CTA multicasts into our smem and arrives on our barriers: it must see them initialised.
+  if constexpr (kCluster > 1) cluster_sync(); else __syncthreads();
 
   const uint32_t num_m_blocks = (M + BLOCK_M - 1) / BLOCK_M;
-  TileScheduler<Cfg::kNumNBlocks, kGroupN> sched(num_m_blocks);
+  TileScheduler<Cfg::kNumNBlocks, kGroupN, kClusterM, kClusterN> sched(num_m_blocks);
+  const uint32_t rank = kCluster > 1 ? cluster_ctarank() : 0;
+  const uint32_t cta_step = gridDim.x / kCluster;
+  const uint32_t cta_first = blockIdx.x / kCluster;
 
   if (warp < 4) {
     // ---------------- TMA producer warpgroup ----------------
-    setmaxnreg_dec<40>();
+    setmaxnreg_dec<kProducerRegs>();
     if (warp == 0 && elect_one_sync()) {
       uint32_t it = 0;
-      for (uint32_t t = blockIdx.x; t < sched.num_tiles; t += gridDim.x) {
+      for (uint32_t t = cta_first; t < sched.num_tiles; t += cta_step) {
         uint32_t m_blk, n_blk;
-        sched.tile(t, m_blk, n_blk);
+        sched.tile(t, rank, m_blk, n_blk);
         for (uint32_t kb = 0; kb < kNumKBlocks; ++kb, ++it) {
           const uint32_t s = it % kStages;
           mbar_wait(&empty_bar[s], ((it / kStages) & 1) ^ 1);
+          // Full tile bytes: with multicast, the peer's half lands here and completes our barrier too.
           mbar_arrive_expect_tx(&full_bar[s], Cfg::kStageBytes);
-          tma_load_2d(&tma_a, &full_bar[s], smem_a + s * Cfg::kABytes, kb * BLOCK_K, m_blk * BLOCK_M);
-          tma_load_2d(&tma_b, &full_bar[s], smem_b + s * Cfg::kBBytes, kb * BLOCK_K, n_blk * BLOCK_N);
+          if constexpr (kClusterN == 2) {
+            tma_load_2d_multicast(&tma_a, &full_bar[s], smem_a + s * Cfg::kABytes + rank * Cfg::kMcastRowsA * 128,
+                                  kb * BLOCK_K, m_blk * BLOCK_M + rank * Cfg::kMcastRowsA, 0x3);
+          } else {
+            tma_load_2d(&tma_a, &full_bar[s], smem_a + s * Cfg::kABytes, kb * BLOCK_K, m_blk * BLOCK_M);
+          }
+          if constexpr (kClusterM == 2) {
+            tma_load_2d_multicast(&tma_b, &full_bar[s], smem_b + s * Cfg::kBBytes + rank * Cfg::kMcastRowsB * 128,
+                                  kb * BLOCK_K, n_blk * BLOCK_N + rank * Cfg::kMcastRowsB, 0x3);
+          } else {
+            tma_load_2d(&tma_b, &full_bar[s], smem_b + s * Cfg::kBBytes, kb * BLOCK_K, n_blk * BLOCK_N);
+          }
           if constexpr (kFp8)
             tma_load_2d(&tma_sfa, &full_bar[s], smem_sfa + s * BLOCK_M, m_blk * BLOCK_M, kb);
         }
@@ -123,15 +163,24 @@ gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constan
     }
   } else {
     // ---------------- math warpgroups ----------------
-    setmaxnreg_inc<232>();
+    setmaxnreg_inc<kMathRegs>();
     const uint32_t wg = warp / 4 - 1;          // math warpgroup: rows [wg*64, wg*64+64) of the tile
     const uint32_t wwarp = warp % 4;           // warp inside the warpgroup: 16 rows each
     const uint32_t row_in_tile = wg * 64 + wwarp * 16 + lane / 4;
     uint32_t it = 0;
+    // Stage s is no longer read by this warp: tell every producer that writes into it.
+    auto release = [&](uint32_t s) {
+      __syncwarp();
+      if constexpr (kCluster > 1) {
+        if (lane < kCluster) mbar_arrive_cluster(&empty_bar[s], lane);
+      } else {
+        if (lane == 0) mbar_arrive(&empty_bar[s]);
+      }
+    };
 
-    for (uint32_t t = blockIdx.x; t < sched.num_tiles; t += gridDim.x) {
+    for (uint32_t t = cta_first; t < sched.num_tiles; t += cta_step) {
       uint32_t m_blk, n_blk;
-      sched.tile(t, m_blk, n_blk);
+      sched.tile(t, rank, m_blk, n_blk);
       const uint32_t n0 = n_blk * BLOCK_N;
 
       float acc[kAcc];
@@ -182,8 +231,7 @@ gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constan
 #pragma unroll
           for (uint32_t i = 0; i < kAcc; ++i) fence_operand(acc[i]);
           // smem of stage s (tiles and A scales) is no longer read: hand it back to the producer.
-          __syncwarp();
-          if (lane == 0) mbar_arrive(&empty_bar[s]);
+          release(s);
 #pragma unroll
           for (uint32_t g = 0; g < BLOCK_N / 8; ++g) {
             float b;
@@ -206,8 +254,7 @@ gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constan
         } else {
           // Keep one wgmma group in flight; the previous stage's group is done after this wait.
           wgmma_wait<1>();
-          __syncwarp();
-          if (kb > 0 && lane == 0) mbar_arrive(&empty_bar[prev_s]);
+          if (kb > 0) release(prev_s);
           prev_s = s;
         }
       }
@@ -215,35 +262,69 @@ gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constan
         wgmma_wait<0>();
 #pragma unroll
         for (uint32_t i = 0; i < kAcc; ++i) fence_operand(acc[i]);
-        __syncwarp();
-        if (lane == 0) mbar_arrive(&empty_bar[prev_s]);
+        release(prev_s);
       }
       const float* res = kFp8 ? fin : acc;
 
-      // ---------------- epilogue: registers -> global ----------------
-      const uint32_t row0 = m_blk * BLOCK_M + row_in_tile;
-      const uint32_t col_l = (lane % 4) * 2;
+      // ---------------- epilogue ----------------
+      if constexpr (Cfg::kTmaStore) {
+        constexpr uint32_t kChunks = BLOCK_N / 16;
+        uint8_t* wg_d = smem_d + wg * kChunks * 2048;
+        const bool leader = threadIdx.x % 128 == 0;
+        // The previous tile's TMA stores must have finished reading this warpgroup's buffer.
+        if (leader) tma_store_wait_read<0>();
+        named_barrier_sync(1 + wg, 128);
+        const uint32_t i = lane / 8;                       // stmatrix: matrix fed by this lane's address
+        const uint32_t row_l = wwarp * 16 + (i % 2) * 8 + lane % 8;
+        const uint32_t half = i / 2;                       // 16-byte half of the 32-byte chunk row
+        const uint32_t off = row_l * 32 + ((half ^ ((row_l >> 2) & 1)) * 16);
 #pragma unroll
-      for (uint32_t g = 0; g < BLOCK_N / 8; ++g) {
-        const uint32_t col = n0 + g * 8 + col_l;
-        if (n0 + g * 8 >= kN) break;  // N % 8 == 0: a group is all in or all out
+        for (uint32_t j = 0; j < kChunks; ++j) {
+          stmatrix_x4(wg_d + j * 2048 + off, pack_bf16x2(res[8 * j + 0], res[8 * j + 1]),
+                      pack_bf16x2(res[8 * j + 2], res[8 * j + 3]), pack_bf16x2(res[8 * j + 4], res[8 * j + 5]),
+                      pack_bf16x2(res[8 * j + 6], res[8 * j + 7]));
+        }
+        fence_proxy_async_shared();
+        named_barrier_sync(1 + wg, 128);
+        if (leader) {
 #pragma unroll
-        for (uint32_t h = 0; h < 2; ++h) {
-          const uint32_t row = row0 + h * 8;
-          if (row < M) {
-            const float x = res[g * 4 + 2 * h], y = res[g * 4 + 2 * h + 1];
-            if constexpr (kAccum) {
-              const float2 cv = *reinterpret_cast<const float2*>(c + size_t(row) * ldc + col);
-              *reinterpret_cast<float2*>(reinterpret_cast<float*>(d) + size_t(row) * ldd + col) =
-                  make_float2(x + cv.x, y + cv.y);
-            } else {
-              *reinterpret_cast<uint32_t*>(reinterpret_cast<__nv_bfloat16*>(d) + size_t(row) * ldd + col) =
-                  pack_bf16x2(x, y);
+          for (uint32_t j = 0; j < kChunks; ++j)
+            if (n0 + j * 16 < kN) tma_store_2d(&tma_d, wg_d + j * 2048, n0 + j * 16, m_blk * BLOCK_M + wg * 64);
+          tma_store_commit();
+        }
+      } else {
+        const uint32_t row0 = m_blk * BLOCK_M + row_in_tile;
+        const uint32_t col_l = (lane % 4) * 2;
+#pragma unroll
+        for (uint32_t g = 0; g < BLOCK_N / 8; ++g) {
+          const uint32_t col = n0 + g * 8 + col_l;
+          if (n0 + g * 8 >= kN) break;  // N % 8 == 0: a group is all in or all out
+#pragma unroll
+          for (uint32_t h = 0; h < 2; ++h) {
+            const uint32_t row = row0 + h * 8;
+            if (row < M) {
+              const float x = res[g * 4 + 2 * h], y = res[g * 4 + 2 * h + 1];
+              if constexpr (kAccum) {
+                const float2 cv = *reinterpret_cast<const float2*>(c + size_t(row) * ldc + col);
+                *reinterpret_cast<float2*>(reinterpret_cast<float*>(d) + size_t(row) * ldd + col) =
+                    make_float2(x + cv.x, y + cv.y);
+              } else {
+                *reinterpret_cast<uint32_t*>(reinterpret_cast<__nv_bfloat16*>(d) + size_t(row) * ldd + col) =
+                    pack_bf16x2(x, y);
+              }
             }
           }
         }
       }
     }
+    if constexpr (Cfg::kTmaStore) {
+      if (threadIdx.x % 128 == 0) tma_store_wait<0>();  // smem must outlive the stores reading it
+    }
+  }
+  // No CTA may exit while its peer can still multicast into it or arrive on its barriers.
+  if constexpr (kCluster > 1) {
+    __syncwarp();  // the producer's elected lane rejoins its warp for the aligned cluster barrier
+    cluster_sync();
   }
 }
 
