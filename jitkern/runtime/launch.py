@@ -4,7 +4,8 @@ thread-block clusters. Works inside CUDA-graph capture.
 Kernel arguments are passed as a sequence whose items are:
   * ``torch.Tensor`` -> its device pointer (``T*`` parameter),
   * a ``ctypes`` scalar (``ctypes.c_int32(M)``, ``ctypes.c_float(x)``, ``ctypes.c_uint64(p)``),
-  * a ``CUtensorMap`` (from :mod:`jitkern.runtime.tma`) -> a ``const __grid_constant__ CUtensorMap``.
+  * a ``CUtensorMap`` (from :mod:`jitkern.runtime.tma`) -> a ``const __grid_constant__ CUtensorMap``,
+  * a ``ctypes.Structure`` -> a struct parameter passed by value (same field layout as the C++ struct).
 Plain Python ints/floats are refused: their C type would be a guess.
 
 The hot path calls the driver's ``cuLaunchKernel``/``cuLaunchKernelEx`` through ctypes with a
@@ -96,6 +97,10 @@ def pack_args(args):
         elif isinstance(a, torch.Tensor):
             fmt.append("Q")
             vals.append(a.data_ptr())
+        elif isinstance(a, ctypes.Structure):  # a parameter struct, passed by value from its storage
+            fmt.append("8x")
+            maps = maps or []
+            maps.append((i, ctypes.addressof(a)))
         elif hasattr(a, "getPtr"):  # CUtensorMap: passed by value from its own 128-byte storage
             fmt.append("8x")
             maps = maps or []
