@@ -24,6 +24,8 @@ def add_args(p):
     p.add_argument("--reps", type=int, default=15)
     p.add_argument("--no-peers", action="store_true", help="skip plain PyTorch")
     p.add_argument("--no-check", action="store_true", help="skip the float32 reference check")
+    p.add_argument("--impl", default=None, help="comma-separated decode paths (wgmma, wgmma_pipe, simt); "
+                   "default: $JITKERN_MLA_IMPL or wgmma")
 
 
 def _cases(args):
@@ -46,6 +48,7 @@ def run(args):
     from ..ops import mla
     from ..reference import mla as ref
     copy = measure_copy_gbps()
+    impls = [x for x in args.impl.split(",") if x] if args.impl else [None]
     rows = []
     for b, s_k, h_q, s_q in _cases(args):
         q = torch.randn(b, s_q, h_q, 576, device="cuda", dtype=torch.bfloat16)
@@ -56,49 +59,55 @@ def run(args):
         md = mla.mla_metadata(sl, s_q, h_q)
         out = torch.empty(b, s_q, h_q, 512, device="cuda", dtype=torch.bfloat16)
         lse = torch.empty(b, h_q, s_q, device="cuda", dtype=torch.float32)
-        rec = {"case": f"b={b} s_k={s_k} h_q={h_q} s_q={s_q}", "b": b, "s_k": s_k, "h_q": h_q, "s_q": s_q,
-               "cache_copies": copies, "num_parts": md.num_parts}
-        if not args.no_check:
-            kv, bt = sets[0]
-            o, l = mla.mla_decode(q, kv, bt, sl, md)
-            ro, rl = ref.mla_decode_ref(q, kv, bt, sl)
-            rec["rel_err"] = ((o.float() - ro).norm() / ro.norm()).item()
-            rec["lse_max_abs_err"] = (l - rl).abs().max().item()
-            rec["nan"] = bool(torch.isnan(o).any().item() or torch.isnan(l).any().item())
-            del ro, rl
-        us = graph_time_us(lambda i: mla.mla_decode(q, sets[i][0], sets[i][1], sl, md, out=(out, lse)),
-                           calls=args.calls, reps=args.reps, rotate=copies)
-        rec["metadata_us"] = graph_time_us(lambda i: mla.mla_metadata(sl, s_q, h_q, out=md), calls=args.calls,
-                                           reps=args.reps)
+        base = {"case": f"b={b} s_k={s_k} h_q={h_q} s_q={s_q}", "b": b, "s_k": s_k, "h_q": h_q, "s_q": s_q,
+                "cache_copies": copies, "num_parts": md.num_parts}
         nbytes = cache_bytes + b * s_q * h_q * (576 + 512) * 2
         flops = 2 * b * s_q * h_q * s_k * (576 + 512)
-        rec.update(us=us, gbps=nbytes / us / 1e3, tflops=flops / us / 1e6, floor_us=nbytes / copy / 1e3,
-                   copy_gbps=copy)
-        rec["frac_copy"] = rec["gbps"] / copy
-        fm = FLASHMLA_US.get((b, s_k, h_q, s_q))
-        if fm:
-            rec["flashmla_us_anchor"] = fm
-            rec["vs_flashmla"] = fm / us
+        base["metadata_us"] = graph_time_us(lambda i: mla.mla_metadata(sl, s_q, h_q, out=md), calls=args.calls,
+                                            reps=args.reps)
+        recs = []
+        for impl in impls:
+            rec = dict(base, impl=impl or "default")
+            if not args.no_check:
+                kv, bt = sets[0]
+                o, l = mla.mla_decode(q, kv, bt, sl, md, impl=impl)
+                ro, rl = ref.mla_decode_ref(q, kv, bt, sl)
+                rec["rel_err"] = ((o.float() - ro).norm() / ro.norm()).item()
+                rec["lse_max_abs_err"] = (l - rl).abs().max().item()
+                rec["nan"] = bool(torch.isnan(o).any().item() or torch.isnan(l).any().item())
+                del ro, rl
+            us = graph_time_us(lambda i: mla.mla_decode(q, sets[i][0], sets[i][1], sl, md, out=(out, lse), impl=impl),
+                               calls=args.calls, reps=args.reps, rotate=copies)
+            rec.update(us=us, gbps=nbytes / us / 1e3, tflops=flops / us / 1e6, floor_us=nbytes / copy / 1e3,
+                       copy_gbps=copy)
+            rec["frac_copy"] = rec["gbps"] / copy
+            fm = FLASHMLA_US.get((b, s_k, h_q, s_q))
+            if fm:
+                rec["flashmla_us_anchor"] = fm
+                rec["vs_flashmla"] = fm / us
+            recs.append(rec)
         if not args.no_peers:
             try:
-                kv, bt = sets[0]
                 pus = graph_time_us(lambda i: ref.mla_decode_plain(q, sets[i][0], sets[i][1], sl),
                                     calls=2, reps=5, warmup=2, rotate=copies)
-                rec["torch_us"] = pus
-                rec["vs_torch"] = pus / us
+                for rec in recs:
+                    rec["torch_us"] = pus
+                    rec["vs_torch"] = pus / rec["us"]
             except Exception as e:  # a peer failing must not lose the kernel's numbers
-                rec["torch_us"] = None
-                rec["torch_error"] = repr(e)[:200]
+                for rec in recs:
+                    rec["torch_us"] = None
+                    rec["torch_error"] = repr(e)[:200]
             torch.cuda.empty_cache()
-        rows.append(rec)
+        rows.extend(recs)
         del sets
         torch.cuda.empty_cache()
-    print_table(rows, [("case", "case", ""), ("us", "us", ".1f"), ("GB/s", "gbps", ".0f"), ("TFLOPS", "tflops", ".0f"),
+    print_table(rows, [("case", "case", ""), ("impl", "impl", ""), ("us", "us", ".1f"), ("GB/s", "gbps", ".0f"), ("TFLOPS", "tflops", ".0f"),
                        ("floor us", "floor_us", ".1f"), ("FlashMLA us", "flashmla_us_anchor", ".1f"),
                        ("x FlashMLA", "vs_flashmla", ".2f"), ("torch us", "torch_us", ".1f"), ("x torch", "vs_torch", ".1f"),
                        ("meta us", "metadata_us", ".1f"), ("rel err", "rel_err", ".2e"), ("lse err", "lse_max_abs_err", ".1e")],
                 title=f"MLA decode (copy ceiling {copy:.0f} GB/s)")
-    gm = geomean([r.get("vs_flashmla") for r in rows])
-    if gm:
-        print(f"geomean x FlashMLA (anchor): {gm:.2f}")
+    for impl in impls:
+        gm = geomean([r.get("vs_flashmla") for r in rows if r["impl"] == (impl or "default")])
+        if gm:
+            print(f"geomean x FlashMLA (anchor), {impl or 'default'}: {gm:.2f}")
     return rows

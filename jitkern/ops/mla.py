@@ -47,10 +47,11 @@ _SMEM_BYTES = 3 * 73728 + 8192 + 1024 + 64
 
 _TEMPLATE = "mla/mla.cuh"
 SPEC_DECODE = KernelSpec(_TEMPLATE, "jitkern::mla::mla_decode_kernel<0>", family="mla")
+SPEC_DECODE_PIPE = KernelSpec(_TEMPLATE, "jitkern::mla::mla_decode_kernel<1>", family="mla")
 SPEC_COMBINE = KernelSpec(_TEMPLATE, "jitkern::mla::mla_combine_kernel<0>", family="mla")
 SPEC_DECODE_SIMT = KernelSpec(_TEMPLATE, "jitkern::mla::mla_decode_simt_kernel<0>", family="mla")
 _SIMT_SMEM_BYTES = 2 * 64 * (DIM_QK + 8) * 2
-IMPLS = ("wgmma", "simt")
+IMPLS = ("wgmma", "wgmma_pipe", "simt")
 SPEC_METADATA = KernelSpec(_TEMPLATE, "jitkern::mla::mla_metadata_kernel<1024>", family="mla")
 
 
@@ -212,7 +213,8 @@ def mla_decode(q: torch.Tensor, kv_cache: torch.Tensor, block_table: torch.Tenso
     See the module docstring for shapes, dtypes, layouts and edge cases. softmax_scale defaults
     to 576 ** -0.5. ``out``: None, an ``out`` tensor [b, s_q, h_q, 512] bf16 contiguous, or a
     pair ``(out, lse)`` with lse [b, h_q, s_q] fp32 contiguous. ``impl``: "wgmma" (default;
-    ``$JITKERN_MLA_IMPL`` overrides) or "simt" (no tensor cores: a slow cross-check).
+    ``$JITKERN_MLA_IMPL`` overrides), "wgmma_pipe" (next tile's S overlapped with this tile's
+    softmax; experimental, not yet run on a GPU) or "simt" (no tensor cores: a slow cross-check).
     """
     impl = impl or os.environ.get("JITKERN_MLA_IMPL", "wgmma")
     if impl not in IMPLS:
@@ -279,11 +281,12 @@ def mla_decode(q: torch.Tensor, kv_cache: torch.Tensor, block_table: torch.Tenso
                         mp("num_splits"), mp("first_part"), mp("slot_offset"), mp("error"), block_table.stride(0),
                         b, s_q, h_q, rows, block_table.shape[1], page_size, int(bool(causal)), md.num_parts,
                         float(softmax_scale) * math.log2(math.e), 0)
-    if impl == "wgmma":
+    if impl != "simt":
         tq = _tma(q, b * rows)
         tkv = _tma(kv_cache, num_pages * page_size)
-        get_kernel(SPEC_DECODE, q.device).launch((md.num_m_blocks, md.num_parts), (_DECODE_THREADS,),
-                                                 [tq, tkv, prm], smem=_SMEM_BYTES)
+        spec = SPEC_DECODE if impl == "wgmma" else SPEC_DECODE_PIPE
+        get_kernel(spec, q.device).launch((md.num_m_blocks, md.num_parts), (_DECODE_THREADS,), [tq, tkv, prm],
+                                          smem=_SMEM_BYTES)
     else:
         get_kernel(SPEC_DECODE_SIMT, q.device).launch((md.num_m_blocks, md.num_parts), (256,), [q, kv_cache, prm],
                                                       smem=_SIMT_SMEM_BYTES)

@@ -203,7 +203,9 @@ __device__ __forceinline__ bool next_segment(const DecodeParams& p, int& g, int 
   return true;
 }
 
-template <int kDummy>
+// kPipelined = 0: per tile S -> softmax -> PV, each waited for (verified on H100).
+// kPipelined = 1: S of the next tile is issued before this tile's softmax (overlap).
+template <int kPipelined>
 __global__ void __launch_bounds__(384, 1)
 mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __grid_constant__ sm90::TmaDescriptor tma_kv,
                   const __grid_constant__ DecodeParams p) {
@@ -292,6 +294,7 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
 
   float o[128];
   float sacc[16];
+  float sacc2[kPipelined ? 16 : 1];
   int g = g_begin, req = p.md_begin[part], lo, hi, tile = 0, seg = 0;
   while (next_segment(p, g, g_end, req, lo, hi)) {
     const int len = p.seqlens[req];
@@ -307,27 +310,28 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
     for (int k = 0; k < 128; ++k) o[k] = 0.f;
     mbar_wait(q_full, seg & 1);
 
-    for (int blk = lo; blk < hi; ++blk, ++tile) {
-      const int s = tile & 1;
-      uint8_t* kt = sK + s * kTileBytes;
-      mbar_wait(&full[s], (tile >> 1) & 1);
-
-      // S[64 x 32] = Q[64 x 576] K[32w..32w+32, 576]^T
+    // S[64 x 32] = Q[64 x 576] K[32w..32w+32, 576]^T, issued (and committed), not waited for.
+    auto issue_qk = [&](float (&acc)[16], const uint8_t* kt) {
 #pragma unroll
-      for (int k = 0; k < 16; ++k) fence_operand(sacc[k]);
+      for (int k = 0; k < 16; ++k) fence_operand(acc[k]);
       wgmma_fence();
 #pragma unroll
       for (int kk = 0; kk < kChunks * 4; ++kk) {
         const uint64_t da = make_smem_desc_k_sw128(sQ + (kk >> 2) * kChunkBytes) + (kk & 3) * 2;
         const uint64_t db = make_smem_desc_k_sw128(kt + (kk >> 2) * kChunkBytes + w * 32 * 128) + (kk & 3) * 2;
-        WgmmaQK_N32::mma(da, db, sacc, kk > 0 ? 1u : 0u);
+        WgmmaQK_N32::mma(da, db, acc, kk > 0 ? 1u : 0u);
       }
       wgmma_commit();
-      wgmma_wait<0>();
-#pragma unroll
-      for (int k = 0; k < 16; ++k) fence_operand(sacc[k]);
-
+    };
+    // Given a finished S tile in `acc`: mask, online softmax, P to smem. Returns the rescale
+    // factors of this thread's two rows. Both warpgroups meet twice (row max exchange, P complete).
+    auto softmax_p = [&](float (&acc)[16], int blk, uint8_t* kt) -> float2 {
       // Mask (sequence end, causal) by selection, so NaN garbage past the end never survives.
+      // The pipelined variant must not write S registers while the next S is in flight (ptxas
+      // would serialise all wgmma): it masks into a copy.
+      float masked[kPipelined ? 16 : 1];
+      float* sv = acc;
+      if constexpr (kPipelined != 0) sv = masked;
       const int key0 = blk * kBlockN + w * 32 + cq;
       float mx0 = -kInf, mx1 = -kInf;
 #pragma unroll
@@ -335,10 +339,10 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
           const int key = key0 + 8 * j + e;
-          sacc[4 * j + e] = key < lim0 ? sacc[4 * j + e] : -kInf;
-          sacc[4 * j + 2 + e] = key < lim1 ? sacc[4 * j + 2 + e] : -kInf;
-          mx0 = fmaxf(mx0, sacc[4 * j + e]);
-          mx1 = fmaxf(mx1, sacc[4 * j + 2 + e]);
+          sv[4 * j + e] = key < lim0 ? acc[4 * j + e] : -kInf;
+          sv[4 * j + 2 + e] = key < lim1 ? acc[4 * j + 2 + e] : -kInf;
+          mx0 = fmaxf(mx0, sv[4 * j + e]);
+          mx1 = fmaxf(mx1, sv[4 * j + 2 + e]);
         }
       }
       mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
@@ -358,8 +362,8 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
       float rs0 = 0.f, rs1 = 0.f;
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
-        const float p00 = ex2(fmaf(sacc[4 * j + 0], sl2, -b0)), p01 = ex2(fmaf(sacc[4 * j + 1], sl2, -b0));
-        const float p10 = ex2(fmaf(sacc[4 * j + 2], sl2, -b1)), p11 = ex2(fmaf(sacc[4 * j + 3], sl2, -b1));
+        const float p00 = ex2(fmaf(sv[4 * j + 0], sl2, -b0)), p01 = ex2(fmaf(sv[4 * j + 1], sl2, -b0));
+        const float p10 = ex2(fmaf(sv[4 * j + 2], sl2, -b1)), p11 = ex2(fmaf(sv[4 * j + 3], sl2, -b1));
         rs0 += p00 + p01;
         rs1 += p10 + p11;
         // P tile [64 x 64] bf16, K-major with the 128-byte swizzle TMA would produce.
@@ -382,7 +386,11 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
       }
       fence_proxy_async_shared();
       named_barrier_sync(2, 256);
-
+      return make_float2(a0, a1);
+    };
+    // O *= alpha, then issue (and commit) O += P V.
+    auto rescale_pv = [&](float2 alpha, const uint8_t* kt) {
+      const float a0 = alpha.x, a1 = alpha.y;
 #pragma unroll
       for (int j = 0; j < 32; ++j) {
         o[4 * j + 0] *= a0;
@@ -402,11 +410,59 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
         WgmmaPV_N256_TransB::mma(da, db, o, 1u);
       }
       wgmma_commit();
+    };
+    // PV done (all wgmma of this warpgroup retired): hand the KV stage back to the producer.
+    auto finish_tile = [&](int s) {
       wgmma_wait<0>();
 #pragma unroll
       for (int k = 0; k < 128; ++k) fence_operand(o[k]);
       __syncwarp();
       if (lane == 0) mbar_arrive(&empty[s]);
+    };
+
+    if constexpr (kPipelined == 0) {
+      for (int blk = lo; blk < hi; ++blk, ++tile) {
+        const int s = tile & 1;
+        uint8_t* kt = sK + s * kTileBytes;
+        mbar_wait(&full[s], (tile >> 1) & 1);
+        issue_qk(sacc, kt);
+        wgmma_wait<0>();
+#pragma unroll
+        for (int k = 0; k < 16; ++k) fence_operand(sacc[k]);
+        const float2 alpha = softmax_p(sacc, blk, kt);
+        rescale_pv(alpha, kt);
+        finish_tile(s);
+      }
+    } else {
+      // S of tile blk+1 runs on the tensor cores while tile blk's softmax runs on the CUDA cores.
+      // NOT yet measured on a GPU (opt-in: impl="wgmma_pipe").
+      // Two S accumulators alternate (the loop is unrolled by two so both stay in registers).
+      auto step = [&](float (&cur)[16], float (&nxt)[16], int blk) {
+        const int s = tile & 1;
+        wgmma_wait<0>();
+#pragma unroll
+        for (int k = 0; k < 16; ++k) fence_operand(cur[k]);
+        if (blk + 1 < hi) {
+          const int s1 = (tile + 1) & 1;
+          mbar_wait(&full[s1], ((tile + 1) >> 1) & 1);
+          issue_qk(nxt, sK + s1 * kTileBytes);
+        }
+        const float2 alpha = softmax_p(cur, blk, sK + s * kTileBytes);
+        // O is an accumulator too: touch it only once no wgmma is in flight (else ptxas
+        // serialises every wgmma of the kernel).
+        wgmma_wait<0>();
+#pragma unroll
+        for (int k = 0; k < 16; ++k) fence_operand(nxt[k]);
+        rescale_pv(alpha, sK + s * kTileBytes);
+        finish_tile(s);
+        ++tile;
+      };
+      mbar_wait(&full[tile & 1], (tile >> 1) & 1);
+      issue_qk(sacc, sK + (tile & 1) * kTileBytes);
+      for (int blk = lo; blk < hi; blk += 2) {
+        step(sacc, sacc2, blk);
+        if (blk + 1 < hi) step(sacc2, sacc, blk + 1);
+      }
     }
     __syncwarp();
     if (lane == 0) mbar_arrive(q_empty);
