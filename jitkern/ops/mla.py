@@ -56,8 +56,8 @@ SPEC_METADATA = KernelSpec(_TEMPLATE, "jitkern::mla::mla_metadata_kernel<1024>",
 
 
 class _ByValue(ctypes.Structure):
-    """A kernel parameter struct passed by value: the launcher copies the kernel's declared
-    parameter size from ``getPtr()`` (the path it uses for 128-byte tensor maps)."""
+    """A kernel parameter struct passed by value (the launcher passes ctypes Structures from their
+    storage; ``getPtr`` keeps the tensor-map path working with launchers that predate that)."""
 
     def getPtr(self):  # noqa: N802 (the launcher's duck-typed name)
         return ctypes.addressof(self)
