@@ -1,0 +1,268 @@
+"""Speculative-decoding verification: greedy and rejection-sampled acceptance of draft tokens,
+one fused launch per call, no host sync (CUDA-graph capturable).
+
+Ragged packed layout (shared by every function here), for ``b`` requests where request ``i``
+proposes ``k_i >= 0`` draft tokens:
+
+* ``cu_num_draft`` [b + 1] int32/int64: cumulative draft counts, ``cu[0] = 0``,
+  ``k_i = cu[i+1] - cu[i]``.
+* ``draft_tokens`` [sum k_i] int32/int64: request ``i``'s drafts at ``cu[i] .. cu[i+1]-1``.
+* ``target_logits`` [sum (k_i + 1), V] bf16 or fp32, stride 1 along V: request ``i`` owns rows
+  ``cu[i] + i .. cu[i+1] + i``; row ``cu[i] + i + j`` is the target's prediction for position j
+  (it scores draft j for j < k_i; row ``j = k_i`` gives the bonus token).
+* ``draft_probs`` [sum k_i, V] fp32, stride 1 along V (sampled only): the draft distribution q
+  each draft token was sampled from, row-aligned with ``draft_tokens``.
+
+Outputs: ``accepted`` [b] int32 (drafts accepted) and ``out_tokens`` [b, max_num_draft + 1]
+int32: the accepted drafts, then one bonus/recovered token, then -1 padding. ``max_num_draft``
+must bound every ``k_i`` (it cannot be checked without a host sync): a request with a larger
+``k_i`` gets ``accepted = -1`` and a row of -1. Its default, ``len(draft_tokens)``, is always
+safe but writes a wider output.
+
+Preconditions not checked on the host (they would need a sync): ``cu`` is non-decreasing with
+``cu[b] == len(draft_tokens)``; draft tokens in ``[0, V)`` (an out-of-range draft is rejected
+by the sampled kernel and never matches in the greedy one).
+
+Calls on one stream share a small zero-initialised counter buffer that each call leaves zeroed;
+concurrent calls on different streams use different buffers.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+
+import torch
+
+from ..runtime import KernelSpec, get_kernel
+from .checks import check_same_device, check_tensor
+
+_LOGIT_DTYPES = (torch.bfloat16, torch.float32)
+_IDX_DTYPES = (torch.int32, torch.int64)
+_CTYPE = {torch.bfloat16: "__nv_bfloat16", torch.float32: "float", torch.float16: "__half",
+          torch.int32: "int32_t", torch.int64: "int64_t"}
+GREEDY_THREADS, GREEDY_UNROLL = 256, 4
+SAMPLED_THREADS = 512
+_SMEM_LIMIT = 227 * 1024 - 1024  # Hopper opt-in shared memory per CTA, minus the static part
+
+_counters_by_stream: dict = {}
+_keepalive: list = []  # old counter buffers stay alive: a captured CUDA graph may point at them
+
+
+def _counters(device: torch.device, b: int) -> torch.Tensor:
+    key = (device.index, torch.cuda.current_stream(device).cuda_stream)
+    t = _counters_by_stream.get(key)
+    if t is None or t.numel() < b:
+        t = torch.zeros(max(b, 1024), dtype=torch.int32, device=device)
+        _counters_by_stream[key] = t
+        _keepalive.append(t)
+    return t
+
+
+@functools.lru_cache(maxsize=None)
+def _num_sms(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def greedy_spec(logit_dtype, tok_dtype, cu_dtype, vec: bool) -> KernelSpec:
+    return KernelSpec("spec/greedy.cuh",
+                      f"jitkern::verify_greedy<{_CTYPE[logit_dtype]}, {_CTYPE[tok_dtype]}, {_CTYPE[cu_dtype]}, "
+                      f"{str(vec).lower()}, {GREEDY_THREADS}, {GREEDY_UNROLL}>", family="spec")
+
+
+def sampled_spec(logit_dtype, tok_dtype, cu_dtype, vec: bool) -> KernelSpec:
+    return KernelSpec("spec/sampled.cuh",
+                      f"jitkern::verify_sampled<{_CTYPE[logit_dtype]}, {_CTYPE[tok_dtype]}, {_CTYPE[cu_dtype]}, "
+                      f"{str(vec).lower()}, {SAMPLED_THREADS}>", family="spec")
+
+
+def select_spec(dtype) -> KernelSpec:
+    return KernelSpec("spec/greedy.cuh", f"jitkern::select_draft_length<{_CTYPE[dtype]}>", family="spec")
+
+
+def _aligned16(t: torch.Tensor) -> bool:
+    return t.data_ptr() % 16 == 0 and (t.shape[0] <= 1 or (t.stride(0) * t.element_size()) % 16 == 0)
+
+
+def _check_ragged(target_logits, draft_tokens, cu_num_draft, max_num_draft):
+    check_tensor("target_logits", target_logits, dtype=_LOGIT_DTYPES, ndim=2, inner_contiguous=True)
+    check_tensor("draft_tokens", draft_tokens, dtype=_IDX_DTYPES, ndim=1, contiguous=True)
+    check_tensor("cu_num_draft", cu_num_draft, dtype=_IDX_DTYPES, ndim=1, contiguous=True)
+    check_same_device(target_logits=target_logits, draft_tokens=draft_tokens, cu_num_draft=cu_num_draft)
+    if cu_num_draft.numel() < 1:
+        raise ValueError("cu_num_draft: expected b + 1 >= 1 entries, got 0")
+    b = cu_num_draft.numel() - 1
+    rows, V = target_logits.shape
+    n = draft_tokens.numel()
+    if rows != n + b:
+        raise ValueError(f"target_logits: expected len(draft_tokens) + b = {n} + {b} = {n + b} rows "
+                         f"(k_i + 1 per request), got {rows}")
+    if V < 1:
+        raise ValueError("target_logits: expected a vocabulary of at least 1 column")
+    if V >= 2 ** 31 - 1 or rows * max(V, 1) >= 2 ** 62:
+        raise ValueError(f"target_logits: shape {tuple(target_logits.shape)} too large")
+    if max_num_draft is None:
+        max_num_draft = n
+    if not isinstance(max_num_draft, int) or max_num_draft < 0:
+        raise ValueError(f"max_num_draft: expected a non-negative int, got {max_num_draft!r}")
+    return b, rows, V, max_num_draft
+
+
+def _outputs(b, max_num_draft, device, out):
+    if out is None:
+        return (torch.empty(b, dtype=torch.int32, device=device),
+                torch.empty((b, max_num_draft + 1), dtype=torch.int32, device=device))
+    acc, toks = out
+    check_tensor("out[0]", acc, dtype=torch.int32, shape=(b,), contiguous=True, device=device)
+    check_tensor("out[1]", toks, dtype=torch.int32, shape=(b, max_num_draft + 1), contiguous=True, device=device)
+    return acc, toks
+
+
+def greedy_config(rows: int, V: int, num_sms: int):
+    """(splits, chunk): vocab chunks per row so the grid fills about one wave of 8 CTAs per SM,
+    each chunk a multiple of 8 elements (16-byte vectors) and at least 2048 elements."""
+    max_splits = max(1, -(-V // 2048))
+    splits = max(1, min(max_splits, -(-num_sms * 8 // max(rows, 1))))
+    chunk = -(-V // splits)
+    chunk = -(-chunk // 8) * 8
+    splits = -(-V // chunk)
+    return splits, chunk
+
+
+def verify_greedy(target_logits: torch.Tensor, draft_tokens: torch.Tensor, cu_num_draft: torch.Tensor,
+                  max_num_draft: int | None = None, out=None):
+    """Greedy verification: request i accepts the longest draft prefix equal to the target's
+    argmax at each position, then emits the argmax at the first mismatch (or after the last
+    draft). Bit-identical to ``torch.argmax`` decoding: ties (and -0/+0) go to the lowest index,
+    NaN counts as the maximum.
+
+    Layout: module docstring. Returns ``(accepted [b] int32, out_tokens [b, max_num_draft+1] int32)``;
+    ``out=(accepted, out_tokens)`` writes into given contiguous int32 tensors of those shapes.
+    """
+    b, rows, V, max_num_draft = _check_ragged(target_logits, draft_tokens, cu_num_draft, max_num_draft)
+    dev = target_logits.device
+    accepted, out = _outputs(b, max_num_draft, dev, out)
+    if b == 0:
+        return accepted, out
+    splits, chunk = greedy_config(rows, V, _num_sms(dev.index if dev.index is not None else torch.cuda.current_device()))
+    partial = torch.empty(rows * splits, dtype=torch.int64, device=dev)
+    counters = _counters(dev, b)
+    vec = _aligned16(target_logits)
+    kern = get_kernel(greedy_spec(target_logits.dtype, draft_tokens.dtype, cu_num_draft.dtype, vec), dev)
+    kern.launch((rows * splits,), (GREEDY_THREADS,),
+                [target_logits, ctypes.c_int64(target_logits.stride(0)), ctypes.c_int32(V), ctypes.c_int32(chunk),
+                 ctypes.c_int32(splits), draft_tokens, cu_num_draft, ctypes.c_int32(b), partial, counters,
+                 accepted, out, ctypes.c_int32(max_num_draft + 1)])
+    return accepted, out
+
+
+def sampled_config(V: int, logit_bytes: int):
+    """(cluster size, chunk): up to 8 CTAs per row, chunk a multiple of 8 elements whose logits
+    and q fit in shared memory; None if V is too large."""
+    cs = max(1, min(8, -(-V // 2048)))
+    chunk = -(-V // cs)
+    chunk = -(-chunk // 8) * 8
+    if chunk * (logit_bytes + 4) > _SMEM_LIMIT:
+        return None
+    return cs, chunk
+
+
+def verify_sampled(target_logits: torch.Tensor, draft_tokens: torch.Tensor, draft_probs: torch.Tensor,
+                   cu_num_draft: torch.Tensor, temperature=1.0, top_k=None, top_p=None, seed: int = 0,
+                   max_num_draft: int | None = None, out=None):
+    """Rejection-sampled verification (Leviathan et al. 2023; Chen et al. 2023).
+
+    p_j = softmax(target_logits[row j] / temperature) (temperature 0: one-hot at the argmax,
+    lowest index on ties, i.e. greedy). Draft j is accepted with probability
+    min(1, p_j(x_j) / q_j(x_j)) (test: ``u * q < p`` with u uniform in [0, 1)); at the first
+    rejection one token is drawn from normalize(max(0, p_j - q_j)) (from p_j when that residual
+    has zero mass, which can only happen through rounding when p_j == q_j); if every draft is
+    accepted a bonus token is drawn from p_k. The emitted tokens follow the target distribution.
+
+    draft_probs: the draft's probabilities q, fp32 [sum k_i, V] (not logits). temperature: a
+    float or an fp32 tensor [b] (per request), >= 0. top_k / top_p: not supported yet (must be
+    None). seed: int in [0, 2**64): random numbers are Philox4x32-10 of (seed, request,
+    position), so a result depends on the seed and the inputs only (not on batch composition
+    beyond the request's index). Layout and outputs (and ``out=``): module docstring and
+    :func:`verify_greedy`.
+    """
+    b, rows, V, max_num_draft = _check_ragged(target_logits, draft_tokens, cu_num_draft, max_num_draft)
+    check_tensor("draft_probs", draft_probs, dtype=torch.float32, shape=(draft_tokens.numel(), V),
+                 inner_contiguous=True)
+    check_same_device(target_logits=target_logits, draft_probs=draft_probs)
+    if top_k is not None:
+        raise ValueError("top_k: not supported by verify_sampled yet (pass None)")
+    if top_p is not None:
+        raise ValueError("top_p: not supported by verify_sampled yet (pass None)")
+    if not isinstance(seed, int) or not 0 <= seed < 2 ** 64:
+        raise ValueError(f"seed: expected an int in [0, 2**64), got {seed!r}")
+    temps, tscalar = None, 0.0
+    if isinstance(temperature, torch.Tensor):
+        check_tensor("temperature", temperature, dtype=torch.float32, shape=(b,), contiguous=True)
+        check_same_device(target_logits=target_logits, temperature=temperature)
+        temps = temperature
+    else:
+        tscalar = float(temperature)
+        if not tscalar >= 0.0:
+            raise ValueError(f"temperature: expected >= 0, got {temperature!r}")
+    cfg = sampled_config(V, target_logits.element_size())
+    if cfg is None:
+        raise ValueError(f"target_logits: vocabulary {V} too large for the shared-memory staging "
+                         f"(8 CTAs x {_SMEM_LIMIT} bytes)")
+    cs, chunk = cfg
+    dev = target_logits.device
+    accepted, out = _outputs(b, max_num_draft, dev, out)
+    if b == 0:
+        return accepted, out
+    scratch = torch.empty(2 * rows, dtype=torch.int32, device=dev)
+    row_p, row_tok = scratch[:rows].view(torch.float32), scratch[rows:]
+    counters = _counters(dev, b)
+    vec = _aligned16(target_logits) and _aligned16(draft_probs)
+    kern = get_kernel(sampled_spec(target_logits.dtype, draft_tokens.dtype, cu_num_draft.dtype, vec), dev)
+    smem = chunk * (target_logits.element_size() + 4)
+    # The kernel never dereferences a null temperature pointer; an empty tensor's pointer may be 0.
+    tptr = temps if temps is not None else ctypes.c_uint64(0)
+    kern.launch((rows * cs,), (SAMPLED_THREADS,),
+                [target_logits, ctypes.c_int64(target_logits.stride(0)), draft_probs,
+                 ctypes.c_int64(draft_probs.stride(0) if draft_probs.shape[0] else V), ctypes.c_int32(V),
+                 ctypes.c_int32(chunk), draft_tokens, cu_num_draft, ctypes.c_int32(b), tptr,
+                 ctypes.c_float(tscalar), ctypes.c_uint64(seed), row_p, row_tok, counters, accepted, out,
+                 ctypes.c_int32(max_num_draft + 1)],
+                smem=smem, cluster=(cs, 1, 1))
+    return accepted, out
+
+
+def select_draft_length(confidence_logits: torch.Tensor, threshold: float) -> torch.Tensor:
+    """DSpark draft length per request: the longest prefix j of ``confidence_logits[i, :]`` with
+    ``sigmoid(c) >= threshold`` at every position, computed on the GPU.
+
+    confidence_logits: [b, k] bf16/fp16/fp32, stride 1 along k. Returns int32 [b] in [0, k].
+    """
+    check_tensor("confidence_logits", confidence_logits, dtype=(torch.bfloat16, torch.float16, torch.float32),
+                 ndim=2, inner_contiguous=True)
+    threshold = float(threshold)
+    b, k = confidence_logits.shape
+    out = torch.empty(b, dtype=torch.int32, device=confidence_logits.device)
+    if b == 0:
+        return out
+    kern = get_kernel(select_spec(confidence_logits.dtype), confidence_logits.device)
+    kern.launch((-(-b // 4),), (128,), [confidence_logits, ctypes.c_int64(confidence_logits.stride(0)),
+                                       ctypes.c_int32(b), ctypes.c_int32(k), ctypes.c_float(threshold), out])
+    return out
+
+
+def warmup_specs(entries, target) -> list:
+    """Kernels for a manifest's ``spec`` list: entries ``{"dtype": "bfloat16", "token_dtype":
+    "int64", "cu_dtype": "int32", "kinds": ["greedy", "sampled", "select"]}`` (keys optional)."""
+    specs = []
+    for e in entries or [{}]:
+        dt = getattr(torch, e.get("dtype", "bfloat16"))
+        tk = getattr(torch, e.get("token_dtype", "int64"))
+        cu = getattr(torch, e.get("cu_dtype", "int32"))
+        for kind in e.get("kinds", ["greedy", "sampled", "select"]):
+            if kind == "greedy":
+                specs.append(greedy_spec(dt, tk, cu, True))
+            elif kind == "sampled":
+                specs.append(sampled_spec(dt, tk, cu, True))
+            elif kind == "select":
+                specs.append(select_spec(dt))
+    return specs

@@ -1,0 +1,106 @@
+"""Plain-torch reference math for speculative verification (the tests' oracle), plus the
+"plain PyTorch" implementations the bench measures as the peer. Packed layout: see
+:mod:`jitkern.ops.speculative`."""
+from __future__ import annotations
+
+import torch
+
+
+def _split(cu):
+    cu = [int(x) for x in cu.tolist()]
+    return [(cu[i], cu[i + 1] - cu[i]) for i in range(len(cu) - 1)]
+
+
+def verify_greedy(target_logits, draft_tokens, cu_num_draft, max_num_draft=None):
+    """Oracle for :func:`jitkern.ops.speculative.verify_greedy` (torch.argmax per row)."""
+    reqs = _split(cu_num_draft.cpu())
+    n = draft_tokens.numel()
+    cols = (n if max_num_draft is None else max_num_draft) + 1
+    am = torch.argmax(target_logits, dim=-1).cpu() if target_logits.shape[0] else torch.empty(0, dtype=torch.long)
+    drafts = draft_tokens.cpu().long()
+    acc = torch.empty(len(reqs), dtype=torch.int32)
+    out = torch.full((len(reqs), cols), -1, dtype=torch.int32)
+    for i, (d0, k) in enumerate(reqs):
+        r0 = d0 + i
+        if k >= cols:
+            acc[i] = -1
+            continue
+        a = 0
+        while a < k and int(drafts[d0 + a]) == int(am[r0 + a]):
+            a += 1
+        acc[i] = a
+        out[i, :a] = drafts[d0:d0 + a].int()
+        out[i, a] = int(am[r0 + a])
+    return acc, out
+
+
+def target_probs(logits, temperature):
+    """p = softmax(logits / T) in float64 (T == 0: one-hot at torch.argmax), rows independent."""
+    x = logits.double()
+    if temperature == 0:
+        p = torch.zeros_like(x)
+        p.scatter_(-1, torch.argmax(logits, -1, keepdim=True), 1.0)
+        return p
+    return torch.softmax(x / temperature, dim=-1)
+
+
+def sampled_outcome_probs(target_logits, draft_tokens, draft_probs, cu_num_draft, temperature):
+    """Exact distribution of one request's (accepted count a, emitted token y) under the
+    rejection-sampling scheme, float64. Returns a list (per request) of [k + 1, V] tensors whose
+    entry [a, y] is P(accept exactly a drafts, then emit y); each sums to 1."""
+    reqs = _split(cu_num_draft.cpu())
+    temps = temperature.tolist() if isinstance(temperature, torch.Tensor) else [float(temperature)] * len(reqs)
+    res = []
+    for i, (d0, k) in enumerate(reqs):
+        r0 = d0 + i
+        p = target_probs(target_logits[r0:r0 + k + 1].cpu().float(), temps[i])
+        q = draft_probs[d0:d0 + k].cpu().double()
+        V = p.shape[1]
+        dist = torch.zeros(k + 1, V, dtype=torch.float64)
+        reach = 1.0
+        for j in range(k):
+            x = int(draft_tokens[d0 + j])
+            qx, px = float(q[j, x]), float(p[j, x])
+            acc = 1.0 if qx <= 0 else min(1.0, px / qx)
+            if px <= 0 and qx <= 0:
+                acc = 0.0
+            resid = (p[j] - q[j]).clamp_min(0)
+            resid = resid / resid.sum() if resid.sum() > 0 else p[j]
+            dist[j] = reach * (1 - acc) * resid
+            reach *= acc
+        dist[k] = reach * p[k]
+        res.append(dist)
+    return res
+
+
+def select_draft_length(confidence_logits, threshold):
+    """Longest prefix with sigmoid(c) >= threshold, per row (int32 [b])."""
+    ok = torch.sigmoid(confidence_logits.float()) >= threshold
+    return torch.cumprod(ok.int(), dim=1).sum(1).int()
+
+
+# ---- plain PyTorch peers for the bench (uniform k, [b, k+1, V] logits) --------------------------
+
+def torch_verify_greedy(logits, drafts):
+    """What a user writes without a kernel: argmax / compare / cumprod. logits [b, k+1, V], drafts [b, k]."""
+    am = logits.argmax(-1)
+    match = (am[:, :-1] == drafts).int()
+    acc = match.cumprod(1).sum(1)
+    bonus = am.gather(1, acc.unsqueeze(1))
+    return acc, bonus
+
+
+def torch_verify_sampled(logits, drafts, q, temperature=1.0, generator=None):
+    """softmax / ratio / residual / multinomial. logits [b, k+1, V], drafts [b, k], q [b, k, V]."""
+    p = torch.softmax(logits.float() / temperature, -1)
+    b, k = drafts.shape
+    px = p[:, :k].gather(2, drafts.unsqueeze(2)).squeeze(2)
+    qx = q.gather(2, drafts.unsqueeze(2)).squeeze(2)
+    u = torch.rand(b, k, device=logits.device, generator=generator)
+    ok = (u * qx < px).int()
+    acc = ok.cumprod(1).sum(1)
+    resid = (p[:, :k] - q).clamp_min(0)
+    resid = torch.cat([resid, p[:, k:]], 1)
+    pick = resid.gather(1, acc.view(b, 1, 1).expand(b, 1, p.shape[2])).squeeze(1)
+    tok = torch.multinomial(pick, 1, generator=generator)
+    return acc, tok

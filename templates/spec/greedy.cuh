@@ -1,0 +1,187 @@
+// Greedy speculative verification, one launch: every (row, vocab chunk) CTA computes a partial
+// argmax; the last CTA of each request (per-request arrival counter, reset after use) combines the
+// partials, walks the drafts and writes the outputs. Reads each logit once; no host sync.
+// Semantics and packed layout: jitkern/ops/speculative.py (verify_greedy); oracle:
+// jitkern/reference/speculative.py.
+#pragma once
+#include "spec/common.cuh"
+
+namespace jitkern {
+namespace spec {
+
+__device__ __forceinline__ void unpack(const uint4& u, const __nv_bfloat16*, float (&v)[8]) {
+  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&u);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) { float2 f = __bfloat1622float2(h[i]); v[2 * i] = f.x; v[2 * i + 1] = f.y; }
+}
+__device__ __forceinline__ void unpack(const uint4& u, const float*, float (&v)[4]) {
+  v[0] = __uint_as_float(u.x); v[1] = __uint_as_float(u.y); v[2] = __uint_as_float(u.z); v[3] = __uint_as_float(u.w);
+}
+
+template <typename T> struct Vec { static constexpr int n = 16 / sizeof(T); };
+
+// NaN-propagating max (NaN wins, as in torch.argmax).
+__device__ __forceinline__ float nanmax(float m, float v) { return (v > m || v != v) ? v : m; }
+__device__ __forceinline__ bool better(float v, float best) { return best == best && (v > best || v != v); }
+
+// Per-thread running argmax over one chunk of a row. Elements a thread sees come in increasing
+// index order, so "strictly better" keeps the lowest index among equal values.
+template <typename T, bool kVec, int kThreads, int kUnroll>
+__device__ __forceinline__ void chunk_argmax(const T* __restrict__ row, int c0, int c1, float& best, int& bidx) {
+  if (kVec) {
+    constexpr int N = Vec<T>::n;
+    const int nvec = (c1 - c0) / N;
+    const uint4* p = reinterpret_cast<const uint4*>(row + c0);
+    for (int base = threadIdx.x; base < nvec; base += kThreads * kUnroll) {
+      uint4 u[kUnroll];
+#pragma unroll
+      for (int r = 0; r < kUnroll; ++r) {
+        int vi = base + r * kThreads;
+        u[r] = vi < nvec ? __ldcs(p + vi) : make_uint4(0xFF80FF80u, 0xFF80FF80u, 0xFF80FF80u, 0xFF80FF80u);
+        if (sizeof(T) == 4 && vi >= nvec) u[r] = make_uint4(0xFF800000u, 0xFF800000u, 0xFF800000u, 0xFF800000u);
+      }
+      float bm = -__int_as_float(0x7F800000);
+#pragma unroll
+      for (int r = 0; r < kUnroll; ++r) {
+        float v[N];
+        unpack(u[r], (const T*)nullptr, v);
+#pragma unroll
+        for (int e = 0; e < N; ++e) bm = nanmax(bm, v[e]);
+      }
+      if (bidx < 0 || better(bm, best)) {
+        // Rare (about log n times per thread on random data): find the first element equal to bm.
+        bool found = false;
+#pragma unroll
+        for (int r = 0; r < kUnroll; ++r) {
+          int vi = base + r * kThreads;
+          if (vi >= nvec) break;
+          float v[N];
+          // Re-read (cache hit) rather than keep u[] alive: keeps the hot loop free of spills.
+          unpack(__ldg(p + vi), (const T*)nullptr, v);
+#pragma unroll
+          for (int e = 0; e < N; ++e) {
+            bool hit = (v[e] == bm) || (bm != bm && v[e] != v[e]);
+            if (!found && hit) { found = true; best = v[e]; bidx = c0 + vi * N + e; }
+          }
+        }
+      }
+    }
+    // Tail (only the last chunk of a row whose length is not a multiple of N).
+    for (int i = c0 + nvec * N + threadIdx.x; i < c1; i += kThreads) {
+      float v = (float)row[i];
+      if (bidx < 0 || better(v, best)) { best = v; bidx = i; }
+    }
+  } else {
+    for (int i = c0 + threadIdx.x; i < c1; i += kThreads) {
+      float v = (float)row[i];
+      if (bidx < 0 || better(v, best)) { best = v; bidx = i; }
+    }
+  }
+}
+
+// Arrival protocol: thread 0 publishes, fences, counts; returns true in every thread of the
+// CTA that arrived last (which then sees all other CTAs' partials).
+__device__ __forceinline__ bool arrive_last(int* counter, int total, int* flag) {
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    __threadfence();
+    int old = atomicAdd(counter, 1);
+    *flag = (old == total - 1);
+    if (*flag) __threadfence();
+  }
+  __syncthreads();
+  return *flag != 0;
+}
+
+}  // namespace spec
+
+// Grid: 1-D, rows * splits CTAs (CTA -> row = bid / splits, chunk = bid % splits).
+// logits [rows, V] row stride ld (elements); draft [sum k]; cu [b + 1] (cu[0] = 0);
+// partial [rows * splits] u64 scratch; counters [b] int32, zero on entry, zero again on exit;
+// accepted [b] int32; out [b, out_cols] int32.
+template <typename T, typename TokT, typename CuT, bool kVec, int kThreads, int kUnroll>
+__global__ void __launch_bounds__(kThreads) verify_greedy(
+    const T* __restrict__ logits, int64_t ld, int V, int chunk, int splits, const TokT* __restrict__ draft,
+    const CuT* __restrict__ cu, int b, uint64_t* __restrict__ partial, int* __restrict__ counters,
+    int* __restrict__ accepted, int* __restrict__ out, int out_cols) {
+  __shared__ uint64_t red[kThreads / 32];
+  __shared__ int s_req, s_flag, s_acc, s_bonus;
+  __shared__ int s_am[kThreads / 32];
+  const int row = blockIdx.x / splits, split = blockIdx.x % splits;
+  const int c0 = split * chunk, c1 = min(V, c0 + chunk);
+  if (threadIdx.x < 32) {
+    const int r = spec::find_request_warp(cu, b, row);
+    if (threadIdx.x == 0) s_req = r;
+  }  // overlaps with the loads below
+
+  float best = 0.0f;
+  int bidx = -1;
+  spec::chunk_argmax<T, kVec, kThreads, kUnroll>(logits + (int64_t)row * ld, c0, c1, best, bidx);
+  uint64_t key = spec::block_max_u64<kThreads>(spec::argmax_key(best, bidx), red);
+  if (threadIdx.x == 0) partial[blockIdx.x] = key;
+
+  __syncthreads();
+  const int req = s_req;
+  const int d0 = (int)cu[req], k = (int)cu[req + 1] - d0, r0 = d0 + req;
+  if (!spec::arrive_last(counters + req, (k + 1) * splits, &s_flag)) return;
+
+  // Last CTA of this request: rows r0 .. r0 + k, one warp per row per round.
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  constexpr int kWarps = kThreads / 32;
+  if (threadIdx.x == 0) { s_acc = -1; s_bonus = -1; }
+  for (int j0 = 0; j0 <= k; j0 += kWarps) {
+    __syncthreads();
+    if (s_acc >= 0) break;
+    int j = j0 + warp;
+    if (j <= k) {
+      uint64_t m = 0;
+      for (int s = lane; s < splits; s += 32) m = spec::u64max(m, __ldcg(partial + (int64_t)(r0 + j) * splits + s));
+#pragma unroll
+      for (int o = 16; o; o >>= 1) m = spec::u64max(m, __shfl_xor_sync(0xffffffffu, m, o));
+      if (lane == 0) s_am[warp] = spec::key_index(m);
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      for (int w = 0; w < kWarps && j0 + w <= k; ++w) {
+        int jj = j0 + w;
+        if (jj == k || (int)draft[d0 + jj] != s_am[w]) { s_acc = jj; s_bonus = s_am[w]; break; }
+      }
+    }
+  }
+  __syncthreads();
+  const int acc = s_acc, bonus = s_bonus;
+  const bool fits = k < out_cols;  // the caller's max_num_draft bounds k; flag a violation as -1
+  for (int c = threadIdx.x; c < out_cols; c += kThreads) {
+    int t = -1;
+    if (fits) t = c < acc ? (int)draft[d0 + c] : (c == acc ? bonus : -1);
+    out[(int64_t)req * out_cols + c] = t;
+  }
+  if (threadIdx.x == 0) {
+    accepted[req] = fits ? acc : -1;
+    counters[req] = 0;  // ready for the next call (stream order makes the reset visible)
+  }
+}
+
+// Draft length per request: longest prefix of sigmoid(conf[i, :]) >= threshold. conf [b, k]
+// row stride ld; one warp per request.
+template <typename T>
+__global__ void __launch_bounds__(128) select_draft_length(const T* __restrict__ conf, int64_t ld, int b, int k,
+                                                           float threshold, int* __restrict__ lengths) {
+  const int req = blockIdx.x * 4 + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+  if (req >= b) return;
+  int first_bad = k;
+  for (int j0 = 0; j0 < k; j0 += 32) {
+    int j = j0 + lane;
+    bool bad = false;
+    if (j < k) {
+      float x = (float)conf[(int64_t)req * ld + j];
+      float s = 1.0f / (1.0f + expf(-x));
+      bad = !(s >= threshold);
+    }
+    unsigned m = __ballot_sync(0xffffffffu, bad);
+    if (m) { first_bad = j0 + __ffs(m) - 1; break; }
+  }
+  if (lane == 0) lengths[req] = first_bad;
+}
+
+}  // namespace jitkern

@@ -1,0 +1,333 @@
+"""Speculative verification: reference math and compile checks (CPU); kernels against the
+reference bit for bit (greedy) and in distribution (sampled) on the GPU."""
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+from jitkern.ops import speculative as ops
+from jitkern.reference import speculative as ref
+
+# ---------------------------------------------------------------------------------------------
+# CPU: reference math, configs, validation, sm_90a compiles
+# ---------------------------------------------------------------------------------------------
+
+
+def _ragged(ks, V, dtype=torch.float32, seed=0, levels=None, device="cpu"):
+    g = torch.Generator().manual_seed(seed)
+    rows = sum(k + 1 for k in ks)
+    if levels:  # few distinct values: many ties
+        logits = torch.randint(0, levels, (rows, V), generator=g).float()
+    else:
+        logits = torch.randn(rows, V, generator=g)
+    cu = torch.tensor([0] + list(torch.tensor(ks).cumsum(0).tolist() if ks else []), dtype=torch.int32)
+    # drafts: mostly the argmax (so acceptance runs long), sometimes random
+    am = logits.argmax(-1)
+    drafts = []
+    for i, k in enumerate(ks):
+        r0 = int(cu[i]) + i
+        for j in range(k):
+            drafts.append(int(am[r0 + j]) if torch.rand(1, generator=g) < 0.8 else int(torch.randint(0, V, (1,), generator=g)))
+    return (logits.to(dtype).to(device), torch.tensor(drafts, dtype=torch.int64, device=device), cu.to(device))
+
+
+@given(ks=st.lists(st.integers(0, 6), min_size=1, max_size=6), V=st.integers(2, 40), seed=st.integers(0, 2**31))
+def test_greedy_reference_walks_argmax(ks, V, seed):
+    logits, drafts, cu = _ragged(ks, V, seed=seed, levels=3)
+    acc, out = ref.verify_greedy(logits, drafts, cu, max_num_draft=6)
+    for i, k in enumerate(ks):
+        d0, r0, a = int(cu[i]), int(cu[i]) + i, int(acc[i])
+        assert 0 <= a <= k
+        for j in range(a):
+            assert out[i, j] == drafts[d0 + j] == torch.argmax(logits[r0 + j])
+        if a < k:
+            assert drafts[d0 + a] != torch.argmax(logits[r0 + a])
+        assert out[i, a] == torch.argmax(logits[r0 + a])
+        assert torch.all(out[i, a + 1:] == -1)
+
+
+@given(V=st.integers(2, 12), k=st.integers(0, 4), temp=st.sampled_from([0.0, 0.3, 1.0, 2.0]), seed=st.integers(0, 2**31))
+def test_sampled_reference_distribution_properties(V, k, temp, seed):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(k + 1, V, generator=g) * 2
+    q = torch.softmax(torch.randn(k, V, generator=g), -1)
+    drafts = torch.multinomial(q, 1, generator=g).view(-1) if k else torch.empty(0, dtype=torch.long)
+    cu = torch.tensor([0, k])
+    (d,) = ref.sampled_outcome_probs(logits, drafts, q, cu, temp)
+    assert abs(float(d.sum()) - 1) < 1e-12 and torch.all(d >= 0)
+    # averaged over drafts x ~ q, the first emitted token is distributed as p_0 (Leviathan et al.)
+    if k:
+        p0 = ref.target_probs(logits[:1], temp)[0]
+        marg = torch.zeros(V, dtype=torch.float64)
+        for x in range(V):
+            dx = list(drafts)
+            dx[0] = x
+            (dd,) = ref.sampled_outcome_probs(logits, torch.tensor(dx), q, cu, temp)
+            first = dd[0].clone()
+            first[x] += float(dd[1:].sum())
+            marg += float(q[0, x]) * first
+        assert torch.allclose(marg, p0, atol=1e-12)
+    # q == p accepts everything; disjoint supports accept nothing
+    if k and temp > 0:
+        p = ref.target_probs(logits, temp)[:k].float()
+        (dd,) = ref.sampled_outcome_probs(logits, drafts, p, cu, temp)
+        assert abs(float(dd[k].sum()) - 1) < 1e-6
+
+
+def test_configs():
+    for rows in (1, 8, 128, 512, 1024, 5000):
+        for V in (2, 7, 1000, 129280, 152064):
+            s, c = ops.greedy_config(rows, V, 132)
+            assert c % 8 == 0 and (s - 1) * c < V <= s * c
+    assert ops.sampled_config(129280, 2) == (8, 16160)
+    assert ops.sampled_config(152064, 4) is not None
+    assert ops.sampled_config(10 ** 6, 4) is None
+
+
+def test_validation_names_argument():
+    logits = torch.zeros(3, 8, dtype=torch.float16)
+    with pytest.raises(ValueError, match="target_logits"):
+        ops.verify_greedy(logits, torch.zeros(2, dtype=torch.int64), torch.tensor([0, 2], dtype=torch.int32))
+    with pytest.raises(ValueError, match="target_logits"):
+        ops.verify_greedy(torch.zeros(8), torch.zeros(2, dtype=torch.int64), torch.tensor([0, 2], dtype=torch.int32))
+
+
+def _all_specs():
+    specs = []
+    for dt in (torch.bfloat16, torch.float32):
+        for vec in (True, False):
+            specs.append(ops.greedy_spec(dt, torch.int64, torch.int32, vec))
+            specs.append(ops.sampled_spec(dt, torch.int64, torch.int32, vec))
+        specs.append(ops.select_spec(dt))
+    specs.append(ops.greedy_spec(torch.bfloat16, torch.int32, torch.int64, True))
+    return specs
+
+
+def test_compile_sm90a_no_spills():
+    from jitkern.runtime import compile_spec
+    for spec in _all_specs():
+        entry, _ = compile_spec(spec, "sm_90a")
+        assert entry.meta["ptxas"].get("spill_stores", 0) == 0, (spec.name, entry.meta["ptxas"])
+    assert len(ops.warmup_specs([{}], None)) == 3
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU
+# ---------------------------------------------------------------------------------------------
+
+V_CHOICES = [2, 3, 7, 8, 31, 1000, 4097, 32000, 129280, 152064]
+
+
+@pytest.mark.gpu
+@settings(max_examples=60)
+@given(ks=st.lists(st.integers(0, 16), min_size=1, max_size=9), V=st.sampled_from(V_CHOICES),
+       dtype=st.sampled_from([torch.bfloat16, torch.float32]), ties=st.booleans(), misalign=st.booleans(),
+       tok32=st.booleans(), seed=st.integers(0, 2**31))
+def test_greedy_matches_torch_argmax(ks, V, dtype, ties, misalign, tok32, seed):
+    logits, drafts, cu = _ragged(ks, V, dtype=torch.float32, seed=seed, levels=4 if ties else None)
+    logits = logits.to(dtype).cuda()
+    if misalign:  # row stride not a multiple of 16 bytes and an odd base offset: scalar path
+        big = torch.empty(logits.shape[0], V + 3, dtype=dtype, device="cuda")
+        big[:, 1:V + 1] = logits
+        logits = big[:, 1:V + 1]
+    drafts, cu = drafts.cuda(), cu.cuda()
+    if tok32:
+        drafts = drafts.int()
+    acc, out = ops.verify_greedy(logits, drafts, cu, max_num_draft=16, out=_poison(len(ks), 17))
+    racc, rout = ref.verify_greedy(logits, drafts, cu, max_num_draft=16)
+    assert torch.equal(acc.cpu(), racc) and torch.equal(out.cpu(), rout)
+
+
+@pytest.mark.gpu
+def test_greedy_special_values_and_bounds():
+    V = 129280
+    ks = [3, 0, 5]
+    logits, drafts, cu = _ragged(ks, V, seed=1)
+    logits = logits.cuda()
+    logits[0].fill_(-0.0)
+    logits[0, 7] = 0.0            # -0 and +0 tie: lowest index (0) wins
+    logits[1, 100] = float("nan")  # NaN wins
+    logits[1, 90000] = float("nan")
+    logits[2, :] = float("-inf")   # all -inf: index 0
+    logits[4, 129279] = 1e30       # the very last column
+    logits[5, 5] = float("inf")
+    logits[5, 6] = float("inf")
+    for dt in (torch.float32, torch.bfloat16):
+        x = logits.to(dt)
+        acc, out = ops.verify_greedy(x, drafts.cuda(), cu.cuda(), max_num_draft=5)
+        racc, rout = ref.verify_greedy(x, drafts, cu, max_num_draft=5)
+        assert torch.equal(acc.cpu(), racc) and torch.equal(out.cpu(), rout)
+    # max_num_draft smaller than a request's k: that request is flagged with -1
+    acc, out = ops.verify_greedy(logits, drafts.cuda(), cu.cuda(), max_num_draft=4)
+    assert acc[2].item() == -1 and torch.all(out[2] == -1) and acc[1].item() >= 0
+
+
+@pytest.mark.gpu
+def test_greedy_and_sampled_graph_capture_and_repeat():
+    ks = [7] * 16
+    logits, drafts, cu = _ragged(ks, 129280, dtype=torch.bfloat16, seed=3, device="cuda")
+    q = torch.softmax(torch.randn(drafts.numel(), 129280, device="cuda"), -1)
+    racc, rout = ref.verify_greedy(logits, drafts, cu, max_num_draft=7)
+    sacc, sout = ops.verify_sampled(logits, drafts, q, cu, 0.8, seed=5, max_num_draft=7)
+    g = torch.cuda.CUDAGraph()
+    ops.verify_greedy(logits, drafts, cu, max_num_draft=7)
+    torch.cuda.synchronize()
+    with torch.cuda.graph(g):
+        acc, out = ops.verify_greedy(logits, drafts, cu, max_num_draft=7)
+        acc2, out2 = ops.verify_sampled(logits, drafts, q, cu, 0.8, seed=5, max_num_draft=7)
+    for _ in range(3):
+        acc.fill_(-7); out.fill_(-7); acc2.fill_(-7); out2.fill_(-7)
+        g.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(acc.cpu(), racc) and torch.equal(out.cpu(), rout)
+        assert torch.equal(acc2, sacc) and torch.equal(out2, sout)
+
+
+def _poison(b, cols):
+    return (torch.full((b,), -77, dtype=torch.int32, device="cuda"),
+            torch.full((b, cols), -77, dtype=torch.int32, device="cuda"))
+
+
+def _chi2_sf(stat, df):
+    return float(torch.special.gammaincc(torch.tensor(df / 2, dtype=torch.float64),
+                                         torch.tensor(stat / 2, dtype=torch.float64)))
+
+
+def _chi2_pvalue(obs, exp):
+    """Pearson chi-square (p-value, statistic, df); cells with expected count < 5 pooled."""
+    obs, exp = obs.double(), exp.double()
+    small = exp < 5
+    o = torch.cat([obs[~small], obs[small].sum().view(1)]) if small.any() else obs
+    e = torch.cat([exp[~small], exp[small].sum().view(1)]) if small.any() else exp
+    keep = e > 0
+    o, e = o[keep], e[keep]
+    stat = float(((o - e) ** 2 / e).sum())
+    df = o.numel() - 1
+    return _chi2_sf(stat, df), stat, df
+
+
+def _assert_detects_1pct_bias(exp):
+    """The test has power: with a 1% relative bias on the most likely outcome, the expected
+    statistic (df + noncentrality) would fail the p > 1e-3 check."""
+    biased = exp.clone().double()
+    top = int(torch.argmax(exp))
+    shift = 0.01 * biased[top]
+    rest = torch.ones_like(biased, dtype=torch.bool)
+    rest[top] = False
+    biased[top] += shift
+    biased[rest] -= shift * exp[rest] / exp[rest].sum()
+    _, lam, df = _chi2_pvalue(biased, exp)
+    assert _chi2_sf(df + lam, df) < 1e-3, (lam, df)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("V,k,temp,dtype", [(5, 3, 1.0, torch.float32), (16, 2, 0.7, torch.bfloat16),
+                                            (8, 4, 1.6, torch.float32), (6, 3, 0.0, torch.float32)])
+def test_sampled_exact_distribution_chi_square(V, k, temp, dtype):
+    """Many independent requests with identical inputs: the (accepted, emitted) histogram must
+    match the enumerated distribution (chi-square, p > 1e-3); the sample size is checked to be
+    large enough that a 1% bias on the most likely outcome fails."""
+    N = 3_000_000
+    g = torch.Generator().manual_seed(1234 + V)
+    base = (torch.randn(k + 1, V, generator=g) * 1.5).to(dtype)
+    q = torch.softmax(torch.randn(k, V, generator=g), -1)
+    drafts = torch.multinomial(q, 1, generator=g).view(-1)
+    cu1 = torch.tensor([0, k])
+    (dist,) = ref.sampled_outcome_probs(base, drafts, q, cu1, temp)
+    logits = base.cuda().repeat(N, 1)
+    qq = q.cuda().repeat(N, 1)
+    dd = drafts.cuda().repeat(N)
+    cu = torch.arange(N + 1, device="cuda", dtype=torch.int32) * k
+    acc, out = ops.verify_sampled(logits, dd, qq, cu, temp, seed=42, max_num_draft=k)
+    acc, out = acc.long(), out.long()
+    assert torch.all((acc >= 0) & (acc <= k))
+    emitted = out.gather(1, acc.view(-1, 1)).view(-1)
+    assert torch.all((emitted >= 0) & (emitted < V))
+    cols = torch.arange(k + 1, device="cuda")
+    dpad = torch.cat([drafts, drafts.new_zeros(1)]).cuda().view(1, -1)
+    prefix_ok = (out == dpad) | (cols.view(1, -1) >= acc.view(-1, 1))
+    assert torch.all(prefix_ok)
+    cells = (acc * V + emitted).cpu()
+    obs = torch.bincount(cells, minlength=(k + 1) * V)
+    exp = dist.reshape(-1) * N
+    assert torch.all(obs[exp == 0] == 0), "a zero-probability outcome was emitted"
+    if int((exp > 0).sum()) == 1:  # temperature 0: the outcome is certain
+        assert int(obs[exp > 0]) == N
+        return
+    pval, stat, df = _chi2_pvalue(obs, exp)
+    assert pval > 1e-3, (pval, stat, df)
+    _assert_detects_1pct_bias(exp)
+
+
+@pytest.mark.gpu
+def test_sampled_first_token_marginal_is_p():
+    """Drafts drawn from q: the first emitted token must follow p_0 exactly."""
+    V, k, N, temp = 12, 3, 2_000_000, 0.9
+    g = torch.Generator(device="cuda").manual_seed(7)
+    base = torch.randn(k + 1, V, device="cuda", generator=g)
+    q1 = torch.softmax(torch.randn(k, V, device="cuda", generator=g) * 2, -1)
+    qq = q1.repeat(N, 1)
+    dd = torch.multinomial(qq, 1, generator=g).view(-1)
+    cu = torch.arange(N + 1, device="cuda", dtype=torch.int32) * k
+    acc, out = ops.verify_sampled(base.repeat(N, 1), dd, qq, cu, temp, seed=9, max_num_draft=k)
+    p0 = ref.target_probs(base[:1].cpu(), temp)[0]
+    obs = torch.bincount(out[:, 0].long().cpu(), minlength=V)
+    pval, stat, df = _chi2_pvalue(obs, p0 * N)
+    assert pval > 1e-3, (pval, stat, df)
+    _assert_detects_1pct_bias(p0 * N)
+
+
+@pytest.mark.gpu
+@settings(max_examples=25)
+@given(ks=st.lists(st.integers(0, 8), min_size=1, max_size=12), V=st.sampled_from([2, 9, 1000, 4097, 129280]),
+       temp=st.sampled_from([0.0, 1e-4, 0.5, 1.0, 3.0]), per_req=st.booleans(), seed=st.integers(0, 2**40))
+def test_sampled_q_equals_p_and_disjoint_and_structure(ks, V, temp, per_req, seed):
+    g = torch.Generator(device="cuda").manual_seed(seed % 2**31)
+    b, n = len(ks), sum(ks)
+    cu = torch.tensor([0] + torch.tensor(ks).cumsum(0).tolist(), dtype=torch.int32, device="cuda")
+    logits = torch.randn(n + b, V, device="cuda", generator=g) * 3
+    t = torch.full((b,), temp, device="cuda") if per_req else temp
+    # draft rows of logits, for q = p
+    drow = torch.cat([torch.arange(int(cu[i]) + i, int(cu[i + 1]) + i, device="cuda") for i in range(b)])
+    if temp > 0:
+        q = torch.softmax(logits[drow].double() / temp, -1).float()
+        dr = torch.multinomial(q, 1, generator=g).view(-1) if n else torch.empty(0, dtype=torch.long, device="cuda")
+        acc, out = ops.verify_sampled(logits, dr, q, cu, t, seed=seed, max_num_draft=8)
+        assert torch.equal(acc.cpu(), torch.tensor(ks, dtype=torch.int32)), "q == p must accept every draft"
+    # disjoint supports: p on even tokens, q (and the drafts) on odd tokens
+    if V >= 2:
+        lg = logits.clone()
+        lg[:, 1::2] = float("-inf")
+        qd = torch.rand(n, V, device="cuda", generator=g)
+        qd[:, 0::2] = 0
+        qd /= qd.sum(-1, keepdim=True)
+        dr = torch.multinomial(qd, 1, generator=g).view(-1) if n else torch.empty(0, dtype=torch.long, device="cuda")
+        acc, out = ops.verify_sampled(lg, dr, qd, cu, t, seed=seed, max_num_draft=8)
+        assert torch.all(acc == 0)
+        assert torch.all(out[:, 0] % 2 == 0) and torch.all(out[:, 1:] == -1)
+        # determinism: same seed, same result; appending requests does not change earlier ones
+        acc2, out2 = ops.verify_sampled(lg, dr, qd, cu, t, seed=seed, max_num_draft=8)
+        assert torch.equal(acc, acc2) and torch.equal(out, out2)
+    # structure on generic inputs: prefix = drafts, emitted outcome has positive probability
+    q = torch.softmax(torch.randn(n, V, device="cuda", generator=g), -1)
+    dr = torch.multinomial(q, 1, generator=g).view(-1) if n else torch.empty(0, dtype=torch.long, device="cuda")
+    acc, out = ops.verify_sampled(logits, dr, q, cu, t, seed=seed, max_num_draft=8, out=_poison(b, 9))
+    dists = ref.sampled_outcome_probs(logits, dr, q, cu, t.cpu() if per_req else temp)
+    for i, k in enumerate(ks):
+        a = int(acc[i])
+        assert 0 <= a <= k
+        assert torch.equal(out[i, :a].long().cpu(), dr[int(cu[i]):int(cu[i]) + a].cpu())
+        y = int(out[i, a])
+        assert dists[i][a, y] > 0
+        assert torch.all(out[i, a + 1:] == -1)
+
+
+@pytest.mark.gpu
+@given(b=st.integers(1, 300), k=st.integers(0, 40), thr=st.floats(0.0, 1.0), seed=st.integers(0, 2**31),
+       dtype=st.sampled_from([torch.float32, torch.bfloat16]))
+def test_select_draft_length(b, k, thr, seed, dtype):
+    g = torch.Generator().manual_seed(seed)
+    c = (torch.randn(b, k, generator=g) * 3 + 2).to(dtype).cuda()
+    got = ops.select_draft_length(c, thr)
+    assert torch.equal(got.cpu(), ref.select_draft_length(c, thr).cpu())
