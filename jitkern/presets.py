@@ -10,6 +10,7 @@ DEEPSEEK_V3 = {
     "quant": [{"dtype": "bfloat16", "kinds": ["token_group", "block"]},
               {"dtype": "bfloat16", "kinds": ["token_group"], "round_pow2": True}],
     "moe": [{"top_k": 8}],  # 256 routed experts, 8 per token
+    "mla": [{"num_heads": 128}, {"num_heads": 16}],  # h_q, s_q and page size are runtime values
 }
 
 PRESETS = {"deepseek-v3": DEEPSEEK_V3}

@@ -17,6 +17,7 @@ from .runtime.kernel_spec import KernelSpec
 PROVIDERS = {
     "quant": "jitkern.ops.quant",
     "moe": "jitkern.ops.moe",
+    "mla": "jitkern.ops.mla",
 }
 
 
