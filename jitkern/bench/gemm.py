@@ -120,6 +120,7 @@ def run(args):
             cfgs = sweep_configs(kind, m, n, k, target.num_sms) if args.tune else [
                 H.gemm_config(kind, m, n, k, target.num_sms, target.name, target.smem_per_block)]
             best = None
+            sweep = []
             for cfg in cfgs:
                 if args.tune:
                     from ..runtime import compile_spec
@@ -137,8 +138,11 @@ def run(args):
                 if err > 2e-3:
                     print(f"  WRONG {kind} {m}x{n}x{k} {cfg}: rel err {err:.2e}")
                     continue
+                sweep.append([f"{cfg.block_m}x{cfg.block_n}x{cfg.stages}c{cfg.cluster_m}{cfg.cluster_n}", round(us, 3)])
                 if best is None or us < best[0]:
                     best = (us, cfg, err)
+            if args.tune:
+                rec[f"{kind}_sweep"] = sweep
             if best is None:
                 rec[f"{kind}_us"] = None
                 continue
@@ -179,7 +183,8 @@ def run(args):
         if rec.get("fp8_us") and rec.get("cublas_bf16_us"):
             rec["fp8_vs_cublas_bf16"] = rec["cublas_bf16_us"] / rec["fp8_us"]
         records.append(rec)
-        print(json.dumps({k2: (round(v, 4) if isinstance(v, float) else v) for k2, v in rec.items()}), flush=True)
+        print(json.dumps({k2: (round(v, 4) if isinstance(v, float) else v) for k2, v in rec.items()
+                          if not k2.endswith("_sweep")}), flush=True)
         del xb, wb, a8, b8, ref, ref8
         torch.cuda.empty_cache()
 

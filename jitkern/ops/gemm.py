@@ -121,7 +121,8 @@ def _launch(kind, a, b, sfa, sfb, out, c, m, n, k, config=None):
     # with a CTA pair, each CTA loads (and multicasts) half of the shared operand's tile
     ta = _desc(a, (k, m), (a.stride(0) * es,), (bk, cfg.block_m // cfg.cluster_n), 128)
     tb = _desc(b, (k, n), (b.stride(0) * es,), (bk, cfg.block_n // cfg.cluster_m), 128)
-    td = ta if accum else _desc(out, (n, m), (out.stride(0) * 2,), (16, 64), 32)
+    w = 64 if cfg.block_n % 64 == 0 else (32 if cfg.block_n % 32 == 0 else 16)  # kStoreCols in gemm.cuh
+    td = ta if accum else _desc(out, (n, m), (out.stride(0) * 2,), (w, 64), 2 * w)
     if kind == "fp8":
         kb = -(-k // GROUP)
         ld = sfa.stride(1) if kb > 1 else _align4(m)
@@ -129,14 +130,45 @@ def _launch(kind, a, b, sfa, sfb, out, c, m, n, k, config=None):
     else:
         tsfa, sfb = ta, a
     ctiles = -(-(-(-m // cfg.block_m)) // cfg.cluster_m) * -(-(-(-n // cfg.block_n)) // cfg.cluster_n)
-    grid = min(ctiles, cfg.num_sms // cluster) * cluster
-    threads = 128 * (1 + cfg.block_m // 64)
+    max_clusters = cfg.num_sms // cluster
+    if cluster > 1:
+        max_clusters = min(max_clusters, _max_active_clusters(kern, threads_of(cfg), heuristics.gemm_smem_bytes(
+            kind, cfg.block_m, cfg.block_n, cfg.stages, accum), cluster, cfg.num_sms))
+    grid = min(ctiles, max_clusters) * cluster
+    threads = threads_of(cfg)
     smem = heuristics.gemm_smem_bytes(kind, cfg.block_m, cfg.block_n, cfg.stages, accum)
     cc = c if c is not None else out
     kern.launch((grid,), (threads,), [ta, tb, tsfa, td, sfb, out, cc, ctypes.c_uint32(m),
                                       ctypes.c_uint32(out.stride(0)), ctypes.c_uint32(cc.stride(0))],
                 smem=smem, cluster=(cluster, 1, 1) if cluster > 1 else None)
     return out
+
+
+def threads_of(cfg) -> int:
+    return 128 * (1 + cfg.block_m // 64)
+
+
+# A persistent grid must be co-resident: with clusters, GPCs whose free SMs do not pair up host
+# fewer than num_sms / 2 clusters, and a cluster beyond that would run as a second wave.
+_MAX_CLUSTERS: dict = {}
+
+
+def _max_active_clusters(kern, threads, smem, cluster, num_sms) -> int:
+    key = (kern.function, threads, smem, cluster)
+    v = _MAX_CLUSTERS.get(key)
+    if v is None:
+        v = num_sms // cluster
+        try:
+            from cuda.bindings import driver
+            kern._ensure_smem(smem)
+            lc = kern._cluster_config((cluster * (num_sms // cluster), 1, 1), (threads, 1, 1), smem, (cluster, 1, 1))
+            err, n = driver.cuOccupancyMaxActiveClusters(kern.function, lc)
+            if err == driver.CUresult.CUDA_SUCCESS and int(n) > 0:
+                v = min(v, int(n))
+        except Exception:  # the query is an optimisation; fall back to the SM count
+            pass
+        _MAX_CLUSTERS[key] = v
+    return v
 
 
 def _fit_stages(kind, cfg, accum, smem_limit):

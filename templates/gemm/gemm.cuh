@@ -62,9 +62,11 @@ struct GemmConfig {
   static constexpr uint32_t kSFABytes = kFp8 ? BLOCK_M * 4 : 0;
   static constexpr uint32_t kStageBytes = kABytes + kBBytes + kSFABytes;
   // 1 KiB slack to align the dynamic smem base to the 128B-swizzle atom (1024 bytes).
-  // bf16 output goes registers -> smem (stmatrix) -> global (TMA store), in 16-column chunks of
-  // 64 rows x 32 bytes with 32B swizzle (conflict-free stmatrix), one set per math warpgroup.
+  // bf16 output goes registers -> smem (stmatrix) -> global (TMA store), in chunks of 64 rows x
+  // kStoreCols columns (128/64/32-byte rows, swizzled to match: conflict-free stmatrix and the
+  // widest TMA boxes BLOCK_N allows), one set per math warpgroup. Placed first in smem.
   static constexpr bool kTmaStore = !kAccum;
+  static constexpr uint32_t kStoreCols = BLOCK_N % 64 == 0 ? 64 : (BLOCK_N % 32 == 0 ? 32 : 16);
   static constexpr uint32_t kDBytes = kTmaStore ? BLOCK_M * BLOCK_N * 2 : 0;
   static constexpr uint32_t kSmemBytes = 1024 + kStages * kStageBytes + kDBytes + 2 * kStages * 8;
   static_assert(BLOCK_M == 64 || BLOCK_M == 128, "BLOCK_M: 64 (1 math warpgroup) or 128 (2)");
@@ -100,11 +102,11 @@ gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constan
 
   extern __shared__ uint8_t smem_raw[];
   uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
-  uint8_t* smem_a = smem;
+  uint8_t* smem_d = smem;                      // kDBytes: a multiple of 2048, so A stays 1024-aligned
+  uint8_t* smem_a = smem_d + Cfg::kDBytes;
   uint8_t* smem_b = smem_a + kStages * Cfg::kABytes;
   float* smem_sfa = reinterpret_cast<float*>(smem_b + kStages * Cfg::kBBytes);
-  uint8_t* smem_d = reinterpret_cast<uint8_t*>(smem_sfa) + kStages * Cfg::kSFABytes;  // 256B-aligned
-  uint64_t* full_bar = reinterpret_cast<uint64_t*>(smem_d + Cfg::kDBytes);
+  uint64_t* full_bar = reinterpret_cast<uint64_t*>(reinterpret_cast<uint8_t*>(smem_sfa) + kStages * Cfg::kSFABytes);
   uint64_t* empty_bar = full_bar + kStages;
 
   const uint32_t warp = warp_idx_sync();
@@ -268,28 +270,34 @@ gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constan
 
       // ---------------- epilogue ----------------
       if constexpr (Cfg::kTmaStore) {
-        constexpr uint32_t kChunks = BLOCK_N / 16;
-        uint8_t* wg_d = smem_d + wg * kChunks * 2048;
+        constexpr uint32_t W = Cfg::kStoreCols;         // columns per chunk
+        constexpr uint32_t S = W * 2;                   // bytes per chunk row = swizzle span
+        constexpr uint32_t kChunkBytes = 64 * S;
+        constexpr uint32_t kChunks = BLOCK_N / W;
+        uint8_t* wg_d = smem_d + wg * 64 * BLOCK_N * 2;
         const bool leader = threadIdx.x % 128 == 0;
         // The previous tile's TMA stores must have finished reading this warpgroup's buffer.
         if (leader) tma_store_wait_read<0>();
         named_barrier_sync(1 + wg, 128);
         const uint32_t i = lane / 8;                       // stmatrix: matrix fed by this lane's address
         const uint32_t row_l = wwarp * 16 + (i % 2) * 8 + lane % 8;
-        const uint32_t half = i / 2;                       // 16-byte half of the 32-byte chunk row
-        const uint32_t off = row_l * 32 + ((half ^ ((row_l >> 2) & 1)) * 16);
+        const uint32_t half = i / 2;                       // which 8 columns of the 16-column piece
+        // TMA swizzle: 16-byte unit index XOR address bits [7, 7 + log2(S/16)) (the row, scaled).
+        const uint32_t swz = (row_l * S / 128) % (S / 16);
 #pragma unroll
-        for (uint32_t j = 0; j < kChunks; ++j) {
-          stmatrix_x4(wg_d + j * 2048 + off, pack_bf16x2(res[8 * j + 0], res[8 * j + 1]),
-                      pack_bf16x2(res[8 * j + 2], res[8 * j + 3]), pack_bf16x2(res[8 * j + 4], res[8 * j + 5]),
-                      pack_bf16x2(res[8 * j + 6], res[8 * j + 7]));
+        for (uint32_t p = 0; p < BLOCK_N / 16; ++p) {
+          const uint32_t j = p / (W / 16);
+          const uint32_t unit = (p % (W / 16)) * 2 + half;
+          stmatrix_x4(wg_d + j * kChunkBytes + row_l * S + ((unit ^ swz) * 16),
+                      pack_bf16x2(res[8 * p + 0], res[8 * p + 1]), pack_bf16x2(res[8 * p + 2], res[8 * p + 3]),
+                      pack_bf16x2(res[8 * p + 4], res[8 * p + 5]), pack_bf16x2(res[8 * p + 6], res[8 * p + 7]));
         }
         fence_proxy_async_shared();
         named_barrier_sync(1 + wg, 128);
         if (leader) {
 #pragma unroll
           for (uint32_t j = 0; j < kChunks; ++j)
-            if (n0 + j * 16 < kN) tma_store_2d(&tma_d, wg_d + j * 2048, n0 + j * 16, m_blk * BLOCK_M + wg * 64);
+            if (n0 + j * W < kN) tma_store_2d(&tma_d, wg_d + j * kChunkBytes, n0 + j * W, m_blk * BLOCK_M + wg * 64);
           tma_store_commit();
         }
       } else {
