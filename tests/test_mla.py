@@ -335,7 +335,8 @@ def test_validation_errors_name_the_argument():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("impl", ["simt", "wgmma", "wgmma_pipe"])
+@pytest.mark.parametrize("impl", ["simt", "wgmma", "wgmma_pipe", "wgmma_lazy", "wgmma_pipe_lazy", "wgmma_split",
+                                  "wgmma_split_pipe"])
 @pytest.mark.parametrize("lens,s_q,h_q,causal", [
     ([700, 0, 1, 64, 65, 129], 3, 16, True), ([2000, 5], 1, 128, True), ([333] * 5, 8, 16, False),
     ([4097, 64], 2, 128, True)])

@@ -33,7 +33,8 @@ def run_case(lens=(300, 0, 65, 1000), s_q=2, h_q=32, seed=0, impl="wgmma"):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("impl", ["wgmma", "simt"])
+@pytest.mark.parametrize("impl", ["wgmma", "simt", "wgmma_pipe", "wgmma_lazy", "wgmma_pipe_lazy", "wgmma_split",
+                                  "wgmma_split_pipe"])
 def test_smoke(impl):
     err, lerr, same_inf, nan = run_case(impl=impl)
     assert not nan and same_inf and err <= 5e-3 and lerr <= 1e-3, (err, lerr, same_inf, nan)

@@ -46,12 +46,19 @@ _DECODE_THREADS = 384
 _SMEM_BYTES = 3 * 73728 + 8192 + 1024 + 64
 
 _TEMPLATE = "mla/mla.cuh"
-SPEC_DECODE = KernelSpec(_TEMPLATE, "jitkern::mla::mla_decode_kernel<0>", family="mla")
-SPEC_DECODE_PIPE = KernelSpec(_TEMPLATE, "jitkern::mla::mla_decode_kernel<1>", family="mla")
+# Tensor-core decode paths: impl name -> kMode bits of mla_decode_kernel (1 pipe, 2 split, 4 lazy;
+# see templates/mla/mla.cuh).
+_DECODE_MODES = {"wgmma": 0, "wgmma_pipe": 1, "wgmma_lazy": 4, "wgmma_pipe_lazy": 5, "wgmma_split": 6,
+                 "wgmma_split_pipe": 7}
+DECODE_SPECS = {k: KernelSpec(_TEMPLATE, f"jitkern::mla::mla_decode_kernel<{m}>", family="mla")
+                for k, m in _DECODE_MODES.items()}
+DEFAULT_IMPL = "wgmma"
+SPEC_DECODE = DECODE_SPECS[DEFAULT_IMPL]
+SPEC_DECODE_PIPE = DECODE_SPECS["wgmma_pipe"]
 SPEC_COMBINE = KernelSpec(_TEMPLATE, "jitkern::mla::mla_combine_kernel<0>", family="mla")
 SPEC_DECODE_SIMT = KernelSpec(_TEMPLATE, "jitkern::mla::mla_decode_simt_kernel<0>", family="mla")
 _SIMT_SMEM_BYTES = 2 * 64 * (DIM_QK + 8) * 2
-IMPLS = ("wgmma", "wgmma_pipe", "simt")
+IMPLS = tuple(_DECODE_MODES) + ("simt",)
 SPEC_METADATA = KernelSpec(_TEMPLATE, "jitkern::mla::mla_metadata_kernel<1024>", family="mla")
 
 
@@ -216,7 +223,7 @@ def mla_decode(q: torch.Tensor, kv_cache: torch.Tensor, block_table: torch.Tenso
     ``$JITKERN_MLA_IMPL`` overrides), "wgmma_pipe" (next tile's S overlapped with this tile's
     softmax; experimental, not yet run on a GPU) or "simt" (no tensor cores: a slow cross-check).
     """
-    impl = impl or os.environ.get("JITKERN_MLA_IMPL", "wgmma")
+    impl = impl or os.environ.get("JITKERN_MLA_IMPL", DEFAULT_IMPL)
     if impl not in IMPLS:
         raise ValueError(f"impl: expected one of {IMPLS}, got {impl!r}")
     check_tensor("q", q, dtype=torch.bfloat16, ndim=4, contiguous=True, align_bytes=16)
@@ -284,7 +291,7 @@ def mla_decode(q: torch.Tensor, kv_cache: torch.Tensor, block_table: torch.Tenso
     if impl != "simt":
         tq = _tma(q, b * rows)
         tkv = _tma(kv_cache, num_pages * page_size)
-        spec = SPEC_DECODE if impl == "wgmma" else SPEC_DECODE_PIPE
+        spec = DECODE_SPECS[impl]
         get_kernel(spec, q.device).launch((md.num_m_blocks, md.num_parts), (_DECODE_THREADS,), [tq, tkv, prm],
                                           smem=_SMEM_BYTES)
     else:

@@ -203,9 +203,16 @@ __device__ __forceinline__ bool next_segment(const DecodeParams& p, int& g, int 
   return true;
 }
 
-// kPipelined = 0: per tile S -> softmax -> PV, each waited for (verified on H100).
-// kPipelined = 1: S of the next tile is issued before this tile's softmax (overlap).
-template <int kPipelined>
+// kMode bits (0 = the verified baseline: per tile S -> softmax -> PV, each waited for):
+//  1 ("pipe"):  S of the next tile is issued before this tile's softmax (overlap).
+//  2 ("split"): S split over the head dim instead of the tokens: warpgroup w computes the
+//               partial S over dims [288w, 288w+288) for all 64 tokens with m64n64k16, so Q and
+//               K are each streamed from smem once per tile (n32 over all 576 dims streamed Q
+//               twice, and n32 is smem-bound: 3 KiB per 16 clk of math). The partials of the
+//               other warpgroup's 32 token columns go through smem (8 KiB each way). P then
+//               lives in the tile's RoPE chunk (dims 512..575: only S reads it).
+//  4 ("lazy"):  skip the O rescale when no row of the warp changed its max (alpha == 1 exactly).
+template <int kMode>
 __global__ void __launch_bounds__(384, 1)
 mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __grid_constant__ sm90::TmaDescriptor tma_kv,
                   const __grid_constant__ DecodeParams p) {
@@ -292,9 +299,13 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
   const int cq = (lane & 3) * 2;           // column pair inside an 8-column group
   const float sl2 = p.scale_log2;
 
+  constexpr bool kPipelined = (kMode & 1) != 0;
+  constexpr bool kSplit = (kMode & 2) != 0;
+  constexpr bool kLazy = (kMode & 4) != 0;
+  constexpr int kSRegs = kSplit ? 32 : 16;
   float o[128];
-  float sacc[16];
-  float sacc2[kPipelined ? 16 : 1];
+  float sacc[kSRegs];
+  float sacc2[kPipelined ? kSRegs : 1];
   int g = g_begin, req = p.md_begin[part], lo, hi, tile = 0, seg = 0;
   while (next_segment(p, g, g_end, req, lo, hi)) {
     const int len = p.seqlens[req];
@@ -311,27 +322,65 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
     mbar_wait(q_full, seg & 1);
 
     // S[64 x 32] = Q[64 x 576] K[32w..32w+32, 576]^T, issued (and committed), not waited for.
-    auto issue_qk = [&](float (&acc)[16], const uint8_t* kt) {
+    auto issue_qk = [&](float (&acc)[kSRegs], const uint8_t* kt) {
 #pragma unroll
-      for (int k = 0; k < 16; ++k) fence_operand(acc[k]);
+      for (int k = 0; k < kSRegs; ++k) fence_operand(acc[k]);
       wgmma_fence();
+      if constexpr (kSplit) {
+        // Partial S[64 x 64] over k-steps [18w, 18w+18) (w = 1 alone reads the RoPE chunk).
 #pragma unroll
-      for (int kk = 0; kk < kChunks * 4; ++kk) {
-        const uint64_t da = make_smem_desc_k_sw128(sQ + (kk >> 2) * kChunkBytes) + (kk & 3) * 2;
-        const uint64_t db = make_smem_desc_k_sw128(kt + (kk >> 2) * kChunkBytes + w * 32 * 128) + (kk & 3) * 2;
-        WgmmaQK_N32::mma(da, db, acc, kk > 0 ? 1u : 0u);
+        for (int kk = 0; kk < kChunks * 2; ++kk) {
+          const int k = w * kChunks * 2 + kk;
+          const uint64_t da = make_smem_desc_k_sw128(sQ + (k >> 2) * kChunkBytes) + (k & 3) * 2;
+          const uint64_t db = make_smem_desc_k_sw128(kt + (k >> 2) * kChunkBytes) + (k & 3) * 2;
+          WgmmaQK_N64::mma(da, db, acc, kk > 0 ? 1u : 0u);
+        }
+      } else {
+#pragma unroll
+        for (int kk = 0; kk < kChunks * 4; ++kk) {
+          const uint64_t da = make_smem_desc_k_sw128(sQ + (kk >> 2) * kChunkBytes) + (kk & 3) * 2;
+          const uint64_t db = make_smem_desc_k_sw128(kt + (kk >> 2) * kChunkBytes + w * 32 * 128) + (kk & 3) * 2;
+          WgmmaQK_N32::mma(da, db, acc, kk > 0 ? 1u : 0u);
+        }
       }
       wgmma_commit();
+    };
+    // Split mode: full S of this warpgroup's 32 token columns = own partial + the other's.
+    // w = 0 sends through sP (free: P lives in the RoPE chunk), w = 1 through the RoPE chunk of
+    // this tile (its S, the chunk's only reader, has retired). sP is rewritten at tile j+1 only
+    // after barrier 1 of tile j, which w = 1 passes after reading it. Index by tid: conflict-free
+    // float4s, and both warpgroups hold the same (row, column) pairs per tid.
+    auto gather_s = [&](const float (&acc)[kSRegs], float (&s16)[16], uint8_t* kt) {
+      float4* xo = reinterpret_cast<float4*>(w == 0 ? sP : kt + 8 * kChunkBytes);
+      const float4* xi = reinterpret_cast<const float4*>(w == 0 ? kt + 8 * kChunkBytes : sP);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        // Compile-time register indices (a runtime w index would spill acc to local memory).
+        const int a = 4 * j, b = 16 + 4 * j;
+        xo[j * 128 + tid] = w == 0 ? make_float4(acc[b], acc[b + 1], acc[b + 2], acc[b + 3])
+                                   : make_float4(acc[a], acc[a + 1], acc[a + 2], acc[a + 3]);
+      }
+      named_barrier_sync(3, 256);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int a = 4 * j, b = 16 + 4 * j;
+        const float4 v = xi[j * 128 + tid];
+        s16[a + 0] = (w == 0 ? acc[a + 0] : acc[b + 0]) + v.x;
+        s16[a + 1] = (w == 0 ? acc[a + 1] : acc[b + 1]) + v.y;
+        s16[a + 2] = (w == 0 ? acc[a + 2] : acc[b + 2]) + v.z;
+        s16[a + 3] = (w == 0 ? acc[a + 3] : acc[b + 3]) + v.w;
+      }
     };
     // Given a finished S tile in `acc`: mask, online softmax, P to smem. Returns the rescale
     // factors of this thread's two rows. Both warpgroups meet twice (row max exchange, P complete).
     auto softmax_p = [&](float (&acc)[16], int blk, uint8_t* kt) -> float2 {
+      uint8_t* pb = kSplit ? kt + 8 * kChunkBytes : sP;
       // Mask (sequence end, causal) by selection, so NaN garbage past the end never survives.
       // The pipelined variant must not write S registers while the next S is in flight (ptxas
       // would serialise all wgmma): it masks into a copy.
-      float masked[kPipelined ? 16 : 1];
+      float masked[kPipelined && !kSplit ? 16 : 1];
       float* sv = acc;
-      if constexpr (kPipelined != 0) sv = masked;
+      if constexpr (kPipelined && !kSplit) sv = masked;
       const int key0 = blk * kBlockN + w * 32 + cq;
       float mx0 = -kInf, mx1 = -kInf;
 #pragma unroll
@@ -368,8 +417,8 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
         rs1 += p10 + p11;
         // P tile [64 x 64] bf16, K-major with the 128-byte swizzle TMA would produce.
         const int chunk16 = w * 4 + j;
-        *reinterpret_cast<uint32_t*>(sP + r0 * 128 + ((chunk16 ^ (r0 & 7)) << 4) + cq * 2) = pack_bf16x2(p00, p01);
-        *reinterpret_cast<uint32_t*>(sP + r1 * 128 + ((chunk16 ^ (r1 & 7)) << 4) + cq * 2) = pack_bf16x2(p10, p11);
+        *reinterpret_cast<uint32_t*>(pb + r0 * 128 + ((chunk16 ^ (r0 & 7)) << 4) + cq * 2) = pack_bf16x2(p00, p01);
+        *reinterpret_cast<uint32_t*>(pb + r1 * 128 + ((chunk16 ^ (r1 & 7)) << 4) + cq * 2) = pack_bf16x2(p10, p11);
       }
       l0 = l0 * a0 + rs0;
       l1 = l1 * a1 + rs1;
@@ -391,19 +440,22 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
     // O *= alpha, then issue (and commit) O += P V.
     auto rescale_pv = [&](float2 alpha, const uint8_t* kt) {
       const float a0 = alpha.x, a1 = alpha.y;
+      // alpha is exactly 1 when the row max did not move (ex2(0)); then O *= 1 is a no-op.
+      if (!kLazy || __any_sync(0xffffffffu, a0 != 1.f || a1 != 1.f)) {
 #pragma unroll
-      for (int j = 0; j < 32; ++j) {
-        o[4 * j + 0] *= a0;
-        o[4 * j + 1] *= a0;
-        o[4 * j + 2] *= a1;
-        o[4 * j + 3] *= a1;
+        for (int j = 0; j < 32; ++j) {
+          o[4 * j + 0] *= a0;
+          o[4 * j + 1] *= a0;
+          o[4 * j + 2] *= a1;
+          o[4 * j + 3] *= a1;
+        }
       }
 #pragma unroll
       for (int k = 0; k < 128; ++k) fence_operand(o[k]);
       wgmma_fence();
 #pragma unroll
       for (int kk = 0; kk < 4; ++kk) {
-        const uint64_t da = make_smem_desc_k_sw128(sP) + kk * 2;
+        const uint64_t da = make_smem_desc_k_sw128(kSplit ? kt + 8 * kChunkBytes : sP) + kk * 2;
         // V: 16 tokens x 256 dims, MN-major: 64-dim chunks LBO = 8 KiB apart, 8-token groups SBO = 1 KiB.
         const uint64_t db = make_smem_desc(kt + (w * 4) * kChunkBytes + kk * 16 * 128, SmemSwizzle::k128B,
                                            kChunkBytes, 1024);
@@ -428,8 +480,15 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
         issue_qk(sacc, kt);
         wgmma_wait<0>();
 #pragma unroll
-        for (int k = 0; k < 16; ++k) fence_operand(sacc[k]);
-        const float2 alpha = softmax_p(sacc, blk, kt);
+        for (int k = 0; k < kSRegs; ++k) fence_operand(sacc[k]);
+        float2 alpha;
+        if constexpr (kSplit) {
+          float s16[16];
+          gather_s(sacc, s16, kt);
+          alpha = softmax_p(s16, blk, kt);
+        } else {
+          alpha = softmax_p(sacc, blk, kt);
+        }
         rescale_pv(alpha, kt);
         finish_tile(s);
       }
@@ -437,22 +496,29 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
       // S of tile blk+1 runs on the tensor cores while tile blk's softmax runs on the CUDA cores.
       // NOT yet measured on a GPU (opt-in: impl="wgmma_pipe").
       // Two S accumulators alternate (the loop is unrolled by two so both stay in registers).
-      auto step = [&](float (&cur)[16], float (&nxt)[16], int blk) {
+      auto step = [&](float (&cur)[kSRegs], float (&nxt)[kSRegs], int blk) {
         const int s = tile & 1;
         wgmma_wait<0>();
 #pragma unroll
-        for (int k = 0; k < 16; ++k) fence_operand(cur[k]);
+        for (int k = 0; k < kSRegs; ++k) fence_operand(cur[k]);
         if (blk + 1 < hi) {
           const int s1 = (tile + 1) & 1;
           mbar_wait(&full[s1], ((tile + 1) >> 1) & 1);
           issue_qk(nxt, sK + s1 * kTileBytes);
         }
-        const float2 alpha = softmax_p(cur, blk, sK + s * kTileBytes);
+        float2 alpha;
+        if constexpr (kSplit) {
+          float s16[16];
+          gather_s(cur, s16, sK + s * kTileBytes);
+          alpha = softmax_p(s16, blk, sK + s * kTileBytes);
+        } else {
+          alpha = softmax_p(cur, blk, sK + s * kTileBytes);
+        }
         // O is an accumulator too: touch it only once no wgmma is in flight (else ptxas
         // serialises every wgmma of the kernel).
         wgmma_wait<0>();
 #pragma unroll
-        for (int k = 0; k < 16; ++k) fence_operand(nxt[k]);
+        for (int k = 0; k < kSRegs; ++k) fence_operand(nxt[k]);
         rescale_pv(alpha, sK + s * kTileBytes);
         finish_tile(s);
         ++tile;
