@@ -13,7 +13,15 @@ import json
 from pathlib import Path
 
 SMEM_LIMIT = 232448  # H100 opt-in dynamic shared memory per block
-_TUNING_DIR = Path(__file__).resolve().parent.parent / "tuning"
+_PKG = Path(__file__).resolve().parent
+
+
+def tuning_dir() -> Path:
+    """``jitkern/tuning`` in an installed wheel, ``<repo>/tuning`` in a source checkout."""
+    for cand in (_PKG / "tuning", _PKG.parent / "tuning"):
+        if cand.is_dir():
+            return cand
+    return _PKG.parent / "tuning"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +79,7 @@ def m_bucket(m: int) -> int:
 def _tuned_table(gpu_name: str) -> dict:
     table = {}
     key = "h100" if "H100" in gpu_name.upper() else gpu_name.lower().replace(" ", "_")
-    path = _TUNING_DIR / f"gemm_{key}.json"
+    path = tuning_dir() / f"gemm_{key}.json"
     if not path.is_file():
         return table
     try:
@@ -92,8 +100,13 @@ def heuristic_gemm_config(kind: str, m: int, n: int, k: int, num_sms: int = 132,
                           smem_limit: int = SMEM_LIMIT) -> GemmConfig:
     """Model-only choice (no table)."""
     block_m = 64 if m <= 64 else 128
+    cands = block_n_candidates(kind, block_m)
+    if m > 256:
+        # Measured on H100 (tuning/gemm_h100.json): with many tiles, fp8 is fastest at 128x128
+        # and bf16 at 128 x (176..256); narrower tiles lose to their extra A/B re-reads.
+        cands = [128] if kind == "fp8" else [c for c in cands if c >= 176]
     best = None
-    for bn in block_n_candidates(kind, block_m):
+    for bn in cands:
         tiles = -(-m // block_m) * -(-n // bn)
         waves = -(-tiles // num_sms)
         last = tiles - (waves - 1) * num_sms
@@ -101,11 +114,9 @@ def heuristic_gemm_config(kind: str, m: int, n: int, k: int, num_sms: int = 132,
         if best is None or key < best[0]:
             best = (key, bn)
     bn = best[1]
-    m_blocks, n_blocks = -(-m // block_m), -(-n // bn)
-    # Pair CTAs to halve L2 reads of the operand they share, when there are tiles enough to pair.
-    cm = 2 if m_blocks >= 2 and m_blocks * n_blocks >= 2 * num_sms else 1
-    cn = 2 if cm == 1 and n_blocks >= 2 * num_sms // max(1, m_blocks) and n_blocks >= 4 else 1
-    return GemmConfig(block_m, bn, gemm_max_stages(kind, block_m, bn, smem_limit), 16, num_sms, cm, cn)
+    # 2-CTA clusters (TMA multicast) are supported but lost to 1x1 on every anchor shape when
+    # tuned on H100 (2026-11-22), so the model does not pick them; a tuned entry may.
+    return GemmConfig(block_m, bn, gemm_max_stages(kind, block_m, bn, smem_limit), 16, num_sms, 1, 1)
 
 
 def gemm_config(kind: str, m: int, n: int, k: int, num_sms: int = 132, gpu_name: str = "",

@@ -207,7 +207,7 @@ def run(args):
               f"M>=4096 average TFLOPS = {summary[kind]['m4096_avg_tflops']}")
     if args.tune and tuned:
         key = "h100" if "H100" in target.name.upper() else target.name.lower().replace(" ", "_")
-        path = Path(args.tune_out) if args.tune_out else Path(__file__).resolve().parent.parent.parent / "tuning" / f"gemm_{key}.json"
+        path = Path(args.tune_out) if args.tune_out else H.tuning_dir() / f"gemm_{key}.json"
         old = []
         if path.is_file():
             try:
