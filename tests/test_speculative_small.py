@@ -53,3 +53,31 @@ def test_small_sampled(V, dtype, temp):
 def test_small_select():
     c = torch.randn(5, 9, device="cuda")
     assert torch.equal(ops.select_draft_length(c, 0.4).cpu(), ref.select_draft_length(c, 0.4).cpu())
+
+
+def test_small_tree_greedy():
+    V = 4100
+    logits = torch.randn(9, V, device="cuda")
+    am = logits.argmax(-1).tolist()
+    # request 0: root(0) -> 1, 2 ; 1 -> 3 ; request 1: a lone root; request 2: root -> 1 -> 2 -> 3
+    par = torch.tensor([-1, 0, 0, 1, -1, -1, 0, 1, 2], dtype=torch.int32, device="cuda")
+    toks = torch.tensor([0, am[0], am[0], am[1], 0, 0, am[5], am[6], (am[7] + 1) % V], device="cuda")
+    cu = torch.tensor([0, 4, 5, 9], dtype=torch.int32, device="cuda")
+    acc, out, path = ops.verify_tree_greedy(logits, toks, par, cu, max_depth=4)
+    racc, rout, rpath = ref.verify_tree_greedy(logits, toks, par, cu, max_depth=4)
+    assert torch.equal(acc.cpu(), racc) and torch.equal(out.cpu(), rout) and torch.equal(path.cpu(), rpath)
+    assert racc.tolist() == [2, 0, 2]
+
+
+@pytest.mark.parametrize("temp", [0.0, 1.0])
+def test_small_markov(temp):
+    g = torch.Generator(device="cuda").manual_seed(1)
+    b, k, V, r = 3, 4, 4100, 64
+    base = torch.randint(-3, 4, (b, k, V), device="cuda", generator=g).float()
+    w_in = torch.randint(-2, 3, (V, r), device="cuda", generator=g).to(torch.bfloat16)
+    w_out = torch.randint(-2, 3, (V, r), device="cuda", generator=g).to(torch.bfloat16)
+    prev = torch.tensor([0, 5, V - 1], device="cuda")
+    got = ops.markov_draft(base, prev, w_in, w_out, temp, seed=2)
+    assert got.shape == (b, k) and torch.all((got >= 0) & (got < V))
+    if temp == 0.0:
+        assert torch.equal(got, ref.markov_draft_greedy(base, prev, w_in, w_out))

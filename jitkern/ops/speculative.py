@@ -41,7 +41,9 @@ _IDX_DTYPES = (torch.int32, torch.int64)
 _CTYPE = {torch.bfloat16: "__nv_bfloat16", torch.float32: "float", torch.float16: "__half",
           torch.int32: "int32_t", torch.int64: "int64_t"}
 GREEDY_THREADS, GREEDY_UNROLL = 256, 4
-SAMPLED_THREADS = 512
+GREEDY_MAX_CHUNK = GREEDY_THREADS * GREEDY_UNROLL * 8  # elements: one 16-byte load per thread per unroll slot (bf16)
+SAMPLED_THREADS = 256
+SAMPLED_MAX_CLUSTER = 8
 _SMEM_LIMIT = 227 * 1024 - 1024  # Hopper opt-in shared memory per CTA, minus the static part
 
 _counters_by_stream: dict = {}
@@ -73,6 +75,23 @@ def sampled_spec(logit_dtype, tok_dtype, cu_dtype, vec: bool) -> KernelSpec:
     return KernelSpec("spec/sampled.cuh",
                       f"jitkern::verify_sampled<{_CTYPE[logit_dtype]}, {_CTYPE[tok_dtype]}, {_CTYPE[cu_dtype]}, "
                       f"{str(vec).lower()}, {SAMPLED_THREADS}>", family="spec")
+
+
+TREE_MAX_NODES = 256
+
+
+def tree_greedy_spec(logit_dtype, tok_dtype, cu_dtype, vec: bool) -> KernelSpec:
+    return KernelSpec("spec/greedy.cuh",
+                      f"jitkern::verify_tree_greedy<{_CTYPE[logit_dtype]}, {_CTYPE[tok_dtype]}, {_CTYPE[cu_dtype]}, "
+                      f"{str(vec).lower()}, {GREEDY_THREADS}, {GREEDY_UNROLL}, {TREE_MAX_NODES}>", family="spec")
+
+
+MARKOV_THREADS = 512
+
+
+def markov_spec(base_dtype, tok_dtype, rank: int) -> KernelSpec:
+    return KernelSpec("spec/markov.cuh", f"jitkern::markov_draft<{_CTYPE[base_dtype]}, {_CTYPE[tok_dtype]}, {rank}, "
+                      f"{MARKOV_THREADS}>", family="spec")
 
 
 def select_spec(dtype) -> KernelSpec:
@@ -117,11 +136,16 @@ def _outputs(b, max_num_draft, device, out):
     return acc, toks
 
 
-def greedy_config(rows: int, V: int, num_sms: int):
-    """(splits, chunk): vocab chunks per row so the grid fills about one wave of 8 CTAs per SM,
-    each chunk a multiple of 8 elements (16-byte vectors) and at least 2048 elements."""
+def greedy_config(rows: int, V: int, num_sms: int, max_chunk: int | None = None):
+    """(splits, chunk): vocab chunks per row. Small batches split rows until the grid has about
+    four CTAs per SM (latency); large ones cap a chunk at ``max_chunk`` elements (default: one
+    unrolled load batch per thread, so every CTA issues all its loads at once and the grid has
+    many short CTAs: no long tail wave). Chunks are multiples of 8 elements (16-byte vectors)."""
+    if max_chunk is None:
+        max_chunk = GREEDY_MAX_CHUNK
     max_splits = max(1, -(-V // 2048))
-    splits = max(1, min(max_splits, -(-num_sms * 8 // max(rows, 1))))
+    splits = max(-(-V // max_chunk), min(max_splits, -(-num_sms * 4 // max(rows, 1))))
+    splits = max(1, min(splits, -(-V // 8)))
     chunk = -(-V // splits)
     chunk = -(-chunk // 8) * 8
     splits = -(-V // chunk)
@@ -157,11 +181,11 @@ def verify_greedy(target_logits: torch.Tensor, draft_tokens: torch.Tensor, cu_nu
 
 def sampled_config(V: int, logit_bytes: int):
     """(cluster size, chunk): up to 8 CTAs per row, chunk a multiple of 8 elements whose logits
-    and q fit in shared memory; None if V is too large."""
-    cs = max(1, min(8, -(-V // 2048)))
+    fit in shared memory (staged there; q is streamed); None if V is too large."""
+    cs = max(1, min(SAMPLED_MAX_CLUSTER, -(-V // 2048)))
     chunk = -(-V // cs)
     chunk = -(-chunk // 8) * 8
-    if chunk * (logit_bytes + 4) > _SMEM_LIMIT:
+    if chunk * logit_bytes > _SMEM_LIMIT:
         return None
     return cs, chunk
 
@@ -207,7 +231,7 @@ def verify_sampled(target_logits: torch.Tensor, draft_tokens: torch.Tensor, draf
     cfg = sampled_config(V, target_logits.element_size())
     if cfg is None:
         raise ValueError(f"target_logits: vocabulary {V} too large for the shared-memory staging "
-                         f"(8 CTAs x {_SMEM_LIMIT} bytes)")
+                         f"(8 CTAs x {_SMEM_LIMIT} bytes of logits)")
     cs, chunk = cfg
     dev = target_logits.device
     accepted, out = _outputs(b, max_num_draft, dev, out)
@@ -218,7 +242,7 @@ def verify_sampled(target_logits: torch.Tensor, draft_tokens: torch.Tensor, draf
     counters = _counters(dev, b)
     vec = _aligned16(target_logits) and _aligned16(draft_probs)
     kern = get_kernel(sampled_spec(target_logits.dtype, draft_tokens.dtype, cu_num_draft.dtype, vec), dev)
-    smem = chunk * (target_logits.element_size() + 4)
+    smem = chunk * target_logits.element_size()
     # The kernel never dereferences a null temperature pointer; an empty tensor's pointer may be 0.
     tptr = temps if temps is not None else ctypes.c_uint64(0)
     kern.launch((rows * cs,), (SAMPLED_THREADS,),
@@ -229,6 +253,122 @@ def verify_sampled(target_logits: torch.Tensor, draft_tokens: torch.Tensor, draf
                  ctypes.c_int32(max_num_draft + 1)],
                 smem=smem, cluster=(cs, 1, 1))
     return accepted, out
+
+
+def verify_tree_greedy(target_logits: torch.Tensor, tree_tokens: torch.Tensor, tree_parents: torch.Tensor,
+                       cu_num_nodes: torch.Tensor, max_depth: int | None = None, out=None):
+    """Greedy verification of Eagle-style token trees, one launch.
+
+    Request i owns nodes ``cu_num_nodes[i] .. cu_num_nodes[i+1]-1`` (at least one: node 0 of the
+    request is the root, i.e. the last verified token; its token is ignored). Per node:
+    ``tree_tokens`` [N] int32/int64 (the drafted token), ``tree_parents`` [N] int32 (parent index
+    relative to the request's first node, -1 for the root; a child's index need not exceed its
+    parent's), ``target_logits`` [N, V] bf16/fp32 (the target's prediction after that node).
+    At most 256 nodes per request.
+
+    From the root, step to the lowest-index child whose token equals the current node's argmax
+    (torch.argmax semantics) until none does; emit that argmax as the bonus token.
+    Returns ``(accepted [b] int32, out_tokens [b, max_depth + 1] int32, path [b, max_depth + 1]
+    int32)``: accepted path length without the root; the accepted tokens then the bonus; the
+    path's node indices relative to the request (root first) for KV-cache compaction; -1 padded.
+    ``max_depth`` must bound every accepted path (default ``min(N, 256) - 1``, always safe);
+    a request that breaks a bound gets ``accepted = -1`` and -1 rows.
+    ``out=(accepted, out_tokens, path)`` writes into given contiguous int32 tensors.
+    """
+    check_tensor("target_logits", target_logits, dtype=_LOGIT_DTYPES, ndim=2, inner_contiguous=True)
+    check_tensor("tree_tokens", tree_tokens, dtype=_IDX_DTYPES, ndim=1, contiguous=True)
+    check_tensor("tree_parents", tree_parents, dtype=torch.int32, ndim=1, contiguous=True)
+    check_tensor("cu_num_nodes", cu_num_nodes, dtype=_IDX_DTYPES, ndim=1, contiguous=True)
+    check_same_device(target_logits=target_logits, tree_tokens=tree_tokens, tree_parents=tree_parents,
+                      cu_num_nodes=cu_num_nodes)
+    if cu_num_nodes.numel() < 1:
+        raise ValueError("cu_num_nodes: expected b + 1 >= 1 entries, got 0")
+    b = cu_num_nodes.numel() - 1
+    rows, V = target_logits.shape
+    if tree_tokens.numel() != rows or tree_parents.numel() != rows:
+        raise ValueError(f"tree_tokens/tree_parents: expected {rows} entries (one per logits row), got "
+                         f"{tree_tokens.numel()} and {tree_parents.numel()}")
+    if b and rows < b:
+        raise ValueError(f"target_logits: expected at least one row (the root) per request, got {rows} rows for b={b}")
+    if max_depth is None:
+        max_depth = max(0, min(rows, TREE_MAX_NODES) - 1)
+    if not isinstance(max_depth, int) or max_depth < 0:
+        raise ValueError(f"max_depth: expected a non-negative int, got {max_depth!r}")
+    dev = target_logits.device
+    cols = max_depth + 1
+    if out is None:
+        acc = torch.empty(b, dtype=torch.int32, device=dev)
+        toks = torch.empty((b, cols), dtype=torch.int32, device=dev)
+        path = torch.empty((b, cols), dtype=torch.int32, device=dev)
+    else:
+        acc, toks, path = out
+        check_tensor("out[0]", acc, dtype=torch.int32, shape=(b,), contiguous=True, device=dev)
+        check_tensor("out[1]", toks, dtype=torch.int32, shape=(b, cols), contiguous=True, device=dev)
+        check_tensor("out[2]", path, dtype=torch.int32, shape=(b, cols), contiguous=True, device=dev)
+    if b == 0:
+        return acc, toks, path
+    splits, chunk = greedy_config(rows, V, _num_sms(dev.index if dev.index is not None else torch.cuda.current_device()))
+    partial = torch.empty(rows * splits, dtype=torch.int64, device=dev)
+    counters = _counters(dev, b)
+    kern = get_kernel(tree_greedy_spec(target_logits.dtype, tree_tokens.dtype, cu_num_nodes.dtype,
+                                       _aligned16(target_logits)), dev)
+    kern.launch((rows * splits,), (GREEDY_THREADS,),
+                [target_logits, ctypes.c_int64(target_logits.stride(0)), ctypes.c_int32(V), ctypes.c_int32(chunk),
+                 ctypes.c_int32(splits), tree_tokens, tree_parents, cu_num_nodes, ctypes.c_int32(b), partial,
+                 counters, acc, toks, path, ctypes.c_int32(cols)])
+    return acc, toks, path
+
+
+def markov_draft(base_logits: torch.Tensor, first_prev: torch.Tensor, w_in: torch.Tensor, w_out: torch.Tensor,
+                 temperature: float = 0.0, seed: int = 0) -> torch.Tensor:
+    """DSpark's sequential low-rank Markov draft head, all k positions in one launch.
+
+    For t = 0..k-1 and each request i: ``logits = base_logits[i, t] + w_out @ w_in[prev_i]``
+    (fp32 accumulation), next = argmax (temperature 0: torch.argmax semantics, lowest index on
+    ties) or a sample from softmax(logits / temperature) (Gumbel-max with Philox4x32-10 keyed by
+    (seed, request, position, token): exact, deterministic for a seed), then ``prev_i = next``
+    (``prev_i`` starts at ``first_prev[i]``).
+
+    base_logits: [b, k, V] bf16/fp32, V contiguous, request stride a multiple of nothing in
+    particular. first_prev: [b] int32/int64 in [0, V). w_in, w_out: [V, r] bf16 contiguous,
+    r in {64, 128, 256}. Returns int32 [b, k]. The kernel is persistent (one CTA per SM, a
+    software grid barrier between positions): it needs every SM's registers, so kernels on other
+    streams only delay it.
+    """
+    check_tensor("base_logits", base_logits, dtype=_LOGIT_DTYPES, ndim=3, inner_contiguous=True)
+    check_tensor("first_prev", first_prev, dtype=_IDX_DTYPES, ndim=1, contiguous=True)
+    b, k, V = base_logits.shape
+    if first_prev.numel() != b:
+        raise ValueError(f"first_prev: expected {b} entries, got {first_prev.numel()}")
+    check_tensor("w_in", w_in, dtype=torch.bfloat16, ndim=2, contiguous=True, align_bytes=16)
+    r = w_in.shape[1]
+    if r not in (64, 128, 256):
+        raise ValueError(f"w_in: expected rank r in (64, 128, 256), got {r}")
+    check_tensor("w_in", w_in, shape=(V, r))
+    check_tensor("w_out", w_out, dtype=torch.bfloat16, shape=(V, r), contiguous=True, align_bytes=16)
+    check_same_device(base_logits=base_logits, first_prev=first_prev, w_in=w_in, w_out=w_out)
+    if base_logits.stride(1) != V and k > 1:
+        raise ValueError(f"base_logits: expected stride {V} between positions, got {base_logits.stride(1)}")
+    temperature = float(temperature)
+    if not temperature >= 0.0:
+        raise ValueError(f"temperature: expected >= 0, got {temperature}")
+    if not isinstance(seed, int) or not 0 <= seed < 2 ** 64:
+        raise ValueError(f"seed: expected an int in [0, 2**64), got {seed!r}")
+    dev = base_logits.device
+    out = torch.empty((b, k), dtype=torch.int32, device=dev)
+    if b == 0 or k == 0:
+        return out
+    if b * 4 > 96 * 1024:
+        raise ValueError(f"base_logits: batch {b} too large (at most {96 * 1024 // 4} requests)")
+    G = _num_sms(dev.index if dev.index is not None else torch.cuda.current_device())
+    partial = torch.empty(k * b * G, dtype=torch.int64, device=dev)
+    bar = _counters(dev, 2)
+    kern = get_kernel(markov_spec(base_logits.dtype, first_prev.dtype, r), dev)
+    kern.launch((G,), (MARKOV_THREADS,),
+                [base_logits, ctypes.c_int64(base_logits.stride(0)), ctypes.c_int32(V), ctypes.c_int32(k),
+                 ctypes.c_int32(b), first_prev, w_in, w_out, ctypes.c_float(temperature), ctypes.c_uint64(seed),
+                 partial, bar, out], smem=4 * b)
+    return out
 
 
 def select_draft_length(confidence_logits: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -252,17 +392,19 @@ def select_draft_length(confidence_logits: torch.Tensor, threshold: float) -> to
 
 def warmup_specs(entries, target) -> list:
     """Kernels for a manifest's ``spec`` list: entries ``{"dtype": "bfloat16", "token_dtype":
-    "int64", "cu_dtype": "int32", "kinds": ["greedy", "sampled", "select"]}`` (keys optional)."""
+    "int64", "cu_dtype": "int32", "kinds": ["greedy", "sampled", "tree_greedy", "select"]}`` (keys optional)."""
     specs = []
     for e in entries or [{}]:
         dt = getattr(torch, e.get("dtype", "bfloat16"))
         tk = getattr(torch, e.get("token_dtype", "int64"))
         cu = getattr(torch, e.get("cu_dtype", "int32"))
-        for kind in e.get("kinds", ["greedy", "sampled", "select"]):
+        for kind in e.get("kinds", ["greedy", "sampled", "tree_greedy", "select"]):
             if kind == "greedy":
                 specs.append(greedy_spec(dt, tk, cu, True))
             elif kind == "sampled":
                 specs.append(sampled_spec(dt, tk, cu, True))
+            elif kind == "tree_greedy":
+                specs.append(tree_greedy_spec(dt, tk, cu, True))
             elif kind == "select":
                 specs.append(select_spec(dt))
     return specs

@@ -34,6 +34,33 @@ def verify_greedy(target_logits, draft_tokens, cu_num_draft, max_num_draft=None)
     return acc, out
 
 
+def verify_tree_greedy(target_logits, tree_tokens, tree_parents, cu_num_nodes, max_depth):
+    """Oracle for :func:`jitkern.ops.speculative.verify_tree_greedy`."""
+    cu = [int(x) for x in cu_num_nodes.cpu().tolist()]
+    am = torch.argmax(target_logits, dim=-1).cpu().tolist() if target_logits.shape[0] else []
+    toks, par = tree_tokens.cpu().tolist(), tree_parents.cpu().tolist()
+    b, cols = len(cu) - 1, max_depth + 1
+    acc = torch.full((b,), -1, dtype=torch.int32)
+    out = torch.full((b, cols), -1, dtype=torch.int32)
+    path = torch.full((b, cols), -1, dtype=torch.int32)
+    for i in range(b):
+        n0, nn = cu[i], cu[i + 1] - cu[i]
+        p = [0]
+        while True:
+            cur = p[-1]
+            nxt = [c for c in range(1, nn) if par[n0 + c] == cur and toks[n0 + c] == am[n0 + cur]]
+            if not nxt:
+                break
+            p.append(nxt[0])
+        if len(p) > cols:
+            continue
+        acc[i] = len(p) - 1
+        path[i, :len(p)] = torch.tensor(p, dtype=torch.int32)
+        out[i, :len(p) - 1] = torch.tensor([toks[n0 + c] for c in p[1:]], dtype=torch.int32)
+        out[i, len(p) - 1] = am[n0 + p[-1]]
+    return acc, out, path
+
+
 def target_probs(logits, temperature):
     """p = softmax(logits / T) in float64 (T == 0: one-hot at torch.argmax), rows independent."""
     x = logits.double()
@@ -71,6 +98,29 @@ def sampled_outcome_probs(target_logits, draft_tokens, draft_probs, cu_num_draft
         dist[k] = reach * p[k]
         res.append(dist)
     return res
+
+
+def markov_draft_greedy(base_logits, first_prev, w_in, w_out):
+    """Greedy Markov draft in float32: logits = base + w_out @ w_in[prev], argmax, repeat."""
+    b, k, V = base_logits.shape
+    prev = first_prev.long().clone()
+    out = torch.empty(b, k, dtype=torch.int32, device=base_logits.device)
+    wo = w_out.float()
+    for t in range(k):
+        h = w_in[prev].float()                      # [b, r]
+        logits = base_logits[:, t].float() + h @ wo.t()
+        prev = torch.argmax(logits, -1)
+        out[:, t] = prev.int()
+    return out
+
+
+def markov_step_probs(base_logits, prev_tokens, first_prev, w_in, w_out, temperature):
+    """float64 softmax of position t's logits given the kernel's own previous tokens, [b, k, V]."""
+    b, k, V = base_logits.shape
+    prev = torch.cat([first_prev.long().view(b, 1), prev_tokens[:, :-1].long()], 1)   # [b, k]
+    h = w_in[prev].double()                         # [b, k, r]
+    logits = base_logits.double() + h @ w_out.double().t()
+    return torch.softmax(logits / temperature, -1)
 
 
 def select_draft_length(confidence_logits, threshold):

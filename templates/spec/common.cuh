@@ -26,6 +26,10 @@ __device__ __forceinline__ float key_value(uint64_t k) {
   return __uint_as_float((o & 0x80000000u) ? (o & 0x7FFFFFFFu) : ~o);
 }
 
+// NaN-propagating max, and "v beats best" (NaN wins, as in torch.argmax; equal keeps best).
+__device__ __forceinline__ float nanmax(float m, float v) { return (v > m || v != v) ? v : m; }
+__device__ __forceinline__ bool better(float v, float best) { return best == best && (v > best || v != v); }
+
 __device__ __forceinline__ uint64_t u64max(uint64_t a, uint64_t b) { return a > b ? a : b; }
 
 template <int kThreads>
@@ -58,14 +62,15 @@ __device__ __forceinline__ float block_sum(float v, float* red) {
 // Request owning flattened row `row` when request i holds rows [cu[i] + i, cu[i+1] + i + 1).
 // Called by a full warp: a 32-ary search (cu[i] + i is strictly increasing), so b <= 1024 costs
 // two dependent loads instead of log2(b).
-template <typename CuT>
+// kPlusIndex = false: request i holds rows [cu[i], cu[i+1]) (trees: one row per node).
+template <typename CuT, bool kPlusIndex = true>
 __device__ __forceinline__ int find_request_warp(const CuT* cu, int b, int row) {
   const int lane = threadIdx.x & 31;
   int lo = 0, hi = b - 1;  // invariant: cu[lo] + lo <= row
   while (lo < hi) {
     const int step = (hi - lo + 32) / 32;
     const int idx = lo + lane * step;
-    const bool ok = idx <= hi && (int)cu[idx] + idx <= row;
+    const bool ok = idx <= hi && (int)cu[idx] + (kPlusIndex ? idx : 0) <= row;
     const unsigned m = __ballot_sync(0xffffffffu, ok);
     lo += (31 - __clz(m)) * step;
     hi = min(hi, lo + step - 1);

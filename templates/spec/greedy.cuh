@@ -20,9 +20,6 @@ __device__ __forceinline__ void unpack(const uint4& u, const float*, float (&v)[
 
 template <typename T> struct Vec { static constexpr int n = 16 / sizeof(T); };
 
-// NaN-propagating max (NaN wins, as in torch.argmax).
-__device__ __forceinline__ float nanmax(float m, float v) { return (v > m || v != v) ? v : m; }
-__device__ __forceinline__ bool better(float v, float best) { return best == best && (v > best || v != v); }
 
 // Per-thread running argmax over one chunk of a row. Elements a thread sees come in increasing
 // index order, so "strictly better" keeps the lowest index among equal values.
@@ -159,6 +156,92 @@ __global__ void __launch_bounds__(kThreads) verify_greedy(
   if (threadIdx.x == 0) {
     accepted[req] = fits ? acc : -1;
     counters[req] = 0;  // ready for the next call (stream order makes the reset visible)
+  }
+}
+
+// Greedy verification of token trees (Eagle-style). Request i owns nodes [cu[i], cu[i+1]), one
+// logits row each, node 0 of a request is the root (its token is ignored) and parents[node] is
+// the parent's index relative to the request's first node (-1 for the root). From the root,
+// repeatedly step to the lowest-index child whose token equals the current node's argmax; stop
+// when none does and emit that argmax as the bonus token. Outputs: accepted [b] (path length
+// minus the root), out [b, out_cols] accepted tokens then the bonus (-1 padded), path
+// [b, out_cols] node indices relative to the request (root first, -1 padded). Requests with
+// more than kMaxNodes nodes or a path longer than out_cols - 1 get accepted = -1 and -1 rows.
+template <typename T, typename TokT, typename CuT, bool kVec, int kThreads, int kUnroll, int kMaxNodes>
+__global__ void __launch_bounds__(kThreads) verify_tree_greedy(
+    const T* __restrict__ logits, int64_t ld, int V, int chunk, int splits, const TokT* __restrict__ tokens,
+    const int* __restrict__ parents, const CuT* __restrict__ cu, int b, uint64_t* __restrict__ partial,
+    int* __restrict__ counters, int* __restrict__ accepted, int* __restrict__ out, int* __restrict__ path,
+    int out_cols) {
+  __shared__ uint64_t red[kThreads / 32];
+  __shared__ int s_req, s_flag, s_len;
+  __shared__ int s_am[kMaxNodes];
+  __shared__ int s_path[kMaxNodes + 1];
+  const int row = blockIdx.x / splits, split = blockIdx.x % splits;
+  const int c0 = split * chunk, c1 = min(V, c0 + chunk);
+  if (threadIdx.x < 32) {
+    const int r = spec::find_request_warp<CuT, false>(cu, b, row);
+    if (threadIdx.x == 0) s_req = r;
+  }
+  float best = 0.0f;
+  int bidx = -1;
+  spec::chunk_argmax<T, kVec, kThreads, kUnroll>(logits + (int64_t)row * ld, c0, c1, best, bidx);
+  uint64_t key = spec::block_max_u64<kThreads>(spec::argmax_key(best, bidx), red);
+  if (threadIdx.x == 0) partial[blockIdx.x] = key;
+  __syncthreads();
+  const int req = s_req;
+  const int n0 = (int)cu[req], nn = (int)cu[req + 1] - n0;
+  if (!spec::arrive_last(counters + req, nn * splits, &s_flag)) return;
+
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const bool fits_nodes = nn <= kMaxNodes;
+  if (fits_nodes) {
+    for (int j = warp; j < nn; j += kThreads / 32) {
+      uint64_t m = 0;
+      for (int s = lane; s < splits; s += 32) m = spec::u64max(m, __ldcg(partial + (int64_t)(n0 + j) * splits + s));
+#pragma unroll
+      for (int o = 16; o; o >>= 1) m = spec::u64max(m, __shfl_xor_sync(0xffffffffu, m, o));
+      if (lane == 0) s_am[j] = spec::key_index(m);
+    }
+  }
+  __syncthreads();
+  if (warp == 0 && fits_nodes) {
+    // Walk: one warp scans the node list 32 at a time for the first matching child.
+    int cur = 0, len = 1;
+    if (lane == 0) s_path[0] = 0;
+    while (true) {
+      const int want = s_am[cur];
+      int next = -1;
+      for (int c0n = 0; c0n < nn && next < 0; c0n += 32) {
+        const int c = c0n + lane;
+        const bool hit = c < nn && c > 0 && parents[n0 + c] == cur && (int)tokens[n0 + c] == want;
+        const unsigned m = __ballot_sync(0xffffffffu, hit);
+        if (m) next = c0n + __ffs(m) - 1;
+      }
+      if (next < 0) break;
+      cur = next;
+      if (lane == 0) s_path[len] = cur;
+      ++len;
+      if (len > kMaxNodes) break;  // a parent cycle: malformed tree
+    }
+    if (lane == 0) s_len = len;
+  }
+  __syncthreads();
+  const int len = fits_nodes ? s_len : 0;
+  const bool fits = fits_nodes && len <= out_cols && len <= nn;
+  const int acc = len - 1;
+  for (int c = threadIdx.x; c < out_cols; c += kThreads) {
+    int t = -1, pn = -1;
+    if (fits && c < len) {
+      pn = s_path[c];
+      t = c < acc ? (int)tokens[n0 + s_path[c + 1]] : s_am[s_path[acc]];
+    }
+    out[(int64_t)req * out_cols + c] = t;
+    path[(int64_t)req * out_cols + c] = pn;
+  }
+  if (threadIdx.x == 0) {
+    accepted[req] = fits ? acc : -1;
+    counters[req] = 0;
   }
 }
 
