@@ -41,7 +41,9 @@ _IDX_DTYPES = (torch.int32, torch.int64)
 _CTYPE = {torch.bfloat16: "__nv_bfloat16", torch.float32: "float", torch.float16: "__half",
           torch.int32: "int32_t", torch.int64: "int64_t"}
 GREEDY_THREADS, GREEDY_UNROLL = 256, 4
-GREEDY_MAX_CHUNK = GREEDY_THREADS * GREEDY_UNROLL * 8  # elements: one 16-byte load per thread per unroll slot (bf16)
+# Largest vocab chunk per CTA (elements). Measured on H100 (bench spec --sweep, V=129280 bf16):
+# 65536 beat 4096/8192/16384/32768 and whole rows at b = 16, 64, 256 and tied at b = 1.
+GREEDY_MAX_CHUNK = 65536
 SAMPLED_THREADS = 256
 SAMPLED_MAX_CLUSTER = 8
 _SMEM_LIMIT = 227 * 1024 - 1024  # Hopper opt-in shared memory per CTA, minus the static part
@@ -138,9 +140,8 @@ def _outputs(b, max_num_draft, device, out):
 
 def greedy_config(rows: int, V: int, num_sms: int, max_chunk: int | None = None):
     """(splits, chunk): vocab chunks per row. Small batches split rows until the grid has about
-    four CTAs per SM (latency); large ones cap a chunk at ``max_chunk`` elements (default: one
-    unrolled load batch per thread, so every CTA issues all its loads at once and the grid has
-    many short CTAs: no long tail wave). Chunks are multiples of 8 elements (16-byte vectors)."""
+    four CTAs per SM (latency); large ones cap a chunk at ``max_chunk`` elements (default
+    GREEDY_MAX_CHUNK, picked by measurement). Chunks are multiples of 8 elements (16-byte vectors)."""
     if max_chunk is None:
         max_chunk = GREEDY_MAX_CHUNK
     max_splits = max(1, -(-V // 2048))
