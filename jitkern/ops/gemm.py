@@ -38,11 +38,14 @@ def _align4(m: int) -> int:
     return (m + 3) // 4 * 4
 
 
-def gemm_spec(kind: str, n: int, k: int, cfg: heuristics.GemmConfig, accum: bool = False) -> KernelSpec:
-    """KernelSpec of the GEMM kernel for ``kind`` ("fp8" | "bf16"), N, K and ``cfg``."""
+def gemm_spec(kind: str, n: int, k: int, cfg: heuristics.GemmConfig, accum: bool = False,
+              group_mode: int = 0) -> KernelSpec:
+    """KernelSpec of the GEMM kernel for ``kind`` ("fp8" | "bf16"), N, K and ``cfg``;
+    ``group_mode`` 0 dense, 1 grouped contiguous, 2 grouped masked (see gemm.cuh)."""
     fp8 = "true" if kind == "fp8" else "false"
     name = (f"jitkern::gemm::gemm_nt_kernel<{fp8}, {n}, {k}, {cfg.block_m}, {cfg.block_n}, {cfg.stages}, "
-            f"{cfg.group_n}, {'true' if accum else 'false'}, {cfg.cluster_m}, {cfg.cluster_n}>")
+            f"{cfg.group_n}, {'true' if accum else 'false'}, {cfg.cluster_m}, {cfg.cluster_n}"
+            + (f", {group_mode}>" if group_mode else ">"))
     return KernelSpec(TEMPLATE, name, family="gemm")
 
 
@@ -106,23 +109,24 @@ def _prepare_out(out, c, m, n, device):
     return out
 
 
-def _launch(kind, a, b, sfa, sfb, out, c, m, n, k, config=None):
+def _launch(kind, a, b, sfa, sfb, out, c, m, n, k, config=None, group_mode=0, layout=None, num_groups=1, max_m=0):
+    """``a`` [m, K] (all groups' rows), ``b`` [G * n, K], ``out`` [m, n] (2D views)."""
     dev = a.device
     target = current_target(dev)
     cfg = config or heuristics.gemm_config(kind, m, n, k, target.num_sms, target.name, target.smem_per_block)
     accum = c is not None
     if accum:  # the fp32 path keeps no output tile in smem: same stages fit
         cfg = _fit_stages(kind, cfg, True, target.smem_per_block)
-    spec = gemm_spec(kind, n, k, cfg, accum=accum)
+    spec = gemm_spec(kind, n, k, cfg, accum=accum, group_mode=group_mode)
     kern = get_kernel(spec, dev)
     bk = heuristics.gemm_block_k(kind)
     es = a.element_size()
     cluster = cfg.cluster_m * cfg.cluster_n
     # with a CTA pair, each CTA loads (and multicasts) half of the shared operand's tile
     ta = _desc(a, (k, m), (a.stride(0) * es,), (bk, cfg.block_m // cfg.cluster_n), 128)
-    tb = _desc(b, (k, n), (b.stride(0) * es,), (bk, cfg.block_n // cfg.cluster_m), 128)
+    tb = _desc(b, (k, b.shape[0]), (b.stride(0) * es,), (bk, cfg.block_n // cfg.cluster_m), 128)
     w = 64 if cfg.block_n % 64 == 0 else (32 if cfg.block_n % 32 == 0 else 16)  # kStoreCols in gemm.cuh
-    td = ta if accum else _desc(out, (n, m), (out.stride(0) * 2,), (w, 64), 2 * w)
+    td = ta if (accum or group_mode == 2) else _desc(out, (n, m), (out.stride(0) * 2,), (w, 64), 2 * w)
     if kind == "fp8":
         kb = -(-k // GROUP)
         ld = sfa.stride(1) if kb > 1 else _align4(m)
@@ -135,11 +139,16 @@ def _launch(kind, a, b, sfa, sfb, out, c, m, n, k, config=None):
         max_clusters = min(max_clusters, _max_active_clusters(kern, threads_of(cfg), heuristics.gemm_smem_bytes(
             kind, cfg.block_m, cfg.block_n, cfg.stages, accum), cluster, cfg.num_sms))
     grid = min(ctiles, max_clusters) * cluster
+    if group_mode == 2:  # tile count lives on the GPU (masked_m): one persistent CTA per SM
+        grid = cfg.num_sms
     threads = threads_of(cfg)
-    smem = heuristics.gemm_smem_bytes(kind, cfg.block_m, cfg.block_n, cfg.stages, accum)
+    # the masked layout stores directly (bounded per group): no output tile in smem
+    smem = heuristics.gemm_smem_bytes(kind, cfg.block_m, cfg.block_n, cfg.stages, accum or group_mode == 2)
     cc = c if c is not None else out
+    lay = layout if layout is not None else a
     kern.launch((grid,), (threads,), [ta, tb, tsfa, td, sfb, out, cc, ctypes.c_uint32(m),
-                                      ctypes.c_uint32(out.stride(0)), ctypes.c_uint32(cc.stride(0))],
+                                      ctypes.c_uint32(out.stride(0)), ctypes.c_uint32(cc.stride(0)),
+                                      lay, ctypes.c_uint32(num_groups), ctypes.c_uint32(max_m)],
                 smem=smem, cluster=(cluster, 1, 1) if cluster > 1 else None)
     return out
 
@@ -240,13 +249,177 @@ def gemm_bf16_nt(a, b, out=None, c=None, config=None):
 
 
 def warmup_specs(entries, target) -> list:
-    """Kernels for a manifest's ``gemm`` list: entries ``{"kind": "fp8"|"bf16", "n": N, "k": K,
-    "m": [64, 128, 4096], "accum": false}`` (``m`` picks the configs; default 64, 128, 4096)."""
+    """Kernels for a manifest's ``gemm`` list. Dense entries: ``{"kind": "fp8"|"bf16", "n": N,
+    "k": K, "m": [64, 128, 4096], "accum": false}`` (``m`` picks the configs). Grouped entries add
+    ``"layout": "contiguous"|"masked"`` and ``"groups": G``; their ``m`` is rows per group
+    (contiguous) or expected_m (masked)."""
     specs = []
     for e in entries or []:
         kind = e.get("kind", "fp8")
         n, k = int(e["n"]), int(e["k"])
+        layout = e.get("layout")
         for m in e.get("m", [64, 128, 4096]):
-            cfg = heuristics.gemm_config(kind, int(m), n, k, target.num_sms, target.name, target.smem_per_block)
-            specs.append(gemm_spec(kind, n, k, cfg, bool(e.get("accum", False))))
+            if layout in ("contiguous", "masked"):
+                cfg = _grouped_config(kind, int(m), int(e.get("groups", 1)), n, k, target, None)
+                specs.append(gemm_spec(kind, n, k, cfg, group_mode=1 if layout == "contiguous" else 2))
+            else:
+                cfg = heuristics.gemm_config(kind, int(m), n, k, target.num_sms, target.name, target.smem_per_block)
+                specs.append(gemm_spec(kind, n, k, cfg, bool(e.get("accum", False))))
     return specs
+
+
+# ---------------------------------------------------------------------------------------------
+# Grouped GEMMs for mixture-of-experts (same kernel, grouped tile schedulers; see gemm.cuh).
+# ---------------------------------------------------------------------------------------------
+
+GROUPED_M_ALIGNMENT = 128
+
+
+def grouped_m_alignment() -> int:
+    """Rows each group of the contiguous layout must be padded to (the largest BLOCK_M)."""
+    return GROUPED_M_ALIGNMENT
+
+
+def _grouped_config(kind, rows_per_group, num_groups, n, k, target, config):
+    """Config from the rows one group typically has: BLOCK_M 64 up to 64 rows, else 128; BLOCK_N
+    by the wave model over all groups' tiles."""
+    if config is not None:
+        if config.cluster_m * config.cluster_n != 1:
+            raise ValueError("config: grouped GEMMs run without clusters (cluster_m = cluster_n = 1)")
+        return config
+    import dataclasses
+    bm = 64 if rows_per_group <= 64 else 128
+    # the wave model only needs the tile count: num_groups * ceil(rows/bm) row blocks
+    m_eq = num_groups * (-(-max(1, rows_per_group) // bm)) * bm
+    cfg = heuristics.heuristic_gemm_config(kind, m_eq, n, k, target.num_sms, target.smem_per_block)
+    if cfg.block_m != bm:
+        cfg = dataclasses.replace(cfg, block_m=bm)
+    if cfg.block_n not in heuristics.block_n_candidates(kind, bm):
+        cfg = dataclasses.replace(cfg, block_n=128)
+    return dataclasses.replace(cfg, stages=heuristics.gemm_max_stages(kind, bm, cfg.block_n, target.smem_per_block),
+                               cluster_m=1, cluster_n=1)
+
+
+def _check_grouped_b(kind, b, k):
+    if kind == "fp8":
+        if not (isinstance(b, (tuple, list)) and len(b) == 2):
+            raise ValueError("b: expected a (tensor, scales) pair")
+        B, sb = b
+        name = "b[0]"
+    else:
+        B, sb, name = b, None, "b"
+    check_tensor(name, B, dtype=torch.float8_e4m3fn if kind == "fp8" else torch.bfloat16, ndim=3, contiguous=True,
+                 align_bytes=16)
+    g, n, kk = B.shape
+    if kk != k:
+        raise ValueError(f"{name}: expected K = {k} (from a), got shape {list(B.shape)}")
+    if n % 8:
+        raise ValueError(f"{name}: expected N to be a multiple of 8, got {n}")
+    if kind == "fp8":
+        check_tensor("b[1]", sb, dtype=torch.float32, shape=(g, -(-n // GROUP), -(-k // GROUP)), device=B.device)
+        sb = sb.contiguous()
+    return B, sb, g, n
+
+
+def _grouped_contiguous(kind, a, b, group_index, out, config):
+    if kind == "fp8":
+        if not (isinstance(a, (tuple, list)) and len(a) == 2):
+            raise ValueError("a: expected a (tensor, scales) pair")
+        A, sa = a
+        _check_operand("a[0]", A, torch.float8_e4m3fn, 16)
+    else:
+        A, sa = a, None
+        _check_operand("a", A, torch.bfloat16, 8)
+    m, k = A.shape
+    B, sb, g, n = _check_grouped_b(kind, b, k)
+    if m % GROUPED_M_ALIGNMENT:
+        raise ValueError(f"a: expected the stacked row count to be a multiple of {GROUPED_M_ALIGNMENT} "
+                         f"(each group padded to grouped_m_alignment()), got {m}")
+    check_tensor("group_index", group_index, dtype=torch.int32, shape=(m,), contiguous=True, device=A.device)
+    if kind == "fp8":
+        check_tensor("a[1]", sa, dtype=torch.float32, shape=(m, -(-k // GROUP)), device=A.device)
+    out = _prepare_out(out, None, m, n, A.device)
+    if m == 0 or n == 0:
+        return out
+    target = current_target(A.device)
+    cfg = _grouped_config(kind, m // max(1, g), g, n, k, target, config)
+    if kind == "fp8":
+        sa = _sfa_mn_major(sa, m, sa.shape[1])
+    return _launch(kind, A, B.view(g * n, k), sa, sb, out, None, m, n, k, cfg, group_mode=1, layout=group_index,
+                   num_groups=g)
+
+
+def _grouped_masked(kind, a, b, masked_m, expected_m, out, config):
+    if kind == "fp8":
+        if not (isinstance(a, (tuple, list)) and len(a) == 2):
+            raise ValueError("a: expected a (tensor, scales) pair")
+        A, sa = a
+        name = "a[0]"
+    else:
+        A, sa, name = a, None, "a"
+    check_tensor(name, A, dtype=torch.float8_e4m3fn if kind == "fp8" else torch.bfloat16, ndim=3, contiguous=True,
+                 align_bytes=16)
+    ga, max_m, k = A.shape
+    if k % (16 if kind == "fp8" else 8):
+        raise ValueError(f"{name}: expected K to be a multiple of {16 if kind == 'fp8' else 8}, got {k}")
+    B, sb, g, n = _check_grouped_b(kind, b, k)
+    if g != ga:
+        raise ValueError(f"{'b[0]' if kind == 'fp8' else 'b'}: expected {ga} groups (from a), got {g}")
+    check_tensor("masked_m", masked_m, dtype=torch.int32, shape=(g,), contiguous=True, device=A.device)
+    if not isinstance(expected_m, int) or expected_m < 0:
+        raise ValueError(f"expected_m: expected a non-negative int (host hint), got {expected_m!r}")
+    if out is None:
+        out = torch.empty((g, max_m, n), dtype=torch.bfloat16, device=A.device)
+    check_tensor("out", out, dtype=torch.bfloat16, shape=(g, max_m, n), contiguous=True, align_bytes=16,
+                 device=A.device)
+    if g == 0 or max_m == 0 or n == 0:
+        return out
+    kb = -(-k // GROUP)
+    if kind == "fp8":
+        if sa.dim() == 3:
+            check_tensor("a[1]", sa, dtype=torch.float32, shape=(g, max_m, kb), device=A.device)
+            sa = sa.reshape(g * max_m, kb)
+        else:
+            check_tensor("a[1]", sa, dtype=torch.float32, shape=(g * max_m, kb), device=A.device)
+        sa = _sfa_mn_major(sa, g * max_m, kb)
+    target = current_target(A.device)
+    cfg = _grouped_config(kind, min(max(1, expected_m), max_m), g, n, k, target, config)
+    _launch(kind, A.view(g * max_m, k), B.view(g * n, k), sa, sb, out.view(g * max_m, n), None, g * max_m,
+            n, k, cfg, group_mode=2, layout=masked_m, num_groups=g, max_m=max_m)
+    return out
+
+
+def grouped_gemm_fp8_contiguous(a, b, group_index, out=None, config=None):
+    """Grouped FP8 GEMM, contiguous layout (MoE prefill): ``D[r] = A[r] @ B[group_index[r]]^T``.
+
+    a: ``(A [M_total, K] e4m3, sa [M_total, ceil(K/128)] fp32)``: every group's rows stacked, each
+       group padded to :func:`grouped_m_alignment` rows (M_total a multiple of it).
+    b: ``(B [G, N, K] e4m3 contiguous, sb [G, ceil(N/128), ceil(K/128)] fp32)``.
+    group_index: [M_total] int32 on the GPU: group of each row, -1 for padding rows.
+    Returns D [M_total, N] bf16: padding rows are written as zero (an aligned 128-row block whose
+    first row is padding is skipped and left untouched). No host sync.
+    """
+    return _grouped_contiguous("fp8", a, b, group_index, out, config)
+
+
+def grouped_gemm_bf16_contiguous(a, b, group_index, out=None, config=None):
+    """BF16 twin of :func:`grouped_gemm_fp8_contiguous`: a [M_total, K] bf16, b [G, N, K] bf16."""
+    return _grouped_contiguous("bf16", a, b, group_index, out, config)
+
+
+def grouped_gemm_fp8_masked(a, b, masked_m, expected_m: int, out=None, config=None):
+    """Grouped FP8 GEMM, masked layout (MoE decode): ``D[g, :masked_m[g]] = A[g, :masked_m[g]] @ B[g]^T``.
+
+    a: ``(A [G, max_m, K] e4m3 contiguous, sa [G, max_m, ceil(K/128)] or [G*max_m, ceil(K/128)] fp32)``.
+    b: ``(B [G, N, K] e4m3, sb [G, ceil(N/128), ceil(K/128)] fp32)``.
+    masked_m: [G] int32 on the GPU, valid rows per group; read only by the kernel (no host sync,
+       CUDA-graph capturable); values are clamped to [0, max_m] on the GPU (rows past max_m do not
+       exist, negative counts mean 0). expected_m: host hint (typical rows per group) for the config.
+    Returns out [G, max_m, N] bf16; rows at or past masked_m[g] are left untouched.
+    """
+    return _grouped_masked("fp8", a, b, masked_m, expected_m, out, config)
+
+
+def grouped_gemm_bf16_masked(a, b, masked_m, expected_m: int, out=None, config=None):
+    """BF16 twin of :func:`grouped_gemm_fp8_masked`: a [G, max_m, K] bf16, b [G, N, K] bf16."""
+    return _grouped_masked("bf16", a, b, masked_m, expected_m, out, config)

@@ -45,3 +45,45 @@ def rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
     den = ref.norm().item()
     num = (x - ref).norm().item()
     return num / den if den else num
+
+
+def _grouped_b(b, fp8: bool) -> torch.Tensor:
+    """B [G, N, K] (+ scales [G, ceil(N/128), ceil(K/128)] when fp8) -> float64 [G, N, K]."""
+    if fp8:
+        B, sb = b
+        return torch.stack([dequant_blocks(B[g], sb[g]) for g in range(B.shape[0])]) if B.shape[0] else B.double()
+    return b.double()
+
+
+def grouped_contiguous_ref(a, b, group_index: torch.Tensor, fp8: bool = True) -> torch.Tensor:
+    """Contiguous-layout grouped GEMM: row r of D = A[r] @ B[group_index[r]]^T; rows with
+    group_index -1 are zero. a: (A, sa) for fp8 or A [M_total, K]; b: (B, sb) or B [G, N, K]."""
+    ad = dequant_rows(*a) if fp8 else a.double()
+    bd = _grouped_b(b, fp8)
+    d = torch.zeros(ad.shape[0], bd.shape[1], dtype=torch.float64, device=ad.device)
+    gi = group_index.to(ad.device).long()
+    for g in range(bd.shape[0]):
+        rows = (gi == g).nonzero().flatten()
+        if rows.numel():
+            d[rows] = ad[rows] @ bd[g].t()
+    return d
+
+
+def grouped_masked_ref(a, b, masked_m: torch.Tensor, fp8: bool = True) -> torch.Tensor:
+    """Masked-layout grouped GEMM: D[g, :m_g] = A[g, :m_g] @ B[g]^T with m_g = clamp(masked_m[g],
+    0, max_m); rows past m_g are NaN (the kernel leaves them untouched). a: (A [G, max_m, K], sa
+    [G, max_m, ceil(K/128)]) or A; b: (B, sb) or B [G, N, K]."""
+    if fp8:
+        A, sa = a
+        g_, max_m, k = A.shape
+        ad = dequant_rows(A.reshape(g_ * max_m, k), sa.reshape(g_ * max_m, -1)).view(g_, max_m, k)
+    else:
+        ad = a.double()
+        g_, max_m, _ = ad.shape
+    bd = _grouped_b(b, fp8)
+    d = torch.full((g_, max_m, bd.shape[1]), float("nan"), dtype=torch.float64, device=ad.device)
+    for g in range(g_):
+        mg = max(0, min(int(masked_m[g]), max_m))
+        if mg:
+            d[g, :mg] = ad[g, :mg] @ bd[g].t()
+    return d

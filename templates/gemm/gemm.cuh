@@ -46,8 +46,43 @@ struct TileScheduler {
   }
 };
 
+// Grouped layouts (mixture-of-experts), kGroupMode:
+//   0 dense.
+//   1 contiguous: A/D rows of all groups stacked ([M_total, K] / [M_total, N]), each group padded to
+//     a multiple of 128 rows; layout[row] = group of the row (-1: padding). B is [G * N, K] (B
+//     scales [G * ceil(N/128), ceil(K/128)]). The group of a tile is that of its first row; a tile
+//     whose first row is padding is skipped (its D rows untouched); padding rows inside a tile
+//     are written as zero.
+//   2 masked: A [G * max_m, K], D [G * max_m, N]; layout[g] = valid rows of group g (clamped to
+//     [0, max_m]); tiles cover only valid rows, and D rows past layout[g] are never written.
+// Masked tiles are walked (group, m block, n block) in order; each CTA's tile index only grows,
+// so a cursor over the groups advances monotonically (no prefix sums, no host sync).
+template <uint32_t BLOCK_M, uint32_t kNumNBlocks>
+struct MaskedCursor {
+  uint32_t g = 0, base = 0;
+  __device__ __forceinline__ bool find(uint32_t t, const int32_t* masked_m, uint32_t num_groups, uint32_t max_m,
+                                       uint32_t& group, uint32_t& m_blk, uint32_t& n_blk, uint32_t& rows) {
+    while (g < num_groups) {
+      const int32_t mm = __ldg(masked_m + g);
+      const uint32_t r = mm < 0 ? 0u : (static_cast<uint32_t>(mm) < max_m ? static_cast<uint32_t>(mm) : max_m);
+      const uint32_t nt = (r + BLOCK_M - 1) / BLOCK_M * kNumNBlocks;
+      if (t < base + nt) {
+        const uint32_t local = t - base;
+        m_blk = local / kNumNBlocks;
+        n_blk = local - m_blk * kNumNBlocks;
+        group = g;
+        rows = r;
+        return true;
+      }
+      base += nt;
+      ++g;
+    }
+    return false;
+  }
+};
+
 template <bool kFp8, uint32_t kN, uint32_t kK, uint32_t BLOCK_M, uint32_t BLOCK_N, uint32_t kStages,
-          uint32_t kGroupN, bool kAccum, uint32_t kClusterM, uint32_t kClusterN>
+          uint32_t kGroupN, bool kAccum, uint32_t kClusterM, uint32_t kClusterN, uint32_t kGroupMode = 0>
 struct GemmConfig {
   static constexpr uint32_t BLOCK_K = kFp8 ? 128 : 64;  // one 128-byte swizzle row of K
   static constexpr uint32_t kInstrK = kFp8 ? 32 : 16;
@@ -65,7 +100,7 @@ struct GemmConfig {
   // bf16 output goes registers -> smem (stmatrix) -> global (TMA store), in chunks of 64 rows x
   // kStoreCols columns (128/64/32-byte rows, swizzled to match: conflict-free stmatrix and the
   // widest TMA boxes BLOCK_N allows), one set per math warpgroup. Placed first in smem.
-  static constexpr bool kTmaStore = !kAccum;
+  static constexpr bool kTmaStore = !kAccum && kGroupMode != 2;  // masked: bounded direct stores
   static constexpr uint32_t kStoreCols = BLOCK_N % 64 == 0 ? 64 : (BLOCK_N % 32 == 0 ? 32 : 16);
   static constexpr uint32_t kDBytes = kTmaStore ? BLOCK_M * BLOCK_N * 2 : 0;
   static constexpr uint32_t kSmemBytes = 1024 + kStages * kStageBytes + kDBytes + 2 * kStages * 8;
@@ -77,19 +112,21 @@ struct GemmConfig {
   // it) or along N (kClusterN = 2, same M block: A is multicast). Halves that operand's L2 reads.
   static constexpr uint32_t kCluster = kClusterM * kClusterN;
   static_assert(kCluster == 1 || (kCluster == 2 && (kClusterM == 1 || kClusterN == 1)), "cluster: 1x1, 2x1 or 1x2");
+  static_assert(kGroupMode <= 2 && (kGroupMode == 0 || kCluster == 1), "grouped layouts run without clusters");
   static constexpr uint32_t kMcastRowsA = kClusterN == 2 ? BLOCK_M / 2 : BLOCK_M;
   static constexpr uint32_t kMcastRowsB = kClusterM == 2 ? BLOCK_N / 2 : BLOCK_N;
 };
 
 template <bool kFp8, uint32_t kN, uint32_t kK, uint32_t BLOCK_M, uint32_t BLOCK_N, uint32_t kStages,
-          uint32_t kGroupN, bool kAccum, uint32_t kClusterM = 1, uint32_t kClusterN = 1>
+          uint32_t kGroupN, bool kAccum, uint32_t kClusterM = 1, uint32_t kClusterN = 1, uint32_t kGroupMode = 0>
 __global__ void __launch_bounds__(
-    GemmConfig<kFp8, kN, kK, BLOCK_M, BLOCK_N, kStages, kGroupN, kAccum, kClusterM, kClusterN>::kThreads, 1)
+    GemmConfig<kFp8, kN, kK, BLOCK_M, BLOCK_N, kStages, kGroupN, kAccum, kClusterM, kClusterN, kGroupMode>::kThreads, 1)
 gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constant__ TmaDescriptor tma_b,
                const __grid_constant__ TmaDescriptor tma_sfa, const __grid_constant__ TmaDescriptor tma_d,
                const float* __restrict__ sfb, void* __restrict__ d,
-               const float* c, uint32_t M, uint32_t ldd, uint32_t ldc) {
-  using Cfg = GemmConfig<kFp8, kN, kK, BLOCK_M, BLOCK_N, kStages, kGroupN, kAccum, kClusterM, kClusterN>;
+               const float* c, uint32_t M, uint32_t ldd, uint32_t ldc,
+               const int32_t* __restrict__ layout = nullptr, uint32_t num_groups = 1, uint32_t max_m = 0) {
+  using Cfg = GemmConfig<kFp8, kN, kK, BLOCK_M, BLOCK_N, kStages, kGroupN, kAccum, kClusterM, kClusterN, kGroupMode>;
   constexpr uint32_t kCluster = Cfg::kCluster;
   using namespace sm90;
   constexpr uint32_t BLOCK_K = Cfg::BLOCK_K;
@@ -97,8 +134,9 @@ gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constan
   constexpr uint32_t kAcc = BLOCK_N / 2;  // accumulator floats per thread (m64nN wgmma)
   // Register split: 128 * producer + 128 * kNumMathWG * math <= 64K. The producer's cluster
   // index math needs more than the customary 40 registers to stay spill-free.
-  constexpr uint32_t kProducerRegs = Cfg::kNumMathWG == 1 ? 56 : 48;
-  constexpr uint32_t kMathRegs = Cfg::kNumMathWG == 1 ? 240 : 224;
+  // The masked scheduler's group cursor costs the producer more registers.
+  constexpr uint32_t kProducerRegs = Cfg::kNumMathWG == 1 ? (kGroupMode == 2 ? 96 : 56) : (kGroupMode == 2 ? 64 : 48);
+  constexpr uint32_t kMathRegs = Cfg::kNumMathWG == 1 ? 240 : (kGroupMode == 2 ? 216 : 224);
 
   extern __shared__ uint8_t smem_raw[];
   uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
@@ -132,15 +170,40 @@ gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constan
   const uint32_t rank = kCluster > 1 ? cluster_ctarank() : 0;
   const uint32_t cta_step = gridDim.x / kCluster;
   const uint32_t cta_first = blockIdx.x / kCluster;
+  // Next tile of this CTA: false when done. row0: first A/D row of the tile; group: its group;
+  // rows_end: rows of D that may be written are < rows_end (relative to the group's first row).
+  MaskedCursor<BLOCK_M, Cfg::kNumNBlocks> cursor;
+  auto next_tile = [&](uint32_t& t, uint32_t& m_blk, uint32_t& n_blk, uint32_t& group, uint32_t& row0,
+                       uint32_t& rows_end) -> bool {
+    if constexpr (kGroupMode == 2) {
+      if (!cursor.find(t, layout, num_groups, max_m, group, m_blk, n_blk, rows_end)) return false;
+      row0 = group * max_m + m_blk * BLOCK_M;
+      return true;
+    } else {
+      for (; t < sched.num_tiles; t += cta_step) {
+        sched.tile(t, rank, m_blk, n_blk);
+        row0 = m_blk * BLOCK_M;
+        rows_end = M;
+        group = 0;
+        if constexpr (kGroupMode == 1) {
+          const int32_t gi = __ldg(layout + row0);  // M_total is a multiple of BLOCK_M: in range
+          if (gi < 0) continue;
+          group = static_cast<uint32_t>(gi);
+        }
+        return true;
+      }
+      return false;
+    }
+  };
 
   if (warp < 4) {
     // ---------------- TMA producer warpgroup ----------------
     setmaxnreg_dec<kProducerRegs>();
     if (warp == 0 && elect_one_sync()) {
       uint32_t it = 0;
-      for (uint32_t t = cta_first; t < sched.num_tiles; t += cta_step) {
-        uint32_t m_blk, n_blk;
-        sched.tile(t, rank, m_blk, n_blk);
+      uint32_t m_blk, n_blk, group, row0, rows_end;
+      for (uint32_t t = cta_first; next_tile(t, m_blk, n_blk, group, row0, rows_end); t += cta_step) {
+        const uint32_t b_row0 = group * kN + n_blk * BLOCK_N;
         for (uint32_t kb = 0; kb < kNumKBlocks; ++kb, ++it) {
           const uint32_t s = it % kStages;
           mbar_wait(&empty_bar[s], ((it / kStages) & 1) ^ 1);
@@ -148,18 +211,18 @@ gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constan
           mbar_arrive_expect_tx(&full_bar[s], Cfg::kStageBytes);
           if constexpr (kClusterN == 2) {
             tma_load_2d_multicast(&tma_a, &full_bar[s], smem_a + s * Cfg::kABytes + rank * Cfg::kMcastRowsA * 128,
-                                  kb * BLOCK_K, m_blk * BLOCK_M + rank * Cfg::kMcastRowsA, 0x3);
+                                  kb * BLOCK_K, row0 + rank * Cfg::kMcastRowsA, 0x3);
           } else {
-            tma_load_2d(&tma_a, &full_bar[s], smem_a + s * Cfg::kABytes, kb * BLOCK_K, m_blk * BLOCK_M);
+            tma_load_2d(&tma_a, &full_bar[s], smem_a + s * Cfg::kABytes, kb * BLOCK_K, row0);
           }
           if constexpr (kClusterM == 2) {
             tma_load_2d_multicast(&tma_b, &full_bar[s], smem_b + s * Cfg::kBBytes + rank * Cfg::kMcastRowsB * 128,
-                                  kb * BLOCK_K, n_blk * BLOCK_N + rank * Cfg::kMcastRowsB, 0x3);
+                                  kb * BLOCK_K, b_row0 + rank * Cfg::kMcastRowsB, 0x3);
           } else {
-            tma_load_2d(&tma_b, &full_bar[s], smem_b + s * Cfg::kBBytes, kb * BLOCK_K, n_blk * BLOCK_N);
+            tma_load_2d(&tma_b, &full_bar[s], smem_b + s * Cfg::kBBytes, kb * BLOCK_K, b_row0);
           }
           if constexpr (kFp8)
-            tma_load_2d(&tma_sfa, &full_bar[s], smem_sfa + s * BLOCK_M, m_blk * BLOCK_M, kb);
+            tma_load_2d(&tma_sfa, &full_bar[s], smem_sfa + s * BLOCK_M, row0, kb);
         }
       }
     }
@@ -180,10 +243,10 @@ gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constan
       }
     };
 
-    for (uint32_t t = cta_first; t < sched.num_tiles; t += cta_step) {
-      uint32_t m_blk, n_blk;
-      sched.tile(t, rank, m_blk, n_blk);
+    uint32_t m_blk, n_blk, group, row0, rows_end;
+    for (uint32_t t = cta_first; next_tile(t, m_blk, n_blk, group, row0, rows_end); t += cta_step) {
       const uint32_t n0 = n_blk * BLOCK_N;
+      const float* sfb_g = sfb + group * (Cfg::kScaleBRows * Cfg::kScaleKBlocks);
 
       float acc[kAcc];
       float fin[kFp8 ? kAcc : 1];
@@ -204,7 +267,7 @@ gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constan
 #pragma unroll
           for (uint32_t j = 0; j < kSpan; ++j) {
             const uint32_t row = nb0 + j < Cfg::kScaleBRows ? nb0 + j : Cfg::kScaleBRows - 1;
-            sb[j] = __ldg(sfb + row * Cfg::kScaleKBlocks + kb);
+            sb[j] = __ldg(sfb_g + row * Cfg::kScaleKBlocks + kb);
           }
         }
         mbar_wait(&full_bar[s], (it / kStages) & 1);
@@ -266,7 +329,19 @@ gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constan
         for (uint32_t i = 0; i < kAcc; ++i) fence_operand(acc[i]);
         release(prev_s);
       }
-      const float* res = kFp8 ? fin : acc;
+      float* resw = kFp8 ? fin : acc;
+      if constexpr (kGroupMode == 1) {
+        // padding rows (layout -1) inside a group's last tile are written as zero
+#pragma unroll
+        for (uint32_t h = 0; h < 2; ++h) {
+          const uint32_t row = row0 + row_in_tile + h * 8;
+          if (row < M && __ldg(layout + row) < 0) {
+#pragma unroll
+            for (uint32_t g = 0; g < BLOCK_N / 8; ++g) resw[g * 4 + 2 * h] = resw[g * 4 + 2 * h + 1] = 0.f;
+          }
+        }
+      }
+      const float* res = resw;
 
       // ---------------- epilogue ----------------
       if constexpr (Cfg::kTmaStore) {
@@ -297,11 +372,12 @@ gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constan
         if (leader) {
 #pragma unroll
           for (uint32_t j = 0; j < kChunks; ++j)
-            if (n0 + j * W < kN) tma_store_2d(&tma_d, wg_d + j * kChunkBytes, n0 + j * W, m_blk * BLOCK_M + wg * 64);
+            if (n0 + j * W < kN) tma_store_2d(&tma_d, wg_d + j * kChunkBytes, n0 + j * W, row0 + wg * 64);
           tma_store_commit();
         }
       } else {
-        const uint32_t row0 = m_blk * BLOCK_M + row_in_tile;
+        const uint32_t local0 = m_blk * BLOCK_M + row_in_tile;  // row inside the group (dense: in D)
+        const uint32_t grow0 = row0 + row_in_tile;               // row of D
         const uint32_t col_l = (lane % 4) * 2;
 #pragma unroll
         for (uint32_t g = 0; g < BLOCK_N / 8; ++g) {
@@ -309,8 +385,8 @@ gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constan
           if (n0 + g * 8 >= kN) break;  // N % 8 == 0: a group is all in or all out
 #pragma unroll
           for (uint32_t h = 0; h < 2; ++h) {
-            const uint32_t row = row0 + h * 8;
-            if (row < M) {
+            const uint32_t row = grow0 + h * 8;
+            if (local0 + h * 8 < rows_end) {
               const float x = res[g * 4 + 2 * h], y = res[g * 4 + 2 * h + 1];
               if constexpr (kAccum) {
                 const float2 cv = *reinterpret_cast<const float2*>(c + size_t(row) * ldc + col);
