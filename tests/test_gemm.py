@@ -281,3 +281,10 @@ def test_cuda_graph_capture():
     g.replay()
     torch.cuda.synchronize()
     assert ref.rel_err(out, ref.gemm_fp8_nt_ref(a, b)) <= 2e-3
+
+
+def test_hopper_helpers_compile(cache_dir):
+    """Every helper in templates/common/hopper.cuh assembles for sm_90a (smoke kernel)."""
+    from jitkern.runtime import KernelSpec, compile_spec
+    entry, status = compile_spec(KernelSpec("gemm/hopper_smoke.cuh", "jitkern::hopper_smoke", family="gemm"), "sm_90a")
+    assert status == "compiled" and entry.cubin

@@ -342,7 +342,9 @@ def _grouped_contiguous(kind, a, b, group_index, out, config):
     if m == 0 or n == 0:
         return out
     target = current_target(A.device)
-    cfg = _grouped_config(kind, m // max(1, g), g, n, k, target, config)
+    # BLOCK_M = 128 = the alignment: every tile starts on a group's first rows, so all padding
+    # rows of a minimally padded group land inside a computed tile and are zeroed
+    cfg = _grouped_config(kind, max(65, m // max(1, g)), g, n, k, target, config)
     if kind == "fp8":
         sa = _sfa_mn_major(sa, m, sa.shape[1])
     return _launch(kind, A, B.view(g * n, k), sa, sb, out, None, m, n, k, cfg, group_mode=1, layout=group_index,
@@ -396,8 +398,9 @@ def grouped_gemm_fp8_contiguous(a, b, group_index, out=None, config=None):
        group padded to :func:`grouped_m_alignment` rows (M_total a multiple of it).
     b: ``(B [G, N, K] e4m3 contiguous, sb [G, ceil(N/128), ceil(K/128)] fp32)``.
     group_index: [M_total] int32 on the GPU: group of each row, -1 for padding rows.
-    Returns D [M_total, N] bf16: padding rows are written as zero (an aligned 128-row block whose
-    first row is padding is skipped and left untouched). No host sync.
+    Returns D [M_total, N] bf16: padding rows are written as zero, except whole 128-row blocks of
+    padding (more padding than the alignment needs), which are skipped and left untouched. (With a
+    ``config`` of BLOCK_M 64 that applies to 64-row blocks.) No host sync.
     """
     return _grouped_contiguous("fp8", a, b, group_index, out, config)
 

@@ -49,10 +49,10 @@ struct TileScheduler {
 // Grouped layouts (mixture-of-experts), kGroupMode:
 //   0 dense.
 //   1 contiguous: A/D rows of all groups stacked ([M_total, K] / [M_total, N]), each group padded to
-//     a multiple of 128 rows; layout[row] = group of the row (-1: padding). B is [G * N, K] (B
+//     a multiple of BLOCK_M rows; layout[row] = group of the row (-1: padding). B is [G * N, K] (B
 //     scales [G * ceil(N/128), ceil(K/128)]). The group of a tile is that of its first row; a tile
-//     whose first row is padding is skipped (its D rows untouched); padding rows inside a tile
-//     are written as zero.
+//     whose first row is padding is skipped (its D rows untouched); padding rows inside a computed
+//     tile are written as zero.
 //   2 masked: A [G * max_m, K], D [G * max_m, N]; layout[g] = valid rows of group g (clamped to
 //     [0, max_m]); tiles cover only valid rows, and D rows past layout[g] are never written.
 // Masked tiles are walked (group, m block, n block) in order; each CTA's tile index only grows,
