@@ -11,6 +11,7 @@ DEEPSEEK_V3 = {
               {"dtype": "bfloat16", "kinds": ["token_group"], "round_pow2": True}],
     "moe": [{"top_k": 8}],  # 256 routed experts, 8 per token
     "mla": [{"num_heads": 128}, {"num_heads": 16}],  # h_q, s_q and page size are runtime values
+    "spec": [{"dtype": "bfloat16", "token_dtype": "int64", "cu_dtype": "int32"}],  # vocab 129280 is runtime
 }
 
 PRESETS = {"deepseek-v3": DEEPSEEK_V3}

@@ -18,6 +18,7 @@ PROVIDERS = {
     "quant": "jitkern.ops.quant",
     "moe": "jitkern.ops.moe",
     "mla": "jitkern.ops.mla",
+    "spec": "jitkern.ops.speculative",
 }
 
 
