@@ -141,7 +141,19 @@ def cmd_doctor(args):
     return 0 if ok else 1
 
 
+def cmd_tune(args):
+    """`jitkern tune gemm [...]` = `jitkern bench gemm --tune [...]`: measure candidate configs per
+    shape on this GPU and write the winners to tuning/gemm_<gpu>.json (read by the heuristic)."""
+    from .cli import main
+    return main(["bench", args.family, "--tune", *args.rest])
+
+
 def add_commands(sub):
+    t = sub.add_parser("tune", help="measure candidate kernel configs on this GPU and write the winners to tuning/")
+    t.add_argument("family", choices=["gemm"])
+    t.add_argument("rest", nargs="...", help="further `jitkern bench gemm` options (--tune-out PATH, --json PATH, ...)")
+    t.set_defaults(func=cmd_tune)
+
     w = sub.add_parser("warmup", help="precompile the kernels a workload needs into the disk cache")
     w.add_argument("--preset", help="built-in shapes manifest (default: deepseek-v3)")
     w.add_argument("--manifest", help="JSON/YAML file {family: [entries]} (see jitkern/presets.py)")

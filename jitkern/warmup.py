@@ -16,6 +16,7 @@ from .runtime.kernel_spec import KernelSpec
 # Manifest family -> module with ``warmup_specs(entries, target) -> list[KernelSpec]``.
 PROVIDERS = {
     "quant": "jitkern.ops.quant",
+    "gemm": "jitkern.ops.gemm",
     "moe": "jitkern.ops.moe",
     "mla": "jitkern.ops.mla",
     "spec": "jitkern.ops.speculative",

@@ -3,7 +3,7 @@ layout (``moe_align`` + ``moe_permute``) and back (``moe_unpermute``), on the GP
 synchronisation (fixed worst-case sizes, so a decode step can be captured in a CUDA graph).
 
 Contiguous layout: the rows routed to expert ``e`` occupy one block of ``align(count_e, A)`` rows
-(A = :func:`grouped_m_alignment`), experts in ascending order, each expert's rows in token order
+(A = :func:`jitkern.ops.gemm.grouped_m_alignment`), experts in ascending order, each expert's rows in token order
 (stable). Padding rows have ``group_index == -1`` and zero inputs. The layout has ``m_cap =
 align(T*k + G*(A-1), A)`` rows, enough for any routing; ``num_rows`` (a device int32 [1]) holds
 how many are used.
@@ -17,17 +17,13 @@ import torch
 
 from ..runtime import KernelSpec, get_kernel
 from .checks import check_same_device, check_tensor
+from .gemm import GROUPED_M_ALIGNMENT
 
 TEMPLATE = "moe/route.cuh"
-# Rows per expert block in the contiguous layout: the grouped GEMM's BLOCK_M, so no M tile
+# Rows per expert block in the contiguous layout: the grouped GEMM's alignment, so no M tile
 # straddles two experts.
-M_ALIGNMENT = 128
+M_ALIGNMENT = GROUPED_M_ALIGNMENT
 _TOPK_VARIANTS = (1, 2, 4, 6, 8, 9)  # compiled top-k widths for moe_unpermute
-
-
-def grouped_m_alignment() -> int:
-    """Row alignment each expert's block must have in the contiguous grouped-GEMM layout."""
-    return M_ALIGNMENT
 
 
 class MoeLayout(typing.NamedTuple):
