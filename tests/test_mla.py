@@ -6,6 +6,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
+from jitkern.ops.mla import IMPLS
 from jitkern.reference import mla as ref
 
 D = 576
@@ -335,8 +336,7 @@ def test_validation_errors_name_the_argument():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("impl", ["simt", "wgmma", "wgmma_pipe", "wgmma_lazy", "wgmma_pipe_lazy", "wgmma_split",
-                                  "wgmma_split_pipe"])
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("lens,s_q,h_q,causal", [
     ([700, 0, 1, 64, 65, 129], 3, 16, True), ([2000, 5], 1, 128, True), ([333] * 5, 8, 16, False),
     ([4097, 64], 2, 128, True)])
@@ -349,3 +349,19 @@ def test_both_impls_match_reference(impl, lens, s_q, h_q, causal):
     lse = torch.full((len(lens), h_q, s_q), float("nan"), dtype=torch.float32, device="cuda")
     mla.mla_decode(q, kv, bt, sl, md, None, causal, out=(out, lse), impl=impl)
     _check_against_ref(q, kv, bt, sl, out, lse, None, causal)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("impl", ["wgmma", "wgmma_wc"])
+def test_many_splits_combine(impl):
+    """One request split over ~600 parts: the wide combine stages split weights in passes of 512."""
+    from jitkern.ops import mla
+    g = torch.Generator().manual_seed(13)
+    lens = [40000, 3]
+    q, kv, bt, sl = _make_inputs(lens, 1, 16, gen=g, device="cuda")
+    md = mla.mla_metadata(sl, 1, 16, num_parts=600)
+    out = torch.full((2, 1, 16, 512), float("nan"), dtype=torch.bfloat16, device="cuda")
+    lse = torch.full((2, 16, 1), float("nan"), dtype=torch.float32, device="cuda")
+    mla.mla_decode(q, kv, bt, sl, md, out=(out, lse), impl=impl)
+    assert md.num_splits[0].item() > 512
+    _check_against_ref(q, kv, bt, sl, out, lse)

@@ -5,6 +5,8 @@ import sys
 import pytest
 import torch
 
+from jitkern.ops.mla import IMPLS
+
 
 def run_case(lens=(300, 0, 65, 1000), s_q=2, h_q=32, seed=0, impl="wgmma"):
     from jitkern.ops import mla
@@ -33,8 +35,7 @@ def run_case(lens=(300, 0, 65, 1000), s_q=2, h_q=32, seed=0, impl="wgmma"):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("impl", ["wgmma", "simt", "wgmma_pipe", "wgmma_lazy", "wgmma_pipe_lazy", "wgmma_split",
-                                  "wgmma_split_pipe"])
+@pytest.mark.parametrize("impl", IMPLS)
 def test_smoke(impl):
     err, lerr, same_inf, nan = run_case(impl=impl)
     assert not nan and same_inf and err <= 5e-3 and lerr <= 1e-3, (err, lerr, same_inf, nan)

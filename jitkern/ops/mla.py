@@ -43,19 +43,25 @@ FIXED_OVERHEAD = 5  # a request's fixed cost (Q load, output write, combine) in 
 MAX_HEADS = 128
 MAX_Q_TOKENS = 8
 _DECODE_THREADS = 384
-_SMEM_BYTES = 3 * 73728 + 8192 + 1024 + 64
+_SMEM_BYTES = 3 * 73728 + 8192 + 1024 + 8 * (2 * 9 + 2 + 2)  # kSmemBytes in mla.cuh
 
 _TEMPLATE = "mla/mla.cuh"
-# Tensor-core decode paths: impl name -> kMode bits of mla_decode_kernel (1 pipe, 2 split, 4 lazy;
-# see templates/mla/mla.cuh).
-_DECODE_MODES = {"wgmma": 0, "wgmma_pipe": 1, "wgmma_lazy": 4, "wgmma_pipe_lazy": 5, "wgmma_split": 6,
-                 "wgmma_split_pipe": 7}
-DECODE_SPECS = {k: KernelSpec(_TEMPLATE, f"jitkern::mla::mla_decode_kernel<{m}>", family="mla")
-                for k, m in _DECODE_MODES.items()}
+# Tensor-core decode paths: impl name -> (kMode bits of mla_decode_kernel: 1 pipe, 2 split, 4 lazy,
+# 8 per-chunk barriers, 16 S(j+1) right behind PV(j); see templates/mla/mla.cuh, and the combine kernel: "wide" = one CTA per row).
+_DECODE_MODES = {"wgmma": (0, "narrow"), "wgmma_pipe": (1, "narrow"), "wgmma_lazy": (4, "narrow"),
+                 "wgmma_pipe_lazy": (5, "narrow"), "wgmma_split": (6, "narrow"), "wgmma_split_pipe": (7, "narrow"),
+                 "wgmma_wc": (0, "wide"), "wgmma_chunk": (8, "narrow"), "wgmma_chunk_wc": (8, "wide"),
+                 "wgmma_chunk_lazy_wc": (12, "wide"), "wgmma_ov": (16, "narrow"), "wgmma_ov_wc": (16, "wide"),
+                 "wgmma_chunk_ov": (24, "narrow"), "wgmma_chunk_ov_wc": (24, "wide")}
+_MODE_SPECS = {m: KernelSpec(_TEMPLATE, f"jitkern::mla::mla_decode_kernel<{m}>", family="mla")
+               for m in sorted({m for m, _ in _DECODE_MODES.values()})}
+DECODE_SPECS = {k: _MODE_SPECS[m] for k, (m, _) in _DECODE_MODES.items()}
 DEFAULT_IMPL = "wgmma"
 SPEC_DECODE = DECODE_SPECS[DEFAULT_IMPL]
 SPEC_DECODE_PIPE = DECODE_SPECS["wgmma_pipe"]
-SPEC_COMBINE = KernelSpec(_TEMPLATE, "jitkern::mla::mla_combine_kernel<0>", family="mla")
+SPEC_COMBINE_NARROW = KernelSpec(_TEMPLATE, "jitkern::mla::mla_combine_kernel<0>", family="mla")
+SPEC_COMBINE_WIDE = KernelSpec(_TEMPLATE, "jitkern::mla::mla_combine_wide_kernel<0>", family="mla")
+SPEC_COMBINE = SPEC_COMBINE_WIDE if _DECODE_MODES[DEFAULT_IMPL][1] == "wide" else SPEC_COMBINE_NARROW
 SPEC_DECODE_SIMT = KernelSpec(_TEMPLATE, "jitkern::mla::mla_decode_simt_kernel<0>", family="mla")
 _SIMT_SMEM_BYTES = 2 * 64 * (DIM_QK + 8) * 2
 IMPLS = tuple(_DECODE_MODES) + ("simt",)
@@ -299,7 +305,10 @@ def mla_decode(q: torch.Tensor, kv_cache: torch.Tensor, block_table: torch.Tenso
                                                       smem=_SIMT_SMEM_BYTES)
     cprm = _CombineParams(o.data_ptr(), lse.data_ptr(), out_acc.data_ptr(), lse_acc.data_ptr(), mp("num_splits"),
                           mp("slot_offset"), b, s_q, h_q, rows)
-    get_kernel(SPEC_COMBINE, q.device).launch((-(-rows // 8), b), (256,), [cprm])
+    if impl != "simt" and _DECODE_MODES[impl][1] == "wide":
+        get_kernel(SPEC_COMBINE_WIDE, q.device).launch((rows, b), (128,), [cprm])
+    else:
+        get_kernel(SPEC_COMBINE_NARROW, q.device).launch((-(-rows // 8), b), (256,), [cprm])
     return o, lse
 
 

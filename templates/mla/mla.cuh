@@ -32,7 +32,8 @@ constexpr int kPBytes = kBlockM * kBlockN * 2;
 constexpr int kSmemP = (1 + kStages) * kTileBytes;
 constexpr int kSmemRed = kSmemP + kPBytes;
 constexpr int kSmemBars = kSmemRed + 2 * 2 * kBlockM * 4;
-constexpr int kSmemBytes = kSmemBars + 8 * 8;
+constexpr int kNumBars = kStages * kChunks + kStages + 2;  // full (per chunk), empty, q_full, q_empty
+constexpr int kSmemBytes = kSmemBars + 8 * kNumBars;
 
 // Must match jitkern/ops/mla.py (_DecodeParams). 8-byte fields first: no padding surprises.
 struct DecodeParams {
@@ -212,6 +213,11 @@ __device__ __forceinline__ bool next_segment(const DecodeParams& p, int& g, int 
 //               other warpgroup's 32 token columns go through smem (8 KiB each way). P then
 //               lives in the tile's RoPE chunk (dims 512..575: only S reads it).
 //  4 ("lazy"):  skip the O rescale when no row of the warp changed its max (alpha == 1 exactly).
+//  8 ("chunk"): one full barrier per 64-dim chunk of a KV tile: S starts on chunk 0 while the
+//               rest of the tile still streams in (mode 0 waits for all 72 KiB). Not with 1, 2.
+// 16 ("ov"):    S of tile j+1 is issued right behind PV of tile j (no tensor-core gap for the
+//               PV drain, stage release and S setup); the stage is released once PV retires
+//               (wgmma_wait<1>). Unlike mode 1 it needs tile j+1 no earlier than mode 0. Not with 1, 2.
 template <int kMode>
 __global__ void __launch_bounds__(384, 1)
 mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __grid_constant__ sm90::TmaDescriptor tma_kv,
@@ -224,10 +230,15 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
   float* red_max = reinterpret_cast<float*>(smem + kSmemRed);
   float* red_sum = red_max + 2 * kBlockM;
   uint64_t* bars = reinterpret_cast<uint64_t*>(smem + kSmemBars);
-  uint64_t* full = bars;          // [2] TMA -> consumers
-  uint64_t* empty = bars + 2;     // [2] consumers (8 warps) -> producer
-  uint64_t* q_full = bars + 4;
-  uint64_t* q_empty = bars + 5;
+  // full: [stage * kChunks + chunk] TMA -> consumers; without mode bit 8 only [stage] is used.
+  uint64_t* full = bars;
+  uint64_t* empty = bars + kStages * kChunks;  // [2] consumers (8 warps) -> producer
+  uint64_t* q_full = empty + kStages;
+  uint64_t* q_empty = q_full + 1;
+  constexpr bool kChunkBars = (kMode & 8) != 0;
+  static_assert(!(kChunkBars && (kMode & 3)), "chunk barriers: only the in-order, unpipelined S path");
+  constexpr bool kOverlap = (kMode & 16) != 0;
+  static_assert(!(kOverlap && (kMode & 3)), "overlap: only the in-order, unpipelined S path");
 
   const int mb = blockIdx.x, part = blockIdx.y;
   const int g_begin = p.md_g[part], g_end = p.md_g[part + 1];
@@ -236,7 +247,8 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
   if (threadIdx.x == 0) {
     tma_prefetch_desc(&tma_q);
     tma_prefetch_desc(&tma_kv);
-    for (int s = 0; s < kStages; ++s) { mbar_init(&full[s], 1); mbar_init(&empty[s], 8); }
+    for (int s = 0; s < kStages * kChunks; ++s) mbar_init(&full[s], 1);
+    for (int s = 0; s < kStages; ++s) mbar_init(&empty[s], 8);
     mbar_init(q_full, 1);
     mbar_init(q_empty, 8);
     fence_barrier_init();
@@ -246,7 +258,8 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
   const int wg = threadIdx.x / 128;
   const int lane = threadIdx.x & 31;
   if (wg == 0) {
-    setmaxnreg_dec<40>();
+    // 128 x 48 + 256 x 232 = 64 Ki registers. The per-chunk producer needs the extra 8 (else it spills).
+    setmaxnreg_dec<kChunkBars ? 48 : 40>();
     if (threadIdx.x >= 32) return;
     // Producer warp: lanes fetch 32 block-table entries at a time; lane 0 issues the TMA.
     const int tiles_per_page = p.page_size / kBlockN;
@@ -276,12 +289,21 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
           if (lane == 0) {
             const int s = tile & 1;
             mbar_wait(&empty[s], ((tile >> 1) & 1) ^ 1);
-            mbar_arrive_expect_tx(&full[s], kTileBytes);
             // Page ids outside [0, num_pages) land out of the tensor map's bounds: TMA reads zeros.
             const int row = pg * p.page_size + ((base + t) % tiles_per_page) * kBlockN;
             uint8_t* dst = sK + s * kTileBytes;
+            if constexpr (kChunkBars) {
+#pragma unroll 1
+              for (int c = 0; c < kChunks; ++c) {
+                uint64_t* fb = &full[s * kChunks + c];
+                mbar_arrive_expect_tx(fb, kChunkBytes);
+                tma_load_2d(&tma_kv, fb, dst + c * kChunkBytes, c * 64, row);
+              }
+            } else {
+              mbar_arrive_expect_tx(&full[s], kTileBytes);
 #pragma unroll
-            for (int c = 0; c < kChunks; ++c) tma_load_2d(&tma_kv, &full[s], dst + c * kChunkBytes, c * 64, row);
+              for (int c = 0; c < kChunks; ++c) tma_load_2d(&tma_kv, &full[s], dst + c * kChunkBytes, c * 64, row);
+            }
           }
           ++tile;
         }
@@ -322,7 +344,9 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
     mbar_wait(q_full, seg & 1);
 
     // S[64 x 32] = Q[64 x 576] K[32w..32w+32, 576]^T, issued (and committed), not waited for.
-    auto issue_qk = [&](float (&acc)[kSRegs], const uint8_t* kt) {
+    // chunk_bars: with mode bit 8, this tile's per-chunk full barriers (waited before each chunk's
+    // k-steps; wgmma already issued keep running); `ph` their phase.
+    auto issue_qk = [&](float (&acc)[kSRegs], const uint8_t* kt, uint64_t* chunk_bars = nullptr, int ph = 0) {
 #pragma unroll
       for (int k = 0; k < kSRegs; ++k) fence_operand(acc[k]);
       wgmma_fence();
@@ -338,6 +362,9 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
       } else {
 #pragma unroll
         for (int kk = 0; kk < kChunks * 4; ++kk) {
+          if constexpr (kChunkBars) {
+            if ((kk & 3) == 0) mbar_wait(&chunk_bars[kk >> 2], ph);
+          }
           const uint64_t da = make_smem_desc_k_sw128(sQ + (kk >> 2) * kChunkBytes) + (kk & 3) * 2;
           const uint64_t db = make_smem_desc_k_sw128(kt + (kk >> 2) * kChunkBytes + w * 32 * 128) + (kk & 3) * 2;
           WgmmaQK_N32::mma(da, db, acc, kk > 0 ? 1u : 0u);
@@ -472,12 +499,48 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
       if (lane == 0) mbar_arrive(&empty[s]);
     };
 
-    if constexpr (kPipelined == 0) {
+    if constexpr (kOverlap) {
+      // S(tile t) into sacc: waits for the tile's data (per chunk with mode bit 8), then issues.
+      auto issue_s = [&](int t) {
+        const int st = t & 1;
+        uint8_t* ktn = sK + st * kTileBytes;
+        if constexpr (kChunkBars) {
+          issue_qk(sacc, ktn, &full[st * kChunks], (t >> 1) & 1);
+        } else {
+          mbar_wait(&full[st], (t >> 1) & 1);
+          issue_qk(sacc, ktn);
+        }
+      };
+      issue_s(tile);
       for (int blk = lo; blk < hi; ++blk, ++tile) {
         const int s = tile & 1;
         uint8_t* kt = sK + s * kTileBytes;
-        mbar_wait(&full[s], (tile >> 1) & 1);
-        issue_qk(sacc, kt);
+        wgmma_wait<0>();  // S(blk); PV(blk - 1) retired before
+#pragma unroll
+        for (int k = 0; k < kSRegs; ++k) fence_operand(sacc[k]);
+        const float2 alpha = softmax_p(sacc, blk, kt);
+        rescale_pv(alpha, kt);  // PV(blk) in flight; sacc is free again
+        if (blk + 1 < hi) {
+          issue_s(tile + 1);
+          wgmma_wait<1>();  // groups retire in order: PV(blk) is done, S(blk + 1) may run on
+        } else {
+          wgmma_wait<0>();
+        }
+#pragma unroll
+        for (int k = 0; k < 128; ++k) fence_operand(o[k]);
+        __syncwarp();
+        if (lane == 0) mbar_arrive(&empty[s]);
+      }
+    } else if constexpr (kPipelined == 0) {
+      for (int blk = lo; blk < hi; ++blk, ++tile) {
+        const int s = tile & 1;
+        uint8_t* kt = sK + s * kTileBytes;
+        if constexpr (kChunkBars) {
+          issue_qk(sacc, kt, &full[s * kChunks], (tile >> 1) & 1);
+        } else {
+          mbar_wait(&full[s], (tile >> 1) & 1);
+          issue_qk(sacc, kt);
+        }
         wgmma_wait<0>();
 #pragma unroll
         for (int k = 0; k < kSRegs; ++k) fence_operand(sacc[k]);
@@ -758,6 +821,78 @@ __global__ void __launch_bounds__(256) mla_combine_kernel(const __grid_constant_
     *reinterpret_cast<uint2*>(out + (k * 32 + lane) * 4) = v;
   }
   if (lane == 0) *lse = total;
+}
+
+// ------------------------------------------------------------------------------------------
+// Wide combine: one 128-thread CTA per (query row, request), 4 value dims per thread, so a
+// long request split over many parts (b = 1: 66 splits) is read by 128 CTAs with several
+// independent 2 KiB loads in flight per CTA, instead of 16 CTAs walking the splits one dependent
+// load at a time. Same results and edge cases as mla_combine_kernel (which it replaces when
+// selected): n == 0 -> out 0, lse -inf; a split with lse -inf contributes nothing.
+// ------------------------------------------------------------------------------------------
+constexpr int kWideChunk = 512;  // split weights staged in smem per pass
+
+__device__ __forceinline__ float block128_reduce(float v, float* red, bool is_max) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const float u = __shfl_xor_sync(0xffffffffu, v, o);
+    v = is_max ? fmaxf(v, u) : v + u;
+  }
+  __syncthreads();  // red may still be read by the previous reduction
+  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
+  __syncthreads();
+  return is_max ? fmaxf(fmaxf(red[0], red[1]), fmaxf(red[2], red[3])) : (red[0] + red[1]) + (red[2] + red[3]);
+}
+
+template <int kDummy>
+__global__ void __launch_bounds__(128) mla_combine_wide_kernel(const __grid_constant__ CombineParams p) {
+  __shared__ float wsh[kWideChunk];
+  __shared__ float red[4];
+  const int row = blockIdx.x, req = blockIdx.y, tid = threadIdx.x;
+  const int n = p.md_nsplits[req];
+  if (n == 1) return;  // written by the decode kernel
+  const long long slot0 = n > 1 ? p.md_soff[req] : 0;
+  const float* lse_acc = p.lse_acc + slot0 * p.rows + row;  // split s at lse_acc[s * rows]
+  float mx = -kInf;
+  for (int s = tid; s < n; s += 128) mx = fmaxf(mx, lse_acc[static_cast<long long>(s) * p.rows]);
+  mx = block128_reduce(mx, red, true);
+  float total = -kInf;
+  if (mx != -kInf) {
+    float sum = 0.f;
+    for (int s = tid; s < n; s += 128) sum += __expf(lse_acc[static_cast<long long>(s) * p.rows] - mx);
+    total = mx + __logf(block128_reduce(sum, red, false));
+  }
+  float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+  if (total != -kInf) {
+    const float4* src = reinterpret_cast<const float4*>(p.out_acc + (slot0 * p.rows + row) * kDimV) + tid;
+    const long long split_stride = static_cast<long long>(p.rows) * kDimV / 4;  // float4s
+    for (int base = 0; base < n; base += kWideChunk) {
+      const int m = min(kWideChunk, n - base);
+      __syncthreads();
+      for (int s = tid; s < m; s += 128) {
+        const float ls = lse_acc[static_cast<long long>(base + s) * p.rows];
+        wsh[s] = ls == -kInf ? 0.f : __expf(ls - total);
+      }
+      __syncthreads();
+#pragma unroll 8
+      for (int s = 0; s < m; ++s) {
+        const float wgt = wsh[s];
+        const float4 v = src[(base + s) * split_stride];
+        // A split that saw no key of this row holds 0 (weight 0): select, not multiply, so the
+        // loads stay unconditional (hoistable) and nothing but finite partials is summed.
+        acc.x += wgt != 0.f ? wgt * v.x : 0.f;
+        acc.y += wgt != 0.f ? wgt * v.y : 0.f;
+        acc.z += wgt != 0.f ? wgt * v.z : 0.f;
+        acc.w += wgt != 0.f ? wgt * v.w : 0.f;
+      }
+    }
+  }
+  __nv_bfloat16* out = p.out + (static_cast<long long>(req) * p.rows + row) * kDimV + tid * 4;
+  uint2 v;
+  v.x = sm90::pack_bf16x2(acc.x, acc.y);
+  v.y = sm90::pack_bf16x2(acc.z, acc.w);
+  *reinterpret_cast<uint2*>(out) = v;
+  if (tid == 0) p.lse[static_cast<long long>(req) * p.rows + (row % p.h_q) * p.s_q + row / p.h_q] = total;
 }
 
 }  // namespace mla
