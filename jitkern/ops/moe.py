@@ -85,8 +85,8 @@ def moe_align(topk_ids: torch.Tensor, num_experts: int, alignment: int = M_ALIGN
     tr = torch.cat([token_of_row, token_of_row.new_full((1,), -1)])
     gi[dest] = e.to(torch.int32)
     tr[dest] = (order // k).to(torch.int32)
-    gi[m_cap] = -1
-    tr[m_cap] = -1
+    gi[m_cap:].fill_(-1)  # a slice fill, not a Python-scalar assignment: no host copy in graph capture
+    tr[m_cap:].fill_(-1)
     num_rows = padded.sum().to(torch.int32).reshape(1)
     return MoeLayout(gi[:m_cap], row_of.view(t, k), tr[:m_cap], num_rows, m_cap)
 
