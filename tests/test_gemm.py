@@ -9,7 +9,6 @@ Error bounds (relative Frobenius norm vs float64 of the dequantised inputs):
 """
 import os
 import random
-import shutil
 import subprocess
 
 import pytest
@@ -19,6 +18,7 @@ from hypothesis import given, settings, strategies as st
 from jitkern import heuristics
 from jitkern.reference import gemm as ref
 from jitkern.reference.quant import quant_block, quant_token_group
+from sass_tools import nvdisasm
 
 V3_NK = [(2112, 7168), (24576, 1536), (32768, 512), (7168, 16384), (4096, 7168), (7168, 2048), (576, 7168)]
 
@@ -74,19 +74,6 @@ def test_heuristic_prefers_fewer_waves():
 
 # ----------------------------------------------------------------------------- CPU: compile
 
-def _nvdisasm():
-    p = shutil.which("nvdisasm")
-    if p:
-        return p
-    try:
-        import nvidia
-        for root in nvidia.__path__:
-            cand = os.path.join(root, "cu13", "bin", "nvdisasm")
-            if os.path.exists(cand):
-                return cand
-    except ImportError:
-        pass
-    return None
 
 
 COMPILE_CASES = [("fp8", 4096, 7168, 7168, None), ("fp8", 64, 2112, 7168, None), ("bf16", 4096, 7168, 2048, None),
@@ -104,7 +91,7 @@ def test_compiles_for_sm90a_without_spills(kind, m, n, k, cfg, cache_dir, tmp_pa
     assert status == "compiled"
     p = entry.meta["ptxas"]
     assert p.get("spill_stores", 0) == 0 and p.get("spill_loads", 0) == 0 and p.get("stack_frame", 0) == 0, p
-    nd = _nvdisasm()
+    nd = nvdisasm()
     if nd is None:
         return  # SASS check below needs nvdisasm; the no-spill check above still ran
     cub = tmp_path / "k.cubin"

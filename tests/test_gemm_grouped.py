@@ -5,8 +5,6 @@ validation. GPU (`-m gpu`): per-group error vs float64 <= 2e-3 (bf16 output roun
 ~1.7e-3, see test_gemm.py), padding rows zero (contiguous), rows past masked_m untouched (masked).
 """
 import os
-import random
-import shutil
 import subprocess
 
 import pytest
@@ -16,6 +14,7 @@ from hypothesis import given, settings, strategies as st
 from jitkern import heuristics
 from jitkern.reference import gemm as ref
 from jitkern.reference.quant import quant_block, quant_token_group
+from sass_tools import nvdisasm
 
 NK = [(4096, 7168), (7168, 2048), (576, 512), (2112, 1536), (256, 256)]
 
@@ -58,19 +57,6 @@ def test_grouped_refs_match_dense_ref():
     assert torch.isnan(dm[0, 3:]).all() and torch.isnan(dm[1]).all()
 
 
-def _nvdisasm():
-    p = shutil.which("nvdisasm")
-    if p:
-        return p
-    try:
-        import nvidia
-        for root in nvidia.__path__:
-            cand = os.path.join(root, "cu13", "bin", "nvdisasm")
-            if os.path.exists(cand):
-                return cand
-    except ImportError:
-        pass
-    return None
 
 
 @pytest.mark.parametrize("kind", ["fp8", "bf16"])
@@ -84,7 +70,7 @@ def test_grouped_kernels_compile(kind, mode, cache_dir, tmp_path):
     entry, status = compile_spec(gemm_spec(kind, 7168, 2048, cfg, group_mode=mode), "sm_90a")
     p = entry.meta["ptxas"]
     assert p.get("spill_stores", 0) == 0 and p.get("stack_frame", 0) == 0, p
-    nd = _nvdisasm()
+    nd = nvdisasm()
     if nd is None:
         return
     cub = tmp_path / "k.cubin"

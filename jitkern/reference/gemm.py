@@ -7,20 +7,18 @@ from __future__ import annotations
 
 import torch
 
-GROUP = 128
+from .quant import dequant_block, dequant_token_group
+
 
 
 def dequant_rows(q: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
     """(q [M, K] e4m3, scales [M, ceil(K/128)]) -> float64 [M, K]."""
-    k = q.shape[1]
-    return q.double() * scales.double().repeat_interleave(GROUP, dim=1)[:, :k]
+    return dequant_token_group(q, scales, torch.float64)
 
 
 def dequant_blocks(q: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
     """(q [N, K] e4m3, scales [ceil(N/128), ceil(K/128)]) -> float64 [N, K]."""
-    n, k = q.shape
-    s = scales.double().repeat_interleave(GROUP, 0).repeat_interleave(GROUP, 1)[:n, :k]
-    return q.double() * s
+    return dequant_block(q, scales, torch.float64)
 
 
 def gemm_fp8_nt_ref(a, b, c=None) -> torch.Tensor:

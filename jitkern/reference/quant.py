@@ -73,14 +73,14 @@ def quant_block(x: torch.Tensor, round_pow2: bool = False):
     return _cast(xf, sx, bad), s
 
 
-def dequant_token_group(q: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
-    """(q [M, K] e4m3, scales [M, ceil(K/128)]) -> fp32 [M, K]."""
+def dequant_token_group(q: torch.Tensor, scales: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
+    """(q [M, K] e4m3, scales [M, ceil(K/128)]) -> [M, K] in ``dtype`` (fp32 or fp64)."""
     k = q.shape[1]
-    return q.float() * scales.float().repeat_interleave(GROUP, dim=1)[:, :k]
+    return q.to(dtype) * scales.to(dtype).repeat_interleave(GROUP, dim=1)[:, :k]
 
 
-def dequant_block(q: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
-    """(q [N, K] e4m3, scales [ceil(N/128), ceil(K/128)]) -> fp32 [N, K]."""
+def dequant_block(q: torch.Tensor, scales: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
+    """(q [N, K] e4m3, scales [ceil(N/128), ceil(K/128)]) -> [N, K] in ``dtype`` (fp32 or fp64)."""
     n, k = q.shape
-    s = scales.float().repeat_interleave(GROUP, 0).repeat_interleave(GROUP, 1)[:n, :k]
-    return q.float() * s
+    s = scales.to(dtype).repeat_interleave(GROUP, 0).repeat_interleave(GROUP, 1)[:n, :k]
+    return q.to(dtype) * s
