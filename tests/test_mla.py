@@ -354,12 +354,12 @@ def test_both_impls_match_reference(impl, lens, s_q, h_q, causal):
 @pytest.mark.gpu
 @pytest.mark.parametrize("impl", ["wgmma", "wgmma_wc"])
 def test_many_splits_combine(impl):
-    """One request split over ~600 parts: the wide combine stages split weights in passes of 512."""
+    """One request split over ~626 parts: the wide combine stages split weights in passes of 512."""
     from jitkern.ops import mla
     g = torch.Generator().manual_seed(13)
     lens = [40000, 3]
     q, kv, bt, sl = _make_inputs(lens, 1, 16, gen=g, device="cuda")
-    md = mla.mla_metadata(sl, 1, 16, num_parts=600)
+    md = mla.mla_metadata(sl, 1, 16, num_parts=1200)  # ~1 tile per part: ~626 splits
     out = torch.full((2, 1, 16, 512), float("nan"), dtype=torch.bfloat16, device="cuda")
     lse = torch.full((2, 16, 1), float("nan"), dtype=torch.float32, device="cuda")
     mla.mla_decode(q, kv, bt, sl, md, out=(out, lse), impl=impl)

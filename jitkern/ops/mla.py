@@ -225,9 +225,11 @@ def mla_decode(q: torch.Tensor, kv_cache: torch.Tensor, block_table: torch.Tenso
 
     See the module docstring for shapes, dtypes, layouts and edge cases. softmax_scale defaults
     to 576 ** -0.5. ``out``: None, an ``out`` tensor [b, s_q, h_q, 512] bf16 contiguous, or a
-    pair ``(out, lse)`` with lse [b, h_q, s_q] fp32 contiguous. ``impl``: "wgmma" (default;
-    ``$JITKERN_MLA_IMPL`` overrides), "wgmma_pipe" (next tile's S overlapped with this tile's
-    softmax; experimental, not yet run on a GPU) or "simt" (no tensor cores: a slow cross-check).
+    pair ``(out, lse)`` with lse [b, h_q, s_q] fp32 contiguous. ``impl``: one of ``IMPLS``;
+    None = "wgmma" (``$JITKERN_MLA_IMPL`` overrides), the fastest verified path on the H100.
+    "simt" uses no tensor cores (a slow cross-check). The other names select experimental decode
+    modes of the same kernel and the wide combine (``*_wc``); templates/mla/NOTES.md has their
+    measured speed and verification status (all give the same math contract).
     """
     impl = impl or os.environ.get("JITKERN_MLA_IMPL", DEFAULT_IMPL)
     if impl not in IMPLS:

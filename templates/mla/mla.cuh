@@ -257,9 +257,13 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
 
   const int wg = threadIdx.x / 128;
   const int lane = threadIdx.x & 31;
+  // setmaxnreg moves registers inside the CTA's launch allocation (384 x 168): consumers can only
+  // grow by what the producer gave back, else setmaxnreg.inc blocks forever (measured: a
+  // 48-register producer hung every CTA).
+  constexpr int kProducerRegs = 40, kConsumerRegs = 232;
+  static_assert(128 * kProducerRegs + 256 * kConsumerRegs <= 384 * 168, "setmaxnreg over the CTA's registers");
   if (wg == 0) {
-    // 128 x 48 + 256 x 232 = 64 Ki registers. The per-chunk producer needs the extra 8 (else it spills).
-    setmaxnreg_dec<kChunkBars ? 48 : 40>();
+    setmaxnreg_dec<kProducerRegs>();
     if (threadIdx.x >= 32) return;
     // Producer warp: lanes fetch 32 block-table entries at a time; lane 0 issues the TMA.
     const int tiles_per_page = p.page_size / kBlockN;
@@ -313,7 +317,7 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
   }
 
   // ---------------------------------------------------------------- consumers
-  setmaxnreg_inc<232>();
+  setmaxnreg_inc<kConsumerRegs>();
   const int w = wg - 1;                    // 0/1: tokens [32w, 32w+32) of S, dims [256w, 256w+256) of O
   const int tid = threadIdx.x - 128 * wg;  // 0..127 within the warpgroup
   const int r0 = (tid >> 5) * 16 + (lane >> 2);  // this thread's two rows: r0, r0 + 8
