@@ -57,6 +57,10 @@ _MODE_SPECS = {m: KernelSpec(_TEMPLATE, f"jitkern::mla::mla_decode_kernel<{m}>",
                for m in sorted({m for m, _ in _DECODE_MODES.values()})}
 DECODE_SPECS = {k: _MODE_SPECS[m] for k, (m, _) in _DECODE_MODES.items()}
 DEFAULT_IMPL = "wgmma"
+# Few requests: many KV parts per request, so the wide combine pays (H100, b=1, s_k=32768, h_q=128:
+# 42.3 us against 53.5 us for "wgmma"; at b >= 32 it was 2-10% slower). Measured at b=1 only, so
+# the switch stays at b <= SMALL_BATCH.
+SMALL_BATCH, SMALL_BATCH_IMPL = 2, "wgmma_chunk_wc"
 SPEC_DECODE = DECODE_SPECS[DEFAULT_IMPL]
 SPEC_DECODE_PIPE = DECODE_SPECS["wgmma_pipe"]
 SPEC_COMBINE_NARROW = KernelSpec(_TEMPLATE, "jitkern::mla::mla_combine_kernel<0>", family="mla")
@@ -226,12 +230,15 @@ def mla_decode(q: torch.Tensor, kv_cache: torch.Tensor, block_table: torch.Tenso
     See the module docstring for shapes, dtypes, layouts and edge cases. softmax_scale defaults
     to 576 ** -0.5. ``out``: None, an ``out`` tensor [b, s_q, h_q, 512] bf16 contiguous, or a
     pair ``(out, lse)`` with lse [b, h_q, s_q] fp32 contiguous. ``impl``: one of ``IMPLS``;
-    None = "wgmma" (``$JITKERN_MLA_IMPL`` overrides), the fastest verified path on the H100.
+    None = ``SMALL_BATCH_IMPL`` for b <= ``SMALL_BATCH`` else "wgmma" (``$JITKERN_MLA_IMPL``
+    overrides): the fastest verified paths on the H100.
     "simt" uses no tensor cores (a slow cross-check). The other names select experimental decode
     modes of the same kernel and the wide combine (``*_wc``); templates/mla/NOTES.md has their
     measured speed and verification status (all give the same math contract).
     """
-    impl = impl or os.environ.get("JITKERN_MLA_IMPL", DEFAULT_IMPL)
+    if impl is None:
+        small = isinstance(q, torch.Tensor) and q.dim() == 4 and q.shape[0] <= SMALL_BATCH
+        impl = os.environ.get("JITKERN_MLA_IMPL", SMALL_BATCH_IMPL if small else DEFAULT_IMPL)
     if impl not in IMPLS:
         raise ValueError(f"impl: expected one of {IMPLS}, got {impl!r}")
     check_tensor("q", q, dtype=torch.bfloat16, ndim=4, contiguous=True, align_bytes=16)
@@ -324,4 +331,5 @@ def mla_check_errors(metadata: MLAMetadata):
 
 def warmup_specs(entries, target) -> list:
     """MLA uses three kernels whatever the shape (h_q, s_q, page size are runtime values)."""
-    return [SPEC_METADATA, SPEC_DECODE, SPEC_COMBINE]  # the SIMT cross-check compiles on first use
+    return [SPEC_METADATA, SPEC_DECODE, SPEC_COMBINE, DECODE_SPECS[SMALL_BATCH_IMPL],
+            SPEC_COMBINE_WIDE]  # the SIMT cross-check and experimental modes compile on first use
