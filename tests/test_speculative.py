@@ -1,5 +1,6 @@
 """Speculative verification: reference math and compile checks (CPU); kernels against the
 reference bit for bit (greedy) and in distribution (sampled) on the GPU."""
+import contextlib
 import math
 
 import pytest
@@ -78,6 +79,13 @@ def test_sampled_reference_distribution_properties(V, k, temp, seed):
 def test_configs():
     for rows in (1, 8, 128, 512, 1024, 5000):
         for V in (2, 7, 1000, 129280, 152064):
+            s, c, grid = ops.greedy_stream_config(rows, V, 132)
+            assert c % 8 == 0 and (s - 1) * c < V <= s * c and 1 <= grid <= min(rows * s, 132 * ops.STREAM_MIN_BLOCKS)
+    # the measured bench shapes fill the resident slots in whole waves
+    assert ops.greedy_stream_config(512, 129280, 132)[0] == 2
+    assert ops.greedy_stream_config(1024, 129280, 132)[0] == 1
+    for rows in (1, 8, 128, 512, 1024, 5000):
+        for V in (2, 7, 1000, 129280, 152064):
             s, c = ops.greedy_config(rows, V, 132)
             assert c % 8 == 0 and (s - 1) * c < V <= s * c
     assert ops.sampled_config(129280, 2) == (8, 16160)
@@ -99,6 +107,7 @@ def _all_specs():
         for vec in (True, False):
             specs.append(ops.greedy_spec(dt, torch.int64, torch.int32, vec))
             specs.append(ops.sampled_spec(dt, torch.int64, torch.int32, vec))
+        specs.append(ops.greedy_stream_spec(dt, torch.int64, torch.int32))
         specs.append(ops.select_spec(dt))
         specs.append(ops.tree_greedy_spec(dt, torch.int64, torch.int32, True))
         for r in (64, 128, 256):
@@ -119,6 +128,16 @@ def test_compile_sm90a_no_spills():
 # GPU
 # ---------------------------------------------------------------------------------------------
 
+@contextlib.contextmanager
+def _greedy_kernel(name):
+    saved = ops.GREEDY_KERNEL
+    ops.GREEDY_KERNEL = name
+    try:
+        yield
+    finally:
+        ops.GREEDY_KERNEL = saved
+
+
 V_CHOICES = [2, 3, 7, 8, 31, 1000, 4097, 32000, 129280, 152064]
 
 
@@ -126,8 +145,8 @@ V_CHOICES = [2, 3, 7, 8, 31, 1000, 4097, 32000, 129280, 152064]
 @settings(max_examples=60)
 @given(ks=st.lists(st.integers(0, 16), min_size=1, max_size=9), V=st.sampled_from(V_CHOICES),
        dtype=st.sampled_from([torch.bfloat16, torch.float32]), ties=st.booleans(), misalign=st.booleans(),
-       tok32=st.booleans(), seed=st.integers(0, 2**31))
-def test_greedy_matches_torch_argmax(ks, V, dtype, ties, misalign, tok32, seed):
+       tok32=st.booleans(), kern=st.sampled_from(["stream", "split"]), seed=st.integers(0, 2**31))
+def test_greedy_matches_torch_argmax(ks, V, dtype, ties, misalign, tok32, kern, seed):
     logits, drafts, cu = _ragged(ks, V, dtype=torch.float32, seed=seed, levels=4 if ties else None)
     logits = logits.to(dtype).cuda()
     if misalign:  # row stride not a multiple of 16 bytes and an odd base offset: scalar path
@@ -137,9 +156,29 @@ def test_greedy_matches_torch_argmax(ks, V, dtype, ties, misalign, tok32, seed):
     drafts, cu = drafts.cuda(), cu.cuda()
     if tok32:
         drafts = drafts.int()
-    acc, out = ops.verify_greedy(logits, drafts, cu, max_num_draft=16, out=_poison(len(ks), 17))
+    with _greedy_kernel(kern):
+        acc, out = ops.verify_greedy(logits, drafts, cu, max_num_draft=16, out=_poison(len(ks), 17))
     racc, rout = ref.verify_greedy(logits, drafts, cu, max_num_draft=16)
     assert torch.equal(acc.cpu(), racc) and torch.equal(out.cpu(), rout)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("b,k", [(64, 7), (256, 3), (700, 1)])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_greedy_stream_many_tiles(b, k, dtype):
+    """More tiles than resident CTAs (each CTA walks several tiles and may finish several requests)."""
+    V = 129280 if dtype == torch.bfloat16 else 32000
+    g = torch.Generator(device="cuda").manual_seed(b * 31 + k)
+    logits = torch.randint(0, 50, (b * (k + 1), V), device="cuda", generator=g).to(dtype)  # many ties
+    am = logits.view(b, k + 1, V)[:, :k].argmax(-1).reshape(-1)
+    drafts = torch.where(torch.rand(b * k, device="cuda", generator=g) < 0.8, am, (am + 1) % V)
+    cu = torch.arange(b + 1, device="cuda", dtype=torch.int64) * k
+    racc, rout = ref.verify_greedy(logits, drafts, cu, max_num_draft=k)
+    for kern in ("stream", "split"):
+        with _greedy_kernel(kern):
+            for _ in range(2):  # second call checks the counters were left zeroed
+                acc, out = ops.verify_greedy(logits, drafts, cu, max_num_draft=k, out=_poison(b, k + 1))
+                assert torch.equal(acc.cpu(), racc) and torch.equal(out.cpu(), rout), kern
 
 
 @pytest.mark.gpu
@@ -158,9 +197,11 @@ def test_greedy_special_values_and_bounds():
     logits[5, 6] = float("inf")
     for dt in (torch.float32, torch.bfloat16):
         x = logits.to(dt)
-        acc, out = ops.verify_greedy(x, drafts.cuda(), cu.cuda(), max_num_draft=5)
         racc, rout = ref.verify_greedy(x, drafts, cu, max_num_draft=5)
-        assert torch.equal(acc.cpu(), racc) and torch.equal(out.cpu(), rout)
+        for kern in ("stream", "split"):
+            with _greedy_kernel(kern):
+                acc, out = ops.verify_greedy(x, drafts.cuda(), cu.cuda(), max_num_draft=5)
+            assert torch.equal(acc.cpu(), racc) and torch.equal(out.cpu(), rout), kern
     # max_num_draft smaller than a request's k: that request is flagged with -1
     acc, out = ops.verify_greedy(logits, drafts.cuda(), cu.cuda(), max_num_draft=4)
     assert acc[2].item() == -1 and torch.all(out[2] == -1) and acc[1].item() >= 0

@@ -11,7 +11,9 @@ pytestmark = pytest.mark.gpu
 
 @pytest.mark.parametrize("V", [3, 4100, 129280])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
-def test_small_greedy(V, dtype):
+@pytest.mark.parametrize("kern", ["stream", "split"])
+def test_small_greedy(V, dtype, kern, monkeypatch):
+    monkeypatch.setattr(ops, "GREEDY_KERNEL", kern)
     g = torch.Generator(device="cuda").manual_seed(V)
     ks = [2, 0, 5]
     cu = torch.tensor([0, 2, 2, 7], dtype=torch.int32, device="cuda")

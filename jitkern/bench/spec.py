@@ -56,10 +56,25 @@ def run(args) -> list[dict]:
             us, _ = _time(lambda i: ops.verify_greedy(logits[i], drafts[i], cu, max_num_draft=k), rot)
             tus, how = _time(lambda i: ref.torch_verify_greedy(logits[i].view(b, k + 1, V), drafts[i].view(b, k)), rot)
             floor = lbytes / (gbps * 1e3)
-            recs.append({"kind": "greedy", "b": b, "k": k, "V": V, "us": us, "floor_us": floor,
+            recs.append({"kind": f"greedy ({ops.GREEDY_KERNEL}, default)", "b": b, "k": k, "V": V, "us": us, "floor_us": floor,
                          "pct_floor": 100 * floor / us, "gbps": lbytes / us / 1e3, "torch_us": tus,
                          "torch_timing": how, "speedup": tus / us, "matches_torch": ok, "rotate": rot})
+            # the other greedy kernels on the same inputs (old "split" kernel, stream unroll/occupancy variants)
+            saved = ops.GREEDY_KERNEL, ops.STREAM_UNROLL, ops.STREAM_MIN_BLOCKS
+            variants = [("split", 8, 4)] + [("stream", u, mb) for u, mb in [(8, 4), (16, 2), (4, 4)]]
+            for name, unroll, mb in variants:
+                if (name, unroll, mb) == saved or (name == "split" and saved[0] == "split"):
+                    continue
+                ops.GREEDY_KERNEL, ops.STREAM_UNROLL, ops.STREAM_MIN_BLOCKS = name, unroll, mb
+                a2, o2 = ops.verify_greedy(logits[0], drafts[0], cu, max_num_draft=k)
+                us2, _ = _time(lambda i: ops.verify_greedy(logits[i], drafts[i], cu, max_num_draft=k), rot)
+                label = "greedy split (old)" if name == "split" else f"greedy stream u{unroll} mb{mb}"
+                recs.append({"kind": label, "b": b, "k": k, "V": V, "us": us2, "floor_us": floor,
+                             "pct_floor": 100 * floor / us2, "gbps": lbytes / us2 / 1e3,
+                             "matches_torch": torch.equal(a2, acc) and torch.equal(o2, out)})
+            ops.GREEDY_KERNEL, ops.STREAM_UNROLL, ops.STREAM_MIN_BLOCKS = saved
             if getattr(args, "sweep", False):
+                saved_kernel, ops.GREEDY_KERNEL = ops.GREEDY_KERNEL, "split"
                 saved = ops.GREEDY_UNROLL, ops.GREEDY_MAX_CHUNK
                 for unroll, mc in [(4, 4096), (4, 16384), (8, 16384), (8, 32768), (4, 65536), (8, 1 << 30)]:
                     ops.GREEDY_UNROLL, ops.GREEDY_MAX_CHUNK = unroll, mc
@@ -69,6 +84,7 @@ def run(args) -> list[dict]:
                                  "floor_us": floor, "pct_floor": 100 * floor / us2, "gbps": lbytes / us2 / 1e3,
                                  "matches_torch": torch.equal(a2, acc) and torch.equal(o2, out)})
                 ops.GREEDY_UNROLL, ops.GREEDY_MAX_CHUNK = saved
+                ops.GREEDY_KERNEL = saved_kernel
         if "tree" in kinds:
             # the chain as a tree (k + 1 nodes per request): same bytes as greedy
             par = torch.arange(-1, k, device="cuda", dtype=torch.int32).repeat(b)

@@ -73,6 +73,18 @@ def greedy_spec(logit_dtype, tok_dtype, cu_dtype, vec: bool) -> KernelSpec:
                       f"{str(vec).lower()}, {GREEDY_THREADS}, {GREEDY_UNROLL}>", family="spec")
 
 
+# Streaming greedy kernel (default): kUnroll 16-byte loads per thread in flight, kMinBlocks CTAs
+# per SM (caps registers at 64/thread so the grid is one wave of resident CTAs walking tiles).
+GREEDY_KERNEL = "stream"  # "stream" or "split" (the first kernel: one CTA per (row, chunk) tile)
+STREAM_THREADS, STREAM_UNROLL, STREAM_MIN_BLOCKS = 256, 8, 4
+
+
+def greedy_stream_spec(logit_dtype, tok_dtype, cu_dtype) -> KernelSpec:
+    return KernelSpec("spec/greedy.cuh",
+                      f"jitkern::verify_greedy_stream<{_CTYPE[logit_dtype]}, {_CTYPE[tok_dtype]}, {_CTYPE[cu_dtype]}, "
+                      f"{STREAM_THREADS}, {STREAM_UNROLL}, {STREAM_MIN_BLOCKS}>", family="spec")
+
+
 def sampled_spec(logit_dtype, tok_dtype, cu_dtype, vec: bool) -> KernelSpec:
     return KernelSpec("spec/sampled.cuh",
                       f"jitkern::verify_sampled<{_CTYPE[logit_dtype]}, {_CTYPE[tok_dtype]}, {_CTYPE[cu_dtype]}, "
@@ -153,6 +165,28 @@ def greedy_config(rows: int, V: int, num_sms: int, max_chunk: int | None = None)
     return splits, chunk
 
 
+def greedy_stream_config(rows: int, V: int, num_sms: int, min_blocks: int | None = None):
+    """(splits, chunk, grid) for the streaming kernel: splits per row so that the tile count
+    ``rows * splits`` fills the ``num_sms * min_blocks`` resident CTA slots in whole waves (>= 93%
+    of the last wave used) with chunks of at least 2048 elements; grid = min(tiles, slots).
+    Chunks are multiples of 8 elements (16-byte vectors for bf16 and fp32)."""
+    slots = num_sms * (min_blocks or STREAM_MIN_BLOCKS)
+    max_splits = max(1, -(-V // 2048))
+    lo = max(1, min(max_splits, -(-slots // max(rows, 1))))
+    pick, pick_eff = lo, -1.0
+    for s in range(lo, min(max_splits, lo + 64) + 1):
+        tiles = rows * s
+        eff = tiles / (-(-tiles // slots) * slots)
+        if eff > pick_eff + 1e-9:
+            pick, pick_eff = s, eff
+        if eff >= 0.93:
+            break
+    chunk = -(-V // pick)
+    chunk = -(-chunk // 8) * 8
+    splits = -(-V // chunk)
+    return splits, chunk, min(rows * splits, slots)
+
+
 def verify_greedy(target_logits: torch.Tensor, draft_tokens: torch.Tensor, cu_num_draft: torch.Tensor,
                   max_num_draft: int | None = None, out=None):
     """Greedy verification: request i accepts the longest draft prefix equal to the target's
@@ -168,10 +202,20 @@ def verify_greedy(target_logits: torch.Tensor, draft_tokens: torch.Tensor, cu_nu
     accepted, out = _outputs(b, max_num_draft, dev, out)
     if b == 0:
         return accepted, out
-    splits, chunk = greedy_config(rows, V, _num_sms(dev.index if dev.index is not None else torch.cuda.current_device()))
-    partial = torch.empty(rows * splits, dtype=torch.int64, device=dev)
+    nsm = _num_sms(dev.index if dev.index is not None else torch.cuda.current_device())
     counters = _counters(dev, b)
     vec = _aligned16(target_logits)
+    if GREEDY_KERNEL == "stream" and vec:
+        splits, chunk, grid = greedy_stream_config(rows, V, nsm)
+        partial = torch.empty(rows * splits, dtype=torch.int64, device=dev)
+        kern = get_kernel(greedy_stream_spec(target_logits.dtype, draft_tokens.dtype, cu_num_draft.dtype), dev)
+        kern.launch((grid,), (STREAM_THREADS,),
+                    [target_logits, ctypes.c_int64(target_logits.stride(0)), ctypes.c_int32(V), ctypes.c_int32(chunk),
+                     ctypes.c_int32(splits), ctypes.c_int32(rows * splits), draft_tokens, cu_num_draft,
+                     ctypes.c_int32(b), partial, counters, accepted, out, ctypes.c_int32(max_num_draft + 1)])
+        return accepted, out
+    splits, chunk = greedy_config(rows, V, nsm)
+    partial = torch.empty(rows * splits, dtype=torch.int64, device=dev)
     kern = get_kernel(greedy_spec(target_logits.dtype, draft_tokens.dtype, cu_num_draft.dtype, vec), dev)
     kern.launch((rows * splits,), (GREEDY_THREADS,),
                 [target_logits, ctypes.c_int64(target_logits.stride(0)), ctypes.c_int32(V), ctypes.c_int32(chunk),
@@ -401,7 +445,7 @@ def warmup_specs(entries, target) -> list:
         cu = getattr(torch, e.get("cu_dtype", "int32"))
         for kind in e.get("kinds", ["greedy", "sampled", "tree_greedy", "select"]):
             if kind == "greedy":
-                specs.append(greedy_spec(dt, tk, cu, True))
+                specs.append(greedy_stream_spec(dt, tk, cu) if GREEDY_KERNEL == "stream" else greedy_spec(dt, tk, cu, True))
             elif kind == "sampled":
                 specs.append(sampled_spec(dt, tk, cu, True))
             elif kind == "tree_greedy":

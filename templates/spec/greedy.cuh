@@ -159,6 +159,144 @@ __global__ void __launch_bounds__(kThreads) verify_greedy(
   }
 }
 
+namespace spec {
+
+// Max of one 16-byte vector, NaN-propagating. bf16: packed bf16x2 max (HMNMX2.NAN, one
+// instruction per two elements) so the streaming loop stays far below the memory roofline.
+__device__ __forceinline__ float vec_max(const uint4& u, const __nv_bfloat16*) {
+  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&u);
+  const __nv_bfloat162 m = __hmax2_nan(__hmax2_nan(h[0], h[1]), __hmax2_nan(h[2], h[3]));
+  return nanmax(__low2float(m), __high2float(m));
+}
+__device__ __forceinline__ float vec_max(const uint4& u, const float*) {
+  return nanmax(nanmax(__uint_as_float(u.x), __uint_as_float(u.y)), nanmax(__uint_as_float(u.z), __uint_as_float(u.w)));
+}
+
+// Streaming per-thread argmax of one chunk (16-byte aligned start, chunk a multiple of the vector
+// width except at the row end). All kUnroll loads of a pass are issued before any reduction; the
+// thread keeps only (max, first vector holding it, that vector) so there is no re-read and no
+// divergent branch in the loop; the element inside the winning vector is located once at the end.
+// Vectors a thread sees come in increasing index order, so "strictly better" keeps the lowest.
+template <typename T, int kThreads, int kUnroll>
+__device__ __forceinline__ void chunk_argmax_stream(const T* __restrict__ row, int c0, int c1, float& best, int& bidx) {
+  constexpr int N = Vec<T>::n;
+  const int nvec = (c1 - c0) / N;
+  const uint4* p = reinterpret_cast<const uint4*>(row + c0);
+  float bm = 0.0f;
+  int bvi = -1;
+  uint4 bu = make_uint4(0u, 0u, 0u, 0u);
+  int base = threadIdx.x;
+  for (; base + (kUnroll - 1) * kThreads < nvec; base += kThreads * kUnroll) {
+    uint4 u[kUnroll];
+#pragma unroll
+    for (int r = 0; r < kUnroll; ++r) u[r] = __ldcs(p + base + r * kThreads);
+#pragma unroll
+    for (int r = 0; r < kUnroll; ++r) {
+      const float m = vec_max(u[r], (const T*)nullptr);
+      if (bvi < 0 || better(m, bm)) { bm = m; bvi = base + r * kThreads; bu = u[r]; }
+    }
+  }
+  {  // last partial pass: fewer than kUnroll vectors left for this thread
+    uint4 u[kUnroll];
+#pragma unroll
+    for (int r = 0; r < kUnroll; ++r)
+      if (base + r * kThreads < nvec) u[r] = __ldcs(p + base + r * kThreads);
+#pragma unroll
+    for (int r = 0; r < kUnroll; ++r) {
+      if (base + r * kThreads < nvec) {
+        const float m = vec_max(u[r], (const T*)nullptr);
+        if (bvi < 0 || better(m, bm)) { bm = m; bvi = base + r * kThreads; bu = u[r]; }
+      }
+    }
+  }
+  if (bvi >= 0) {
+    float v[N];
+    unpack(bu, (const T*)nullptr, v);
+    int e0 = N - 1;
+#pragma unroll
+    for (int e = N - 1; e >= 0; --e) {
+      const bool hit = (v[e] == bm) || (bm != bm && v[e] != v[e]);
+      if (hit) e0 = e;
+    }
+    best = v[e0];
+    bidx = c0 + bvi * N + e0;
+  }
+  // Row-end tail (row length not a multiple of the vector width): indices above every vector's.
+  for (int i = c0 + nvec * N + threadIdx.x; i < c1; i += kThreads) {
+    const float v = (float)row[i];
+    if (bidx < 0 || better(v, best)) { best = v; bidx = i; }
+  }
+}
+
+}  // namespace spec
+
+// Streaming greedy verification (default). Same arguments, outputs and arrival protocol as
+// verify_greedy, plus `tiles` = rows * splits: the grid is sized to the resident CTA count and each
+// CTA walks tiles (row, chunk) with a grid stride, so a launch is about one wave of long-lived CTAs
+// each keeping kUnroll 16-byte loads per thread in flight. Requires 16-byte aligned rows and a
+// chunk that is a multiple of the vector width (the host falls back to verify_greedy otherwise).
+template <typename T, typename TokT, typename CuT, int kThreads, int kUnroll, int kMinBlocks>
+__global__ void __launch_bounds__(kThreads, kMinBlocks) verify_greedy_stream(
+    const T* __restrict__ logits, int64_t ld, int V, int chunk, int splits, int tiles, const TokT* __restrict__ draft,
+    const CuT* __restrict__ cu, int b, uint64_t* __restrict__ partial, int* __restrict__ counters,
+    int* __restrict__ accepted, int* __restrict__ out, int out_cols) {
+  __shared__ uint64_t red[kThreads / 32];
+  __shared__ int s_req, s_flag, s_acc, s_bonus;
+  __shared__ int s_am[kThreads / 32];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  constexpr int kWarps = kThreads / 32;
+  for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+    const int row = tile / splits, split = tile - row * splits;
+    const int c0 = split * chunk, c1 = min(V, c0 + chunk);
+    __syncthreads();  // every thread has read the previous tile's s_req / s_acc / s_bonus
+    if (threadIdx.x < 32) {
+      const int r = spec::find_request_warp(cu, b, row);
+      if (threadIdx.x == 0) s_req = r;
+    }
+    float best = 0.0f;
+    int bidx = -1;
+    spec::chunk_argmax_stream<T, kThreads, kUnroll>(logits + (int64_t)row * ld, c0, c1, best, bidx);
+    const uint64_t key = spec::block_max_u64<kThreads>(spec::argmax_key(best, bidx), red);
+    if (threadIdx.x == 0) partial[tile] = key;
+    const int req = s_req;  // visible: block_max_u64 synchronised after the write
+    const int d0 = (int)cu[req], k = (int)cu[req + 1] - d0, r0 = d0 + req;
+    if (!spec::arrive_last(counters + req, (k + 1) * splits, &s_flag)) continue;
+
+    if (threadIdx.x == 0) { s_acc = -1; s_bonus = -1; }
+    for (int j0 = 0; j0 <= k; j0 += kWarps) {
+      __syncthreads();
+      if (s_acc >= 0) break;
+      const int j = j0 + warp;
+      if (j <= k) {
+        uint64_t m = 0;
+        for (int s = lane; s < splits; s += 32) m = spec::u64max(m, __ldcg(partial + (int64_t)(r0 + j) * splits + s));
+#pragma unroll
+        for (int o = 16; o; o >>= 1) m = spec::u64max(m, __shfl_xor_sync(0xffffffffu, m, o));
+        if (lane == 0) s_am[warp] = spec::key_index(m);
+      }
+      __syncthreads();
+      if (threadIdx.x == 0) {
+        for (int w = 0; w < kWarps && j0 + w <= k; ++w) {
+          const int jj = j0 + w;
+          if (jj == k || (int)draft[d0 + jj] != s_am[w]) { s_acc = jj; s_bonus = s_am[w]; break; }
+        }
+      }
+    }
+    __syncthreads();
+    const int acc = s_acc, bonus = s_bonus;
+    const bool fits = k < out_cols;
+    for (int c = threadIdx.x; c < out_cols; c += kThreads) {
+      int t = -1;
+      if (fits) t = c < acc ? (int)draft[d0 + c] : (c == acc ? bonus : -1);
+      out[(int64_t)req * out_cols + c] = t;
+    }
+    if (threadIdx.x == 0) {
+      accepted[req] = fits ? acc : -1;
+      counters[req] = 0;
+    }
+  }
+}
+
 // Greedy verification of token trees (Eagle-style). Request i owns nodes [cu[i], cu[i+1]), one
 // logits row each, node 0 of a request is the root (its token is ignored) and parents[node] is
 // the parent's index relative to the request's first node (-1 for the root). From the root,
