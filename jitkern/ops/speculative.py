@@ -75,6 +75,9 @@ def greedy_spec(logit_dtype, tok_dtype, cu_dtype, vec: bool) -> KernelSpec:
 
 # Streaming greedy kernel (default): kUnroll 16-byte loads per thread in flight, kMinBlocks CTAs
 # per SM (caps registers at 64/thread so the grid is one wave of resident CTAs walking tiles).
+# Measured on H100 (bench spec, V=129280 bf16, copy 2979 GB/s), stream vs split: b=1 k=7 6.40 vs
+# 7.00 us; b=16 k=7 19.6 vs 24.1 us; b=64 k=7 51.2 vs 69.1 us (86.8% vs 64.3% of the read floor);
+# b=256 k=3 92.0 vs 132.0 us (96.6% vs 67.3%). Both bit-exact in the same GPU test run.
 GREEDY_KERNEL = "stream"  # "stream" or "split" (the first kernel: one CTA per (row, chunk) tile)
 STREAM_THREADS, STREAM_UNROLL, STREAM_MIN_BLOCKS = 256, 8, 4
 
