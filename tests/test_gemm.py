@@ -2,8 +2,9 @@
 validation on the CPU; correctness against float64 on a Hopper GPU (`-m gpu`).
 
 Error bounds (relative Frobenius norm vs float64 of the dequantised inputs):
-  * bf16 output: 2e-3. Rounding the exact result to bf16 alone gives ~1.66e-3 for random data
-    (half-ulp of an 8-bit significand, measured); fp32 accumulation adds < 1e-4.
+  * bf16 output: 2e-3, or the bf16 rounding of the exact result itself + 5e-4 where that is larger
+    (`reference.gemm.bf16_output_bound`). Rounding alone gives ~1.66e-3 on average for random data
+    but spreads to ~2.4e-3 on a 64-element output (seen on the GPU: M=1, N=64, K=128 at 2.03e-3).
   * fp32 output (c given): 5e-4. What remains is fp32 accumulation over K and the tensor cores'
     reduced-precision fp8 accumulation inside one 128-wide K block (~2^-14 relative per block).
 """
@@ -43,6 +44,17 @@ def test_reference_matches_naive_loop():
     assert abs(d[i, j].item() - want) <= 1e-9 * max(1.0, abs(want))
     c = torch.randn(m, n)
     assert torch.allclose(ref.gemm_fp8_nt_ref((qa, sa), (qb, sb), c), d + c.double())
+
+
+def test_bf16_output_bound():
+    g = torch.Generator().manual_seed(1)
+    big = torch.randn(256, 256, generator=g, dtype=torch.float64) * 10
+    assert ref.bf16_output_bound(big) == 2e-3  # rounding concentrates at ~1.6e-3 on a large output
+    small = torch.randn(1, 64, generator=g, dtype=torch.float64) * 10
+    bound = ref.bf16_output_bound(small)
+    assert 2e-3 <= bound <= ref.rel_err(small.bfloat16(), small) + 5e-4 + 1e-12
+    assert ref.rel_err(small.bfloat16(), small) <= bound  # a correctly rounded result passes
+    assert ref.rel_err((small * 1.004).bfloat16(), small) > bound  # a 0.4% error does not
 
 
 def test_rel_err_flags_nan():
@@ -142,7 +154,7 @@ def _check_fp8(m, n, k, seed, scale_a=1.0, scale_b=1.0, accum=False, raw_sa=Fals
     assert got.data_ptr() == out.data_ptr()
     want = ref.gemm_fp8_nt_ref(a, b, c)
     err = ref.rel_err(got, want)
-    assert err <= (5e-4 if accum else 2e-3), (m, n, k, err)
+    assert err <= (5e-4 if accum else ref.bf16_output_bound(want)), (m, n, k, err)
 
 
 def _check_bf16(m, n, k, seed, accum=False, config=None):
@@ -156,7 +168,7 @@ def _check_bf16(m, n, k, seed, accum=False, config=None):
     got = gemm_bf16_nt(a, b, out=out, c=c, config=config)
     want = ref.gemm_bf16_nt_ref(a, b, c)
     err = ref.rel_err(got, want)
-    assert err <= (5e-4 if accum else 2e-3), (m, n, k, err)
+    assert err <= (5e-4 if accum else ref.bf16_output_bound(want)), (m, n, k, err)
 
 
 def _nk():
@@ -267,7 +279,8 @@ def test_cuda_graph_capture():
         gemm_fp8_nt(a, b, out=out)
     g.replay()
     torch.cuda.synchronize()
-    assert ref.rel_err(out, ref.gemm_fp8_nt_ref(a, b)) <= 2e-3
+    want = ref.gemm_fp8_nt_ref(a, b)
+    assert ref.rel_err(out, want) <= ref.bf16_output_bound(want)
 
 
 def test_hopper_helpers_compile(cache_dir):

@@ -1,8 +1,9 @@
 """Grouped (MoE) GEMMs on the dense GEMM kernel: contiguous and masked layouts, FP8 and BF16.
 
 CPU: reference self-consistency, compile for sm_90a (no spills, tensor-core instructions),
-validation. GPU (`-m gpu`): per-group error vs float64 <= 2e-3 (bf16 output rounding alone is
-~1.7e-3, see test_gemm.py), padding rows zero (contiguous), rows past masked_m untouched (masked).
+validation. GPU (`-m gpu`): per-group error vs float64 <= 2e-3 or the group's own bf16 rounding
++ 5e-4 where larger (`reference.gemm.bf16_output_bound`, see test_gemm.py), padding rows zero
+(contiguous), rows past masked_m untouched (masked).
 """
 import os
 import subprocess
@@ -118,7 +119,7 @@ def _contiguous_case(kind, counts, n, k, seed):
     for i, (c, r) in enumerate(zip(counts, rows)):
         if c:
             err = ref.rel_err(out[off:off + c], want[off:off + c])
-            assert err <= 2e-3, (i, c, n, k, err)
+            assert err <= ref.bf16_output_bound(want[off:off + c]), (i, c, n, k, err)
             assert (out[off + c:off + r] == 0).all(), "padding rows must be zero"
         off += r
 
@@ -147,7 +148,7 @@ def _masked_case(kind, masked, max_m, n, k, seed, expected_m=None):
         c = max(0, min(c, max_m))
         if c:
             err = ref.rel_err(out[i, :c], want[i, :c])
-            assert err <= 2e-3, (i, c, n, k, err)
+            assert err <= ref.bf16_output_bound(want[i, :c]), (i, c, n, k, err)
         assert torch.isnan(out[i, c:].float()).all(), "rows past masked_m must stay untouched"
 
 
@@ -194,5 +195,5 @@ def test_grouped_masked_graph_capture():
     want = ref.grouped_masked_ref(a, b, mm)
     for i, c in enumerate([5, 128, 0, 3]):
         if c:
-            assert ref.rel_err(out[i, :c], want[i, :c]) <= 2e-3
+            assert ref.rel_err(out[i, :c], want[i, :c]) <= ref.bf16_output_bound(want[i, :c])
         assert torch.isnan(out[i, c:].float()).all()

@@ -45,6 +45,20 @@ def rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
     return num / den if den else num
 
 
+def bf16_output_bound(ref: torch.Tensor, kernel_err: float = 5e-4, floor: float = 2e-3) -> float:
+    """Bound on ||bf16 kernel output - ref|| / ||ref|| for an exact float64 `ref`.
+
+    Rounding the exact result to bf16 (8-bit significand) costs ~1.6e-3 on average for random
+    data, but on a small output (say 64 elements) that figure spreads up to ~2.4e-3 (measured over
+    20k draws). By the triangle inequality the kernel's error is at most the rounding of the
+    exact result plus its own arithmetic error (`kernel_err`: what the fp32-output path is held
+    to), so the bound is max(floor, rounding of `ref` itself + kernel_err): `floor` (the issue's
+    2e-3) wherever rounding concentrates at its mean, never less strict than that.
+    """
+    r = ref.double()
+    return max(floor, rel_err(r.to(torch.bfloat16), r) + kernel_err)
+
+
 def _grouped_b(b, fp8: bool) -> torch.Tensor:
     """B [G, N, K] (+ scales [G, ceil(N/128), ceil(K/128)] when fp8) -> float64 [G, N, K]."""
     if fp8:
