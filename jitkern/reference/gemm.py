@@ -45,18 +45,21 @@ def rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
     return num / den if den else num
 
 
-def bf16_output_bound(ref: torch.Tensor, kernel_err: float = 5e-4, floor: float = 2e-3) -> float:
+def bf16_output_bound(ref: torch.Tensor, kernel_err: float = 5e-4, bound: float = 2e-3,
+                      concentrated: int = 4096) -> float:
     """Bound on ||bf16 kernel output - ref|| / ||ref|| for an exact float64 `ref`.
 
-    Rounding the exact result to bf16 (8-bit significand) costs ~1.6e-3 on average for random
-    data, but on a small output (say 64 elements) that figure spreads up to ~2.4e-3 (measured over
-    20k draws). By the triangle inequality the kernel's error is at most the rounding of the
-    exact result plus its own arithmetic error (`kernel_err`: what the fp32-output path is held
-    to), so the bound is max(floor, rounding of `ref` itself + kernel_err): `floor` (the issue's
-    2e-3) wherever rounding concentrates at its mean, never less strict than that.
+    Rounding the exact result to bf16 (8-bit significand) costs ~1.66e-3 on random data. On an
+    output of >= `concentrated` elements that figure stays within 1.74e-3 (max of 3000 draws of
+    4096), so the issue's `bound` (2e-3) applies as written. On a small output it spreads (up to
+    2.44e-3 over 3000 draws of 64 elements), and the bound becomes what the triangle inequality
+    gives: the bf16 rounding of `ref` itself plus the kernel's own arithmetic error `kernel_err`
+    (the fp32-output path's bound), never less than `bound`.
     """
+    if ref.numel() >= concentrated:
+        return bound
     r = ref.double()
-    return max(floor, rel_err(r.to(torch.bfloat16), r) + kernel_err)
+    return max(bound, rel_err(r.to(torch.bfloat16), r) + kernel_err)
 
 
 def _grouped_b(b, fp8: bool) -> torch.Tensor:
