@@ -1,9 +1,9 @@
 """Grouped (MoE) GEMMs on the dense GEMM kernel: contiguous and masked layouts, FP8 and BF16.
 
 CPU: reference self-consistency, compile for sm_90a (no spills, tensor-core instructions),
-validation. GPU (`-m gpu`): per-group error vs float64 <= 2e-3 (under 4096 elements: the group's
-own bf16 rounding + 5e-4 where larger (`reference.gemm.bf16_output_bound`, see test_gemm.py)), padding rows zero
-(contiguous), rows past masked_m untouched (masked).
+validation. GPU (`-m gpu`): per-group error vs float64 <= `reference.gemm.bf16_output_bound`
+(2e-3; under 4096 elements, the group's own bf16 rounding + 5e-4 where larger: see test_gemm.py),
+padding rows zero (contiguous), rows past masked_m untouched (masked).
 """
 import os
 import subprocess
