@@ -289,3 +289,14 @@ def test_hopper_helpers_compile(cache_dir):
     from jitkern.runtime import KernelSpec, compile_spec
     entry, status = compile_spec(KernelSpec("gemm/hopper_smoke.cuh", "jitkern::hopper_smoke", family="gemm"), "sm_90a")
     assert status == "compiled" and entry.cubin
+
+
+def test_wgmma_header_is_generated():
+    """templates/common/wgmma.cuh is scripts/gen_wgmma.py's output, byte for byte."""
+    import importlib.util
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("gen_wgmma", root / "scripts" / "gen_wgmma.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    assert (root / "templates" / "common" / "wgmma.cuh").read_text() == gen.generate()

@@ -14,7 +14,7 @@
 #pragma once
 #include <cuda_bf16.h>
 #include "common/hopper.cuh"
-#include "gemm/wgmma.cuh"
+#include "common/wgmma.cuh"
 
 namespace jitkern {
 namespace gemm {

@@ -13,7 +13,7 @@
 #pragma once
 #include <cuda_bf16.h>
 #include "common/hopper.cuh"
-#include "mla/wgmma.cuh"
+#include "common/wgmma.cuh"
 
 namespace jitkern {
 namespace mla {
@@ -361,7 +361,7 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
           const int k = w * kChunks * 2 + kk;
           const uint64_t da = make_smem_desc_k_sw128(sQ + (k >> 2) * kChunkBytes) + (k & 3) * 2;
           const uint64_t db = make_smem_desc_k_sw128(kt + (k >> 2) * kChunkBytes) + (k & 3) * 2;
-          WgmmaQK_N64::mma(da, db, acc, kk > 0 ? 1u : 0u);
+          WgmmaBf16<64>::mma(da, db, acc, kk > 0 ? 1u : 0u);
         }
       } else {
 #pragma unroll
@@ -371,7 +371,7 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
           }
           const uint64_t da = make_smem_desc_k_sw128(sQ + (kk >> 2) * kChunkBytes) + (kk & 3) * 2;
           const uint64_t db = make_smem_desc_k_sw128(kt + (kk >> 2) * kChunkBytes + w * 32 * 128) + (kk & 3) * 2;
-          WgmmaQK_N32::mma(da, db, acc, kk > 0 ? 1u : 0u);
+          WgmmaBf16<32>::mma(da, db, acc, kk > 0 ? 1u : 0u);
         }
       }
       wgmma_commit();
@@ -490,7 +490,7 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
         // V: 16 tokens x 256 dims, MN-major: 64-dim chunks LBO = 8 KiB apart, 8-token groups SBO = 1 KiB.
         const uint64_t db = make_smem_desc(kt + (w * 4) * kChunkBytes + kk * 16 * 128, SmemSwizzle::k128B,
                                            kChunkBytes, 1024);
-        WgmmaPV_N256_TransB::mma(da, db, o, 1u);
+        WgmmaBf16<256, true>::mma(da, db, o, 1u);
       }
       wgmma_commit();
     };
