@@ -166,17 +166,7 @@ def _max_active_clusters(kern, threads, smem, cluster, num_sms) -> int:
     key = (kern.function, threads, smem, cluster)
     v = _MAX_CLUSTERS.get(key)
     if v is None:
-        v = num_sms // cluster
-        try:
-            from cuda.bindings import driver
-            kern._ensure_smem(smem)
-            lc = kern._cluster_config((cluster * (num_sms // cluster), 1, 1), (threads, 1, 1), smem, (cluster, 1, 1))
-            err, n = driver.cuOccupancyMaxActiveClusters(kern.function, lc)
-            if err == driver.CUresult.CUDA_SUCCESS and int(n) > 0:
-                v = min(v, int(n))
-        except Exception:  # the query is an optimisation; fall back to the SM count
-            pass
-        _MAX_CLUSTERS[key] = v
+        v = _MAX_CLUSTERS[key] = min(num_sms // cluster, kern.max_active_clusters((threads, 1, 1), smem, (cluster, 1, 1)))
     return v
 
 

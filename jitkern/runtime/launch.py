@@ -63,52 +63,76 @@ def _libcuda():
 
 
 class _ParamBuffer(threading.local):
+    """This thread's kernel-parameter storage: 8-byte slots, typed views of them, and the fixed
+    ``void*[]`` of slot addresses the driver reads (one ``c_void_p`` made once, not per launch)."""
+
     def __init__(self):
         self.slots = (ctypes.c_uint64 * _MAX_ARGS)()
         base = ctypes.addressof(self.slots)
+        self.i32 = (ctypes.c_int32 * (2 * _MAX_ARGS)).from_address(base)  # low half of slot i: [2 i]
+        self.f32 = (ctypes.c_float * (2 * _MAX_ARGS)).from_address(base)
+        self.f64 = (ctypes.c_double * _MAX_ARGS).from_address(base)
         self.slot_addr = [base + _SLOT * i for i in range(_MAX_ARGS)]
         self.ptrs = (ctypes.c_void_p * _MAX_ARGS)(*self.slot_addr)  # slot i's address, fixed
         self.ptrs_addr = ctypes.addressof(self.ptrs)
+        self.ptrs_arg = ctypes.c_void_p(self.ptrs_addr)
 
 
 _params = _ParamBuffer()
-# ctypes scalar type -> struct code filling one 8-byte slot (the kernel reads the low bytes).
-_SCALAR_FMT = {ctypes.c_int32: "q", ctypes.c_int64: "q", ctypes.c_uint32: "Q", ctypes.c_uint64: "Q",
-               ctypes.c_int16: "q", ctypes.c_uint16: "Q", ctypes.c_int8: "q", ctypes.c_uint8: "Q",
-               ctypes.c_bool: "Q", ctypes.c_float: "f4x", ctypes.c_double: "d", ctypes.c_void_p: "Q"}
-_pack_into = struct.pack_into
+_U64 = (1 << 64) - 1
+# How an argument type fills its slot (the kernel reads the parameter's size in low bytes):
+# tensor pointer, integer (two's complement in 64 bits), fp32, fp64, or by address (a struct /
+# CUtensorMap passed by value from its own storage). Filled per type on first sight.
+_TENSOR, _INT, _F32, _F64, _BYVAL, _TMAP = range(6)
+_KIND = {ctypes.c_int32: _INT, ctypes.c_int64: _INT, ctypes.c_uint32: _INT, ctypes.c_uint64: _INT,
+         ctypes.c_int16: _INT, ctypes.c_uint16: _INT, ctypes.c_int8: _INT, ctypes.c_uint8: _INT,
+         ctypes.c_bool: _INT, ctypes.c_void_p: _INT, ctypes.c_float: _F32, ctypes.c_double: _F64}
+
+
+def _kind_of(a, i: int) -> int:
+    """Classify an argument type not seen before (and remember it); TypeError if unsupported."""
+    import torch
+    if isinstance(a, torch.Tensor):
+        k = _TENSOR
+    elif isinstance(a, ctypes.Structure):
+        k = _BYVAL
+    elif hasattr(a, "getPtr"):
+        k = _TMAP
+    else:
+        raise TypeError(f"kernel argument {i}: expected a torch.Tensor, a ctypes scalar or a "
+                        f"CUtensorMap, got {type(a).__name__} (wrap Python numbers in ctypes)")
+    _KIND[type(a)] = k
+    return k
 
 
 def pack_args(args):
     """Fill this thread's parameter buffer from ``args``; return the ``void**`` address (and the
     objects it points into). Valid until the next call on this thread: the driver copies
-    parameters at launch."""
-    import torch
+    parameters at launch. Writes each slot directly (no format string, no per-call struct
+    packing): this is on every launch's host path."""
     n = len(args)
     if n > _MAX_ARGS:
         raise ValueError(f"args: at most {_MAX_ARGS} kernel arguments, got {n}")
     p = _params
-    fmt, vals, maps = [], [], None
-    for i, a in enumerate(args):
-        f = _SCALAR_FMT.get(type(a))
-        if f is not None:
-            fmt.append(f)
-            vals.append(a.value or 0)
-        elif isinstance(a, torch.Tensor):
-            fmt.append("Q")
-            vals.append(a.data_ptr())
-        elif isinstance(a, ctypes.Structure):  # a parameter struct, passed by value from its storage
-            fmt.append("8x")
+    slots = p.slots
+    maps = None
+    i = 0
+    for a in args:
+        k = _KIND.get(type(a))
+        if k is None:
+            k = _kind_of(a, i)
+        if k == _TENSOR:
+            slots[i] = a.data_ptr()
+        elif k == _INT:
+            slots[i] = (a.value or 0) & _U64
+        elif k == _F32:
+            p.f32[2 * i] = a.value
+        elif k == _F64:
+            p.f64[i] = a.value
+        else:  # passed by value from the object's own storage
             maps = maps or []
-            maps.append((i, ctypes.addressof(a)))
-        elif hasattr(a, "getPtr"):  # CUtensorMap: passed by value from its own 128-byte storage
-            fmt.append("8x")
-            maps = maps or []
-            maps.append((i, a.getPtr()))
-        else:
-            raise TypeError(f"kernel argument {i}: expected a torch.Tensor, a ctypes scalar or a "
-                            f"CUtensorMap, got {type(a).__name__} (wrap Python numbers in ctypes)")
-    _pack_into("<" + "".join(fmt), p.slots, 0, *vals)
+            maps.append((i, ctypes.addressof(a) if k == _BYVAL else a.getPtr()))
+        i += 1
     if maps is None:
         return p.ptrs_addr, None
     ptrs = (ctypes.c_void_p * n)(*p.slot_addr[:n])
@@ -117,10 +141,36 @@ def pack_args(args):
     return ctypes.addressof(ptrs), (ptrs, args)
 
 
+_raw_stream_fn = None
+
+
 def _current_stream(index: int) -> int:
-    import torch
-    raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
-    return raw(index) if raw is not None else torch.cuda.current_stream(index).cuda_stream
+    """torch's current raw ``cudaStream_t`` on device ``index`` (the C accessor, resolved once:
+    ``torch.cuda.current_stream()`` builds a Python Stream object per call)."""
+    global _raw_stream_fn
+    if _raw_stream_fn is None:
+        import torch
+        raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+        _raw_stream_fn = raw if raw is not None else (lambda i: torch.cuda.current_stream(i).cuda_stream)
+    return _raw_stream_fn(index)
+
+
+_stream_args: dict = {}
+
+
+def _stream_arg(stream: int):
+    """A cached ``c_void_p`` for a raw stream handle (ctypes objects cost ~0.2 us each to make)."""
+    a = _stream_args.get(stream)
+    if a is None:
+        if len(_stream_args) > 256:  # bounded: handles are few in practice
+            _stream_args.clear()
+        a = _stream_args[stream] = ctypes.c_void_p(stream)
+    return a
+
+
+def _dim3(d):
+    n = len(d)
+    return (d[0], d[1] if n > 1 else 1, d[2] if n > 2 else 1)
 
 
 class Kernel:
@@ -166,6 +216,22 @@ class Kernel:
         if err:
             cudadrv.check(err, f"launching {self.name} grid={tuple(grid)} block={tuple(block)} "
                                f"smem={smem} cluster={cluster}")
+
+    def max_active_clusters(self, block, smem: int, cluster) -> int:
+        """How many clusters of ``cluster`` CTAs (``block`` threads, ``smem`` bytes of dynamic shared
+        memory each) the device holds at once (``cuOccupancyMaxActiveClusters``): a persistent grid
+        must stay within it, since GPCs whose free SMs do not pair up host fewer than SMs / size."""
+        if smem > 48 * 1024 and smem > self._smem_limit_set:
+            self._ensure_smem(smem)
+        cl = tuple((tuple(cluster) + (1, 1))[:3])
+        size = cl[0] * cl[1] * cl[2]
+        cfg = self._cluster_config((size, 1, 1), tuple((tuple(block) + (1, 1))[:3]), smem, cl)
+        lib = cudadrv.lib()
+        fn = lib.cuOccupancyMaxActiveClusters
+        fn.argtypes = [ctypes.POINTER(ctypes.c_int), ctypes.c_void_p, ctypes.POINTER(_LaunchConfig)]
+        n = ctypes.c_int(0)
+        cudadrv.check(fn(ctypes.byref(n), self._fptr, cfg[0]), f"cluster occupancy of {self.name}")
+        return n.value
 
     def _cluster_config(self, grid, block, smem, cluster):
         key = (grid, block, smem, cluster)
