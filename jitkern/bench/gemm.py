@@ -45,8 +45,10 @@ def sweep_configs(kind: str, m: int, n: int, k: int, num_sms: int = 132):
                 continue
             st = H.gemm_max_stages(kind, bm, bn)
             out.append(H.GemmConfig(bm, bn, st, 16, num_sms))
-            if m > 256:
+            if m > 256:  # large M is L2-bound on 128-row tiles: a CTA pair multicasts one operand
                 out.append(H.GemmConfig(bm, bn, st, 16, num_sms, 2, 1))
+                if -(-n // bn) >= 2:
+                    out.append(H.GemmConfig(bm, bn, st, 16, num_sms, 1, 2))
             elif -(-n // bn) >= 2:
                 out.append(H.GemmConfig(bm, bn, st, 16, num_sms, 1, 2))
     base = H.heuristic_gemm_config(kind, m, n, k, num_sms)
