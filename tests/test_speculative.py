@@ -110,8 +110,6 @@ def _all_specs():
         specs.append(ops.greedy_stream_spec(dt, torch.int64, torch.int32))
         specs.append(ops.select_spec(dt))
         specs.append(ops.tree_greedy_spec(dt, torch.int64, torch.int32, True))
-        for r in (64, 128, 256):
-            specs.append(ops.markov_spec(dt, torch.int64, r))
     specs.append(ops.greedy_spec(torch.bfloat16, torch.int32, torch.int64, True))
     return specs
 
@@ -459,79 +457,4 @@ def test_tree_greedy_random_trees(sizes, V, ties, dtype, seed):
 # DSpark helpers
 # ---------------------------------------------------------------------------------------------
 
-def _markov_inputs(b, k, V, r, dtype, seed, integer):
-    g = torch.Generator().manual_seed(seed)
-    if integer:  # small integers: every summation order is exact, and ties are frequent
-        base = torch.randint(-4, 5, (b, k, V), generator=g).float()
-        w_in = torch.randint(-2, 3, (V, r), generator=g).float()
-        w_out = torch.randint(-2, 3, (V, r), generator=g).float()
-    else:
-        base = torch.randn(b, k, V, generator=g) * 2
-        w_in = torch.randn(V, r, generator=g) * 0.3
-        w_out = torch.randn(V, r, generator=g) * 0.3
-    prev = torch.randint(0, V, (b,), generator=g)
-    return (base.to(dtype).cuda(), prev.cuda(), w_in.to(torch.bfloat16).cuda(), w_out.to(torch.bfloat16).cuda())
-
-
-def test_markov_reference_integer_exact():
-    g = torch.Generator().manual_seed(0)
-    base = torch.randint(-4, 5, (2, 3, 16), generator=g).float()
-    w_in = torch.randint(-2, 3, (16, 64), generator=g).float()
-    w_out = torch.randint(-2, 3, (16, 64), generator=g).float()
-    prev = torch.tensor([3, 9])
-    out = ref.markov_draft_greedy(base, prev, w_in, w_out)
-    p = prev.clone()
-    for t in range(3):  # float64 recomputation agrees (integer data: exact)
-        lg = base[:, t].double() + w_in[p].double() @ w_out.double().t()
-        p = lg.argmax(-1)
-        assert torch.equal(out[:, t].long(), p)
-
-
-@pytest.mark.gpu
-@settings(max_examples=25)
-@given(b=st.integers(1, 20), k=st.integers(1, 8), V=st.sampled_from([64, 1000, 4099, 129280]),
-       r=st.sampled_from([64, 128, 256]), dtype=st.sampled_from([torch.bfloat16, torch.float32]),
-       seed=st.integers(0, 2**31))
-def test_markov_greedy_bit_exact_integer_data(b, k, V, r, dtype, seed):
-    base, prev, w_in, w_out = _markov_inputs(b, k, V, r, dtype, seed, integer=True)
-    got = ops.markov_draft(base, prev, w_in, w_out, 0.0)
-    assert torch.equal(got, ref.markov_draft_greedy(base, prev, w_in, w_out))
-    assert torch.equal(ops.markov_draft(base, prev, w_in, w_out, 0.0), got)  # counters reset
-
-
-@pytest.mark.gpu
-@settings(max_examples=10)
-@given(b=st.integers(1, 40), k=st.integers(1, 8), V=st.sampled_from([1000, 129280]), seed=st.integers(0, 2**31))
-def test_markov_greedy_real_valued_picks_a_maximum(b, k, V, seed):
-    """Real-valued data: the kernel's fp32 dot order differs from torch's, so check its own path:
-    each token is (within fp32 rounding of) the maximum of the logits its prefix produces."""
-    base, prev, w_in, w_out = _markov_inputs(b, k, V, 128, torch.float32, seed, integer=False)
-    got = ops.markov_draft(base, prev, w_in, w_out, 0.0)
-    pv = torch.cat([prev.view(b, 1), got[:, :-1].long()], 1)
-    lg = base.double() + w_in[pv].double() @ w_out.double().t()
-    chosen = lg.gather(2, got.long().unsqueeze(2)).squeeze(2)
-    assert torch.all(lg.max(-1).values - chosen <= 1e-4 * (1 + lg.abs().max(-1).values))
-
-
-@pytest.mark.gpu
-def test_markov_sampled_distribution():
-    V, r, k, b, T = 8, 64, 2, 20000, 0.8
-    base, prev, w_in, w_out = _markov_inputs(1, k, V, r, torch.float32, 5, integer=False)
-    base, prev = base.expand(b, k, V).contiguous(), prev.expand(b).contiguous()
-    draws = [ops.markov_draft(base, prev, w_in, w_out, T, seed=s) for s in range(50)]
-    assert torch.equal(draws[0], ops.markov_draft(base, prev, w_in, w_out, T, seed=0))  # deterministic
-    toks = torch.cat(draws).long().cpu()
-    N = toks.shape[0]
-    p0 = ref.markov_step_probs(base[:1].cpu(), torch.zeros(1, k, dtype=torch.long), prev[:1].cpu(),
-                               w_in.cpu(), w_out.cpu(), T)[0, 0]
-    pval, stat, df = _chi2_pvalue(torch.bincount(toks[:, 0], minlength=V), p0 * N)
-    assert pval > 1e-3, (pval, stat, df)
-    _assert_detects_1pct_bias(p0 * N)
-    # joint of the first two positions: p0(y0) * p1(y1 | prev = y0)
-    joint = torch.zeros(V, V, dtype=torch.float64)
-    for y0 in range(V):
-        pt = torch.tensor([[y0, 0]])
-        p1 = ref.markov_step_probs(base[:1].cpu(), pt, prev[:1].cpu(), w_in.cpu(), w_out.cpu(), T)[0, 1]
-        joint[y0] = p0[y0] * p1
-    pval, stat, df = _chi2_pvalue(torch.bincount(toks[:, 0] * V + toks[:, 1], minlength=V * V), joint.reshape(-1) * N)
-    assert pval > 1e-3, (pval, stat, df)
+# Markov draft head: tests/test_speculative_markov.py

@@ -80,6 +80,7 @@ def greedy_spec(logit_dtype, tok_dtype, cu_dtype, vec: bool) -> KernelSpec:
 # b=256 k=3 92.0 vs 132.0 us (96.6% vs 67.3%). Both bit-exact in the same GPU test run.
 GREEDY_KERNEL = "stream"  # "stream" or "split" (the first kernel: one CTA per (row, chunk) tile)
 STREAM_THREADS, STREAM_UNROLL, STREAM_MIN_BLOCKS = 256, 8, 4
+STREAM_MIN_SPLITS = 1  # smaller tiles (more splits per row) shorten the tail of the last wave
 
 
 def greedy_stream_spec(logit_dtype, tok_dtype, cu_dtype) -> KernelSpec:
@@ -103,12 +104,31 @@ def tree_greedy_spec(logit_dtype, tok_dtype, cu_dtype, vec: bool) -> KernelSpec:
                       f"{str(vec).lower()}, {GREEDY_THREADS}, {GREEDY_UNROLL}, {TREE_MAX_NODES}>", family="spec")
 
 
-MARKOV_THREADS = 512
+MARKOV_THREADS = 256
 
 
-def markov_spec(base_dtype, tok_dtype, rank: int) -> KernelSpec:
-    return KernelSpec("spec/markov.cuh", f"jitkern::markov_draft<{_CTYPE[base_dtype]}, {_CTYPE[tok_dtype]}, {rank}, "
-                      f"{MARKOV_THREADS}>", family="spec")
+def markov_mtiles(b: int, rank: int) -> int:
+    """m16 request tiles per pass over the vocabulary (requests per pass = 16 * this): the
+    fewest that hold the batch, at most 4 (at most 2 for r = 256, whose 4-tile kernel spills);
+    larger batches take several passes."""
+    cap = 2 if rank == 256 else 4
+    return min(cap, 1 if b <= 16 else (2 if b <= 32 else 4))
+
+
+def markov_spec(base_dtype, tok_dtype, rank: int, sampled: bool = False, mtiles: int = 4,
+                vec: bool = True) -> KernelSpec:
+    return KernelSpec("spec/markov.cuh",
+                      f"jitkern::markov_draft<{_CTYPE[base_dtype]}, {_CTYPE[tok_dtype]}, {rank}, {mtiles}, "
+                      f"{str(sampled).lower()}, {str(vec).lower()}>", family="spec")
+
+
+def markov_smem_bytes(base_bytes: int, rank: int, mtiles: int, b: int) -> int:
+    """Dynamic shared memory of markov_draft (mirrors the kernel's layout): h [16*mtiles][rank+8]
+    bf16, per-warp double-buffered base tiles [8][2][16*mtiles][block rows (+pad)], prev [b] int32."""
+    br = 32 if rank <= 128 else 16
+    brs = br + (4 if base_bytes == 4 and br == 32 else 0)
+    bp = 16 * mtiles
+    return bp * (rank + 8) * 2 + 8 * 2 * bp * brs * base_bytes + 4 * b
 
 
 def select_spec(dtype) -> KernelSpec:
@@ -168,14 +188,16 @@ def greedy_config(rows: int, V: int, num_sms: int, max_chunk: int | None = None)
     return splits, chunk
 
 
-def greedy_stream_config(rows: int, V: int, num_sms: int, min_blocks: int | None = None):
-    """(splits, chunk, grid) for the streaming kernel: splits per row so that the tile count
-    ``rows * splits`` fills the ``num_sms * min_blocks`` resident CTA slots in whole waves (>= 93%
-    of the last wave used) with chunks of at least 2048 elements; grid = min(tiles, slots).
-    Chunks are multiples of 8 elements (16-byte vectors for bf16 and fp32)."""
+def greedy_stream_config(rows: int, V: int, num_sms: int, min_blocks: int | None = None,
+                         min_splits: int | None = None):
+    """(splits, chunk, grid) for the streaming kernel: splits per row (at least ``min_splits``,
+    default STREAM_MIN_SPLITS) so that the tile count ``rows * splits`` fills the
+    ``num_sms * min_blocks`` resident CTA slots in whole waves (>= 93% of the last wave used) with
+    chunks of at least 2048 elements; grid = min(tiles, slots). Chunks are multiples of 8
+    elements (16-byte vectors for bf16 and fp32)."""
     slots = num_sms * (min_blocks or STREAM_MIN_BLOCKS)
     max_splits = max(1, -(-V // 2048))
-    lo = max(1, min(max_splits, -(-slots // max(rows, 1))))
+    lo = max(1, min(max_splits, max(min_splits or STREAM_MIN_SPLITS, -(-slots // max(rows, 1)))))
     pick, pick_eff = lo, -1.0
     for s in range(lo, min(max_splits, lo + 64) + 1):
         tiles = rows * s
@@ -368,20 +390,28 @@ def verify_tree_greedy(target_logits: torch.Tensor, tree_tokens: torch.Tensor, t
 
 
 def markov_draft(base_logits: torch.Tensor, first_prev: torch.Tensor, w_in: torch.Tensor, w_out: torch.Tensor,
-                 temperature: float = 0.0, seed: int = 0) -> torch.Tensor:
+                 temperature: float = 0.0, seed: int = 0, out: torch.Tensor | None = None) -> torch.Tensor:
     """DSpark's sequential low-rank Markov draft head, all k positions in one launch.
 
-    For t = 0..k-1 and each request i: ``logits = base_logits[i, t] + w_out @ w_in[prev_i]``
-    (fp32 accumulation), next = argmax (temperature 0: torch.argmax semantics, lowest index on
-    ties) or a sample from softmax(logits / temperature) (Gumbel-max with Philox4x32-10 keyed by
-    (seed, request, position, token): exact, deterministic for a seed), then ``prev_i = next``
-    (``prev_i`` starts at ``first_prev[i]``).
+    For t = 0..k-1 and each request i: ``logits = base_logits[i, t] + w_out @ w_in[prev_i]``,
+    next = argmax (temperature 0) or a sample from softmax(logits / temperature), then
+    ``prev_i = next`` (``prev_i`` starts at ``first_prev[i]``).
 
-    base_logits: [b, k, V] bf16/fp32, V contiguous, request stride a multiple of nothing in
-    particular. first_prev: [b] int32/int64 in [0, V). w_in, w_out: [V, r] bf16 contiguous,
-    r in {64, 128, 256}. Returns int32 [b, k]. The kernel is persistent (one CTA per SM, a
-    software grid barrier between positions): it needs every SM's registers, so kernels on other
-    streams only delay it.
+    Greedy is bit-identical to :func:`jitkern.reference.speculative.markov_draft_greedy`, which
+    defines the logits exactly: fp32, ``acc = 0; acc = acc + w_out[v, c] * h[c]`` for c = 0..r-1
+    in increasing order (each bf16 x bf16 product rounded to fp32 on its own, never fused), then
+    ``base + acc``; next = torch.argmax (lowest index on ties, NaN wins). The kernel computes all
+    logits with tensor cores and recomputes in that exact order every token a rigorous error bound
+    cannot rule out, so the result does not depend on tensor-core rounding. Sampled: Gumbel-max
+    over the tensor-core logits with Philox4x32-10 keyed by (seed, request, position, token // 4)
+    (one draw per token): deterministic for a seed on a given GPU model.
+
+    base_logits: [b, k, V] bf16/fp32, V contiguous, positions V apart. first_prev: [b]
+    int32/int64 in [0, V) (clamped). w_in, w_out: [V, r] bf16 contiguous, 16-byte aligned, r in
+    {64, 128, 256}. Returns int32 [b, k]. The kernel is persistent (one CTA per SM, a software
+    grid barrier between positions) and needs a whole SM per CTA: kernels on other streams only
+    delay it. Batches above 64 requests (32 for r = 256) take several passes over w_out per
+    position. ``out``: an int32 [b, k] contiguous tensor to write into.
     """
     check_tensor("base_logits", base_logits, dtype=_LOGIT_DTYPES, ndim=3, inner_contiguous=True)
     check_tensor("first_prev", first_prev, dtype=_IDX_DTYPES, ndim=1, contiguous=True)
@@ -397,25 +427,35 @@ def markov_draft(base_logits: torch.Tensor, first_prev: torch.Tensor, w_in: torc
     check_same_device(base_logits=base_logits, first_prev=first_prev, w_in=w_in, w_out=w_out)
     if base_logits.stride(1) != V and k > 1:
         raise ValueError(f"base_logits: expected stride {V} between positions, got {base_logits.stride(1)}")
+    if V >= 2 ** 31 - 1:
+        raise ValueError(f"base_logits: vocabulary {V} too large")
     temperature = float(temperature)
     if not temperature >= 0.0:
         raise ValueError(f"temperature: expected >= 0, got {temperature}")
     if not isinstance(seed, int) or not 0 <= seed < 2 ** 64:
         raise ValueError(f"seed: expected an int in [0, 2**64), got {seed!r}")
     dev = base_logits.device
-    out = torch.empty((b, k), dtype=torch.int32, device=dev)
+    if out is None:
+        out = torch.empty((b, k), dtype=torch.int32, device=dev)
+    else:
+        check_tensor("out", out, dtype=torch.int32, shape=(b, k), contiguous=True, device=dev)
     if b == 0 or k == 0:
         return out
-    if b * 4 > 96 * 1024:
-        raise ValueError(f"base_logits: batch {b} too large (at most {96 * 1024 // 4} requests)")
+    mt = markov_mtiles(b, r)
+    esz = base_logits.element_size()
+    smem = markov_smem_bytes(esz, r, mt, b)
+    if smem > _SMEM_LIMIT:
+        raise ValueError(f"base_logits: batch {b} too large for shared memory (prev tokens need 4 bytes each)")
+    vec = (base_logits.data_ptr() % 16 == 0 and (V * esz) % 16 == 0
+           and (b == 1 or (base_logits.stride(0) * esz) % 16 == 0))
     G = _num_sms(dev.index if dev.index is not None else torch.cuda.current_device())
-    partial = torch.empty(k * b * G, dtype=torch.int64, device=dev)
-    bar = _counters(dev, 2)
-    kern = get_kernel(markov_spec(base_logits.dtype, first_prev.dtype, r), dev)
+    sync = _counters(dev, 4 + 2 * k * b)  # [barrier, exit, -, -] + k*b u64 keys, left zeroed
+    sampled = temperature > 0.0
+    kern = get_kernel(markov_spec(base_logits.dtype, first_prev.dtype, r, sampled, mt, vec), dev)
     kern.launch((G,), (MARKOV_THREADS,),
                 [base_logits, ctypes.c_int64(base_logits.stride(0)), ctypes.c_int32(V), ctypes.c_int32(k),
-                 ctypes.c_int32(b), first_prev, w_in, w_out, ctypes.c_float(temperature), ctypes.c_uint64(seed),
-                 partial, bar, out], smem=4 * b)
+                 ctypes.c_int32(b), first_prev, w_in, w_out, ctypes.c_float(temperature if sampled else 1.0),
+                 ctypes.c_uint64(seed), sync, out], smem=smem)
     return out
 
 
@@ -440,7 +480,9 @@ def select_draft_length(confidence_logits: torch.Tensor, threshold: float) -> to
 
 def warmup_specs(entries, target) -> list:
     """Kernels for a manifest's ``spec`` list: entries ``{"dtype": "bfloat16", "token_dtype":
-    "int64", "cu_dtype": "int32", "kinds": ["greedy", "sampled", "tree_greedy", "select"]}`` (keys optional)."""
+    "int64", "cu_dtype": "int32", "kinds": ["greedy", "sampled", "tree_greedy", "select"]}`` (keys optional).
+    Kind ``"markov"`` (not a default; add ``"rank": r``) gives markov_draft's greedy and sampled
+    kernels for every request-tile count."""
     specs = []
     for e in entries or [{}]:
         dt = getattr(torch, e.get("dtype", "bfloat16"))
@@ -455,4 +497,8 @@ def warmup_specs(entries, target) -> list:
                 specs.append(tree_greedy_spec(dt, tk, cu, True))
             elif kind == "select":
                 specs.append(select_spec(dt))
+            elif kind == "markov":  # base dtype = dtype, first_prev dtype = token_dtype, rank r
+                r = int(e.get("rank", 128))
+                for mt in sorted({markov_mtiles(b, r) for b in (1, 32, 64)}):
+                    specs += [markov_spec(dt, tk, r, sampled, mt, True) for sampled in (False, True)]
     return specs

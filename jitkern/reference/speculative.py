@@ -100,15 +100,42 @@ def sampled_outcome_probs(target_logits, draft_tokens, draft_probs, cu_num_draft
     return res
 
 
+def markov_logits(base_t, h, w_out):
+    """The exact greedy Markov logits, float32 [b, V] (the kernel's definition, bit for bit):
+    ``acc = 0; acc = acc + w_out[:, c] * h[:, c]`` for c = 0..r-1 in increasing order, each
+    product rounded to fp32 on its own (bf16 x bf16 products are exact unless they leave fp32's
+    range) and never fused with the add, then ``base + acc``. base_t [b, V], h [b, r] and
+    w_out [V, r] hold bf16-representable values (any float dtype)."""
+    wt = w_out.float().t().contiguous()            # [r, V]
+    h = h.float()
+    acc = torch.zeros(base_t.shape, dtype=torch.float32, device=base_t.device)
+    for c in range(wt.shape[0]):
+        acc = acc + wt[c].unsqueeze(0) * h[:, c:c + 1]
+    return base_t.float() + acc
+
+
 def markov_draft_greedy(base_logits, first_prev, w_in, w_out):
-    """Greedy Markov draft in float32: logits = base + w_out @ w_in[prev], argmax, repeat."""
+    """Oracle for greedy :func:`jitkern.ops.speculative.markov_draft`: logits by
+    :func:`markov_logits`, next = torch.argmax (lowest index on ties, NaN wins), repeat.
+    int32 [b, k]."""
+    b, k, V = base_logits.shape
+    prev = first_prev.long().clone()
+    out = torch.empty(b, k, dtype=torch.int32, device=base_logits.device)
+    for t in range(k):
+        prev = torch.argmax(markov_logits(base_logits[:, t], w_in[prev], w_out), -1)
+        out[:, t] = prev.int()
+    return out
+
+
+def torch_markov_draft(base_logits, first_prev, w_in, w_out):
+    """What a user writes without a kernel (the bench's peer): one fp32 matmul per position.
+    Its summation order is cuBLAS's, so near ties may break differently from the oracle."""
     b, k, V = base_logits.shape
     prev = first_prev.long().clone()
     out = torch.empty(b, k, dtype=torch.int32, device=base_logits.device)
     wo = w_out.float()
     for t in range(k):
-        h = w_in[prev].float()                      # [b, r]
-        logits = base_logits[:, t].float() + h @ wo.t()
+        logits = base_logits[:, t].float() + w_in[prev].float() @ wo.t()
         prev = torch.argmax(logits, -1)
         out[:, t] = prev.int()
     return out

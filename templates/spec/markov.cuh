@@ -1,140 +1,472 @@
 // DSpark sequential low-rank Markov draft head, all k positions in one launch. For position t
-// and request i: logits = base[i, t, :] + w_out @ w_in[prev_i] (fp32 accumulate), next token =
-// argmax (temperature 0; torch.argmax semantics) or a sample from softmax(logits / T) by the
-// Gumbel-max trick (exact; Philox keyed by (seed, request, position, token)). prev_i <- next.
-// Positions depend on each other through a vocabulary-wide argmax, so the grid is persistent
-// (one CTA per SM, all co-resident) and positions are separated by a software grid barrier.
-// Each CTA owns a vocab slice; w_out rows are read once per position for all requests.
+// and request i: logits = base[i, t, :] + w_out @ w_in[prev_i], next token = argmax (greedy) or a
+// Gumbel-max sample of softmax(logits / T) (Philox keyed by (seed, request, position, token)),
+// prev_i <- next. Semantics and the exact greedy definition: jitkern/ops/speculative.py
+// (markov_draft) and jitkern/reference/speculative.py (markov_draft_greedy).
+//
+// Positions depend on each other through a vocabulary-wide argmax, so the grid is persistent (one
+// CTA per SM, all co-resident) with a software grid barrier between positions. Each CTA owns a
+// fixed slice of vocabulary rows; per position (and per pass of up to 16 * MT requests) its 8 warps
+// compute [16 * MT requests] x [slice rows] = h @ w_out^T with mma.sync m16n8k16 (bf16 in, fp32
+// accumulate), reading every w_out row once per pass (from L2 after the first position: the loads
+// carry an L2 evict_last policy, the streamed base logits evict_first).
+//
+// Greedy exactness. Tensor-core accumulation order is not specified, so the mma result `a` is only
+// an approximation of the reference logit F (fp32, products exact, summed in increasing column
+// order, then + base). Rigorous bound: |a - F| <= m(a) = E + 2^-20 |a| + 2^-100 with
+// E = R * 2^-17 * ||w_out row||_2 * ||h||_2 (norms inflated by 2^-10); a model with every mma step
+// truncating 17 aligned terms at 2^-22 of the largest needs R * 2^-21, so this is 16x slack. Each
+// thread keeps its top two `a` per request (plus the largest value it dropped); the CTA's lower
+// bound L = max(a) - m(max a); every kept element with a + m(a) >= L is recomputed exactly
+// (F, in the reference's order) and competes through a 64-bit (value, lowest index) key. If a
+// dropped value could still reach L, or anything is non-finite, the CTA recomputes its whole slice
+// exactly for that request (slow, correct). The result equals torch.argmax over F bit for bit.
 #pragma once
 #include "spec/common.cuh"
 
 namespace jitkern {
 namespace spec {
 
+// Every CTA arrives once per position; counter target G * (t + 1). Acquire loads (not atomics)
+// while spinning keep the 132 pollers off the atomic unit.
 __device__ __forceinline__ void grid_barrier(unsigned* bar, unsigned target) {
   __syncthreads();
   if (threadIdx.x == 0) {
     __threadfence();
     atomicAdd(bar, 1u);
-    while (atomicAdd(bar, 0u) < target) __nanosleep(64);
+    while (true) {
+      unsigned seen;
+      asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(seen) : "l"(bar) : "memory");
+      if (seen >= target) break;
+      __nanosleep(32);
+    }
     __threadfence();
   }
   __syncthreads();
 }
 
+__device__ __forceinline__ uint64_t policy_evict_last() {
+  uint64_t p;
+  asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;" : "=l"(p));
+  return p;
+}
+__device__ __forceinline__ uint64_t policy_evict_first() {
+  uint64_t p;
+  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(p));
+  return p;
+}
+__device__ __forceinline__ uint4 ld_hint(const void* p, uint64_t pol) {
+  uint4 u;
+  asm volatile("ld.global.nc.L1::no_allocate.L2::cache_hint.v4.u32 {%0, %1, %2, %3}, [%4], %5;"
+               : "=r"(u.x), "=r"(u.y), "=r"(u.z), "=r"(u.w) : "l"(p), "l"(pol));
+  return u;
+}
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, uint64_t pol) {
+  const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+  asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2;" :: "r"(s), "l"(gmem), "l"(pol) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+__device__ __forceinline__ void cp_async_wait1() { asm volatile("cp.async.wait_group 1;" ::: "memory"); }
+
+__device__ __forceinline__ void mma_bf16(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                         uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ float bf_lo(uint32_t w) { return __uint_as_float(w << 16); }
+__device__ __forceinline__ float bf_hi(uint32_t w) { return __uint_as_float(w & 0xFFFF0000u); }
+__device__ __forceinline__ float max_nan(float a, float b) {
+  float r;
+  asm("max.NaN.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
+  return r;
+}
+__device__ __forceinline__ float ordered_value(uint32_t o) {  // inverse of order_bits (o != 0)
+  if (o == 0xFFFFFFFFu) return __uint_as_float(0x7FC00000u);
+  return __uint_as_float((o & 0x80000000u) ? (o & 0x7FFFFFFFu) : ~o);
+}
+
+// n (8 consecutive elements of a base row, or 4 when EPT == 4) as fp32, from 16-byte aligned smem.
+template <int N>
+__device__ __forceinline__ void load_vals(const __nv_bfloat16* p, float (&f)[N]) {
+  if constexpr (N == 8) {
+    const uint4 u = *reinterpret_cast<const uint4*>(p);
+    const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) { f[2 * i] = bf_lo(w[i]); f[2 * i + 1] = bf_hi(w[i]); }
+  } else {
+    const uint2 u = *reinterpret_cast<const uint2*>(p);
+    f[0] = bf_lo(u.x); f[1] = bf_hi(u.x); f[2] = bf_lo(u.y); f[3] = bf_hi(u.y);
+  }
+}
+template <int N>
+__device__ __forceinline__ void load_vals(const float* p, float (&f)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; i += 4) {
+    const float4 u = *reinterpret_cast<const float4*>(p + i);
+    f[i] = u.x; f[i + 1] = u.y; f[i + 2] = u.z; f[i + 3] = u.w;
+  }
+}
+
+// Reference logit of vocabulary row v: fp32, acc = 0, acc = acc + w[c] * h[c] for c = 0..R-1 (each
+// product of two bf16 values rounded to fp32 on its own, never fused), then base + acc.
+template <int R>
+__device__ __forceinline__ float exact_logit(const __nv_bfloat16* __restrict__ w_out, const __nv_bfloat16* hrow,
+                                             float basev, int v) {
+  const uint4* wp = reinterpret_cast<const uint4*>(w_out + (int64_t)v * R);
+  float acc = 0.0f;
+#pragma unroll 4
+  for (int c8 = 0; c8 < R / 8; ++c8) {
+    const uint4 wu = __ldg(wp + c8);
+    const uint4 hu = *reinterpret_cast<const uint4*>(hrow + c8 * 8);
+    const uint32_t ww[4] = {wu.x, wu.y, wu.z, wu.w}, hh[4] = {hu.x, hu.y, hu.z, hu.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      acc = __fadd_rn(acc, __fmul_rn(bf_lo(ww[i]), bf_lo(hh[i])));
+      acc = __fadd_rn(acc, __fmul_rn(bf_hi(ww[i]), bf_hi(hh[i])));
+    }
+  }
+  return __fadd_rn(basev, acc);
+}
+
+// Per (thread, request) greedy state: the two largest approximate logits (NaN counts as largest;
+// earlier = lower index wins ties) and the largest value dropped.
+struct Top2 {
+  float a1, a2, a3;
+  int i1, i2;
+  __device__ __forceinline__ void init() {
+    a1 = a2 = a3 = -__int_as_float(0x7F800000);
+    i1 = i2 = -1;
+  }
+  __device__ __forceinline__ void insert(float x, int idx) {
+    if (better(x, a1)) { a3 = nanmax(a3, a2); a2 = a1; i2 = i1; a1 = x; i1 = idx; }
+    else if (better(x, a2)) { a3 = nanmax(a3, a2); a2 = x; i2 = idx; }
+    else a3 = nanmax(a3, x);
+  }
+  // Elements in increasing index order. Common case (nothing beats the runner-up): one max.
+  template <int N>
+  __device__ __forceinline__ void update(const float (&x)[N], int idx0) {
+    float bm = x[0];
+#pragma unroll
+    for (int e = 1; e < N; ++e) bm = max_nan(bm, x[e]);
+    if (bm > a2 || bm != bm || a2 != a2) {
+#pragma unroll
+      for (int e = 0; e < N; ++e) insert(x[e], idx0 + e);
+    } else {
+      a3 = nanmax(a3, bm);
+    }
+  }
+};
+
+// Margin m(a) (see the file comment): |approximate - exact| <= m(a) when E is the dot bound.
+__device__ __forceinline__ float margin(float a, float E) { return E + fabsf(a) * 0x1p-20f + 0x1p-100f; }
+
 }  // namespace spec
 
-// base [b, k, V] (stride bs per request, V contiguous) bf16/fp32; first_prev [b]; w_in, w_out
-// [V, R] bf16 contiguous (R in {64, 128, 256}); partial [k * b * gridDim.x] u64 scratch; bar [2]
-// u32 zero on entry and exit; out [b, k] int32; dynamic smem b ints. Requests go in groups of
-// kGB = 8 per pass over the slice (w_out re-read from L1/L2 for later groups). A warp reads
-// 32 / (R / 8) w_out rows per step, R / 8 lanes per row (coalesced 16-byte loads); after the
-// butterfly reduction lane (row segment) g handles request g of the group.
-template <typename TB, typename TokT, int R, int kThreads>
-__global__ void __launch_bounds__(kThreads, 1) markov_draft(
+// base [b, k, V] bf16/fp32 (request stride bs, position stride V, V contiguous); first_prev [b];
+// w_in, w_out [V, R] bf16 contiguous, 16-byte aligned; sync: u32 scratch, zero on entry and left
+// zero: [0] barrier, [1] exit count, [2..3] unused, then k * b u64 argmax keys at sync + 4;
+// out [b, k] int32. Grid: one CTA per SM (all co-resident), 256 threads, dynamic smem from
+// markov_smem_bytes on the host. kVec: 16-byte aligned base rows (V and bs multiples of 16 bytes).
+//
+// Warp tiles: a warp takes blocks of BR = 8 * NT vocabulary rows (NT n-tiles of 8) and all 16 * MT
+// requests of the pass. The reduction dimension is permuted (same permutation for both operands,
+// so the dot product is unchanged) so that each lane reads 16 contiguous bytes per row and per two
+// k-steps: lane (g, t) holds columns 32q + 8t .. 32q + 8t + 7 of chunk q. The n dimension is
+// permuted so that lane t owns EPT = 2 * NT consecutive vocabulary rows of the block: n-tile j,
+// column n maps to block row EPT * (n / 2) + 2j + n % 2.
+template <typename TB, typename TokT, int R, int MT, bool kSampled, bool kVec>
+__global__ void __launch_bounds__(256, 1) markov_draft(
     const TB* __restrict__ base, int64_t bs, int V, int k, int b, const TokT* __restrict__ first_prev,
     const __nv_bfloat16* __restrict__ w_in, const __nv_bfloat16* __restrict__ w_out, float temp, uint64_t seed,
-    uint64_t* __restrict__ partial, unsigned* __restrict__ bar, int* __restrict__ out) {
-  constexpr int kGB = 8, LPR = R / 8, RPW = 32 / LPR, kWarps = kThreads / 32, U = 2;
-  static_assert(R % 8 == 0 && LPR >= kGB && LPR <= 32, "R must be 64, 128 or 256");
-  __shared__ __align__(16) float h[kGB][R];
-  __shared__ unsigned long long skey[kGB];
-  extern __shared__ int prev[];  // [b]
-  const int G = gridDim.x, cta = blockIdx.x;
-  const int slice = (V + G - 1) / G;
-  const int v0 = cta * slice, v1 = min(V, v0 + slice);
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, seg = lane / LPR, sl = lane % LPR;
-  const bool greedy = !(temp > 0.0f);
-  const float inv_t = greedy ? 0.0f : 1.0f / temp;
-  for (int i = threadIdx.x; i < b; i += kThreads) prev[i] = (int)first_prev[i];
-  __syncthreads();
+    unsigned* __restrict__ sync, int* __restrict__ out) {
+  constexpr int kThreads = 256, kWarps = 8;
+  constexpr int NT = R <= 128 ? 4 : 2, EPT = 2 * NT, BR = 8 * NT, Q = R / 32, BP = 16 * MT;
+  constexpr int HS = R + 8;  // h row stride (elements): +16 bytes makes the lanes' 16-byte reads conflict-free
+  constexpr int BRS = BR + ((sizeof(TB) == 4 && BR == 32) ? 4 : 0);  // base stage row stride, same reason
+  constexpr int STAGE = BP * BRS;
+  constexpr int CPR = BR * (int)sizeof(TB) / 16;  // 16-byte chunks per base row of a block
+  static_assert(R == 64 || R == 128 || R == 256, "R must be 64, 128 or 256");
+
+  extern __shared__ __align__(16) unsigned char smem[];
+  __nv_bfloat16* sh_h = reinterpret_cast<__nv_bfloat16*>(smem);                // [BP][HS]
+  TB* sh_base = reinterpret_cast<TB*>(smem + BP * HS * 2);                     // [kWarps][2][BP][BRS]
+  int* sh_prev = reinterpret_cast<int*>(smem + BP * HS * 2 + kWarps * 2 * STAGE * sizeof(TB));  // [b]
+  __shared__ float s_hn[BP];              // ||h||_2 of each request of the pass (inflated)
+  __shared__ unsigned s_amax[BP];         // CTA max of the approximate logits (order_bits)
+  __shared__ int s_fb[BP];                // 1: recompute the whole slice exactly for this request
+  __shared__ unsigned long long s_key[BP];
+  __shared__ unsigned s_w2;               // max squared w_out row norm of the slice (float bits)
+  __shared__ int s_last;
+
+  const int G = gridDim.x, cta = blockIdx.x, tid = threadIdx.x;
+  const int warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
+  const int nblk = (V + BR - 1) / BR;
+  const int blk0 = (int)((int64_t)cta * nblk / G), blk1 = (int)((int64_t)(cta + 1) * nblk / G);
+  const int v_lo = blk0 * BR, v_hi = min(V, blk1 * BR);
+  const float inv_t = kSampled ? 1.0f / temp : 0.0f;
+  const uint64_t pol_w = spec::policy_evict_last(), pol_b = spec::policy_evict_first();
+  unsigned long long* keys = reinterpret_cast<unsigned long long*>(sync + 4);
+  TB* my_stage = sh_base + warp * 2 * STAGE;
+
+  for (int i = tid; i < b; i += kThreads) sh_prev[i] = min(max((int)first_prev[i], 0), V - 1);
+  if (tid == 0) s_w2 = 0u;
+  float wsq = 0.0f;  // this thread's largest squared row norm (greedy, first pass only)
 
   for (int t = 0; t < k; ++t) {
-    for (int g0 = 0; g0 < b; g0 += kGB) {
-      const int ng = min(kGB, b - g0);
-      for (int e = threadIdx.x; e < kGB * R; e += kThreads) {
-        const int gi = e / R, c = e % R;
-        h[gi][c] = gi < ng ? __bfloat162float(w_in[(int64_t)prev[g0 + gi] * R + c]) : 0.0f;
+    for (int p0 = 0; p0 < b; p0 += BP) {
+      const int nb = min(BP, b - p0);
+      __syncthreads();  // sh_prev written; previous pass done with sh_h and the s_ arrays
+      for (int e = tid; e < BP * (R / 8); e += kThreads) {
+        const int row = e / (R / 8), ch = e % (R / 8);
+        uint4 u = make_uint4(0u, 0u, 0u, 0u);
+        if (row < nb) u = __ldg(reinterpret_cast<const uint4*>(w_in + (int64_t)sh_prev[p0 + row] * R) + ch);
+        *reinterpret_cast<uint4*>(sh_h + row * HS + ch * 8) = u;
       }
-      if (threadIdx.x < kGB) skey[threadIdx.x] = 0ull;
+      if (tid < BP) { s_amax[tid] = 0u; s_fb[tid] = 0; s_key[tid] = 0ull; }
       __syncthreads();
-      float hv[kGB][8];  // this lane's 8 columns of each request's hidden vector
+      if constexpr (!kSampled) {
+        for (int row = warp; row < BP; row += kWarps) {  // ||h||_2 in fp32, inflated below
+          float s = 0.0f;
+          for (int c = lane; c < R; c += 32) { const float x = __bfloat162float(sh_h[row * HS + c]); s = fmaf(x, x, s); }
 #pragma unroll
-      for (int gi = 0; gi < kGB; ++gi)
-#pragma unroll
-        for (int e = 0; e < 8; ++e) hv[gi][e] = h[gi][sl * 8 + e];
-      const int req = g0 + sl;
-      const bool mine_ok = sl < ng;
-      const TB* brow = base + (int64_t)(mine_ok ? req : g0) * bs + (int64_t)t * V;
-      float best = 0.0f;
-      int bidx = -1;
-      // Warp-uniform trip count (the shuffles below need every lane).
-      for (int wb = v0 + warp * RPW; wb < v1; wb += kWarps * RPW * U) {
-        const int vb = wb + seg;
-        uint4 u[U];
-#pragma unroll
-        for (int uu = 0; uu < U; ++uu) {
-          const int v = vb + uu * kWarps * RPW;
-          u[uu] = v < v1 ? __ldg(reinterpret_cast<const uint4*>(w_out + (int64_t)v * R) + sl) : make_uint4(0, 0, 0, 0);
+          for (int o = 16; o; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+          if (lane == 0) s_hn[row] = sqrtf(s) * (1.0f + 0x1p-10f) + 0x1p-60f;
         }
+      }
+
+      // ---- scan: every block of the slice, double-buffered (w_out in registers, base in smem) ----
+      spec::Top2 top[MT][2];
+      float yb[MT][2];
+      int ib[MT][2];
 #pragma unroll
-        for (int uu = 0; uu < U; ++uu) {
-          const int v = vb + uu * kWarps * RPW;
-          const __nv_bfloat162* w2 = reinterpret_cast<const __nv_bfloat162*>(&u[uu]);
-          float w[8];
+      for (int m = 0; m < MT; ++m)
 #pragma unroll
-          for (int e = 0; e < 4; ++e) { float2 f = __bfloat1622float2(w2[e]); w[2 * e] = f.x; w[2 * e + 1] = f.y; }
-          float acc[kGB];
+        for (int h = 0; h < 2; ++h) { top[m][h].init(); yb[m][h] = -__int_as_float(0x7F800000); ib[m][h] = -1; }
+      const bool norms = !kSampled && t == 0 && p0 == 0;
+
+      auto load_w = [&](uint4 (&bw)[NT][Q], int blk) {
 #pragma unroll
-          for (int gi = 0; gi < kGB; ++gi) {
-            float a = 0.0f;
+        for (int j = 0; j < NT; ++j) {
+          const int v = blk * BR + EPT * (g >> 1) + 2 * j + (g & 1);
+          const uint4* src = reinterpret_cast<const uint4*>(w_out + (int64_t)v * R + 8 * t4);
 #pragma unroll
-            for (int e = 0; e < 8; ++e) a = fmaf(w[e], hv[gi][e], a);
-            acc[gi] = a;
+          for (int q = 0; q < Q; ++q) bw[j][q] = v < V ? spec::ld_hint(src + 4 * q, pol_w) : make_uint4(0u, 0u, 0u, 0u);
+        }
+      };
+      auto load_base = [&](int blk, int s) {
+        TB* dst = my_stage + s * STAGE;
+        const int vb = blk * BR;
+        if constexpr (kVec) {
+          for (int c = lane; c < nb * CPR; c += 32) {
+            const int row = c / CPR, ch = c % CPR, v = vb + ch * (16 / (int)sizeof(TB));
+            if (v < V)
+              spec::cp_async16(dst + row * BRS + ch * (16 / (int)sizeof(TB)),
+                               base + (int64_t)(p0 + row) * bs + (int64_t)t * V + v, pol_b);
           }
+        } else {
+          for (int c = lane; c < nb * BR; c += 32) {
+            const int row = c / BR, x = c % BR;
+            if (vb + x < V) dst[row * BRS + x] = base[(int64_t)(p0 + row) * bs + (int64_t)t * V + vb + x];
+          }
+        }
+        spec::cp_async_commit();
+      };
+      auto process = [&](const uint4 (&bw)[NT][Q], int blk, int s) {
+        const TB* st = my_stage + s * STAGE;
+        const int v0 = blk * BR + EPT * t4;  // this lane's first vocabulary row of the block
+        if (norms) {
 #pragma unroll
-          for (int o = LPR / 2; o; o >>= 1)
+          for (int j = 0; j < NT; ++j) {
+            float sq = 0.0f;
 #pragma unroll
-            for (int gi = 0; gi < kGB; ++gi) acc[gi] += __shfl_xor_sync(0xffffffffu, acc[gi], o);
-          float dot = 0.0f;
+            for (int q = 0; q < Q; ++q) {
+              const uint32_t w4[4] = {bw[j][q].x, bw[j][q].y, bw[j][q].z, bw[j][q].w};
 #pragma unroll
-          for (int gi = 0; gi < kGB; ++gi) dot = gi == sl ? acc[gi] : dot;
-          if (mine_ok && v < v1) {
-            float l = (float)brow[v] + dot;
-            if (!greedy) {
-              const uint4 r = spec::philox4x32_10(make_uint4((uint32_t)v, (uint32_t)req, (uint32_t)t, 0x3A7C0Fu),
-                                                  make_uint2((uint32_t)seed, (uint32_t)(seed >> 32)));
-              const float uni = ((float)(r.x >> 8) + 0.5f) * (1.0f / 16777216.0f);  // (0, 1)
-              l = l * inv_t - logf(-logf(uni));
+              for (int i = 0; i < 4; ++i) { sq = fmaf(spec::bf_lo(w4[i]), spec::bf_lo(w4[i]), sq); sq = fmaf(spec::bf_hi(w4[i]), spec::bf_hi(w4[i]), sq); }
             }
-            // Rows of one lane come in increasing order, so "strictly better" keeps the lowest index.
-            if (bidx < 0 || spec::better(l, best)) { best = l; bidx = v; }
+            sq += __shfl_xor_sync(0xffffffffu, sq, 1);
+            sq += __shfl_xor_sync(0xffffffffu, sq, 2);
+            wsq = fmaxf(wsq, sq);
           }
         }
-      }
-      if (mine_ok && bidx >= 0) atomicMax(&skey[sl], (unsigned long long)spec::argmax_key(best, bidx));
-      __syncthreads();
-      if (threadIdx.x < ng) partial[((int64_t)t * b + g0 + threadIdx.x) * G + cta] = skey[threadIdx.x];
-      __syncthreads();
-    }
-    spec::grid_barrier(bar, (unsigned)G * (t + 1));
-    // Every CTA reduces the slices' winners itself (no second barrier); one warp per request.
-    for (int r = warp; r < b; r += kWarps) {
-      uint64_t m = 0;
-      for (int s = lane; s < G; s += 32) m = spec::u64max(m, __ldcg(partial + ((int64_t)t * b + r) * G + s));
 #pragma unroll
-      for (int o = 16; o; o >>= 1) m = spec::u64max(m, __shfl_xor_sync(0xffffffffu, m, o));
-      if (lane == 0) {
-        prev[r] = spec::key_index(m);
-        if (cta == 0) out[(int64_t)r * k + t] = prev[r];
+        for (int m = 0; m < MT; ++m) {
+          if (m * 16 >= nb) break;  // warp-uniform
+          float acc[NT][4];
+#pragma unroll
+          for (int j = 0; j < NT; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
+          const __nv_bfloat16* hlo = sh_h + (m * 16 + g) * HS + 8 * t4;
+#pragma unroll
+          for (int q = 0; q < Q; ++q) {
+            const uint4 alo = *reinterpret_cast<const uint4*>(hlo + 32 * q);
+            const uint4 ahi = *reinterpret_cast<const uint4*>(hlo + 8 * HS + 32 * q);
+#pragma unroll
+            for (int j = 0; j < NT; ++j) {
+              spec::mma_bf16(acc[j], alo.x, ahi.x, alo.y, ahi.y, bw[j][q].x, bw[j][q].y);
+              spec::mma_bf16(acc[j], alo.z, ahi.z, alo.w, ahi.w, bw[j][q].z, bw[j][q].w);
+            }
+          }
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const int row = m * 16 + 8 * h + g;
+            if (m * 16 + 8 * h >= nb) break;  // warp-uniform: no valid request in this half
+            float x[EPT];
+            spec::load_vals<EPT>(st + row * BRS + EPT * t4, x);
+#pragma unroll
+            for (int e = 0; e < EPT; ++e) {
+              x[e] = acc[e >> 1][2 * h + (e & 1)] + x[e];
+              if (v0 + e >= V) x[e] = -__int_as_float(0x7F800000);
+            }
+            if (row >= nb) continue;
+            if constexpr (!kSampled) {
+              top[m][h].update(x, v0);
+            } else {
+              const int req = p0 + row;
+#pragma unroll
+              for (int g4 = 0; g4 < EPT / 4; ++g4) {
+                const uint4 rnd = spec::philox4x32_10(make_uint4((uint32_t)((v0 >> 2) + g4), (uint32_t)req, (uint32_t)t, 0x3A7C0Fu),
+                                                      make_uint2((uint32_t)seed, (uint32_t)(seed >> 32)));
+                const uint32_t r4[4] = {rnd.x, rnd.y, rnd.z, rnd.w};
+#pragma unroll
+                for (int e4 = 0; e4 < 4; ++e4) {
+                  const int e = 4 * g4 + e4;
+                  const float z = x[e] * inv_t;
+                  const float u = ((float)(r4[e4] >> 8) + 0.5f) * 0x1p-24f;  // (0, 1)
+                  // Skip the logs when even this draw cannot win: gumbel(u) > yb - z  <=>  u > exp(-exp(z - yb)).
+                  const float thr = __expf(-__expf(z - yb[m][h]));
+                  if (u > thr - 0x1p-18f) {
+                    const float y = z - __logf(-logf(u));
+                    if (spec::better(y, yb[m][h]) && v0 + e < V) { yb[m][h] = y; ib[m][h] = v0 + e; }
+                  }
+                }
+              }
+            }
+          }
+        }
+      };
+
+      {
+        uint4 wa[NT][Q], wb[NT][Q];
+        int blk = blk0 + warp, s = 0;
+        if (blk < blk1) { load_w(wa, blk); load_base(blk, 0); }
+        while (blk < blk1) {
+          int nxt = blk + kWarps;
+          if (nxt < blk1) { load_w(wb, nxt); load_base(nxt, s ^ 1); } else spec::cp_async_commit();
+          spec::cp_async_wait1();
+          __syncwarp();
+          process(wa, blk, s);
+          __syncwarp();  // stage s fully read before it is refilled
+          blk = nxt; s ^= 1;
+          if (blk >= blk1) break;
+          nxt = blk + kWarps;
+          if (nxt < blk1) { load_w(wa, nxt); load_base(nxt, s ^ 1); } else spec::cp_async_commit();
+          spec::cp_async_wait1();
+          __syncwarp();
+          process(wb, blk, s);
+          __syncwarp();
+          blk = nxt; s ^= 1;
+        }
       }
+
+      // ---- CTA combine for this pass ----
+      if constexpr (kSampled) {
+#pragma unroll
+        for (int m = 0; m < MT; ++m)
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            uint64_t key = spec::argmax_key(yb[m][h], ib[m][h]);
+            key = spec::u64max(key, __shfl_xor_sync(0xffffffffu, key, 1));
+            key = spec::u64max(key, __shfl_xor_sync(0xffffffffu, key, 2));
+            const int row = m * 16 + 8 * h + g;
+            if (t4 == 0 && row < nb && key) atomicMax(&s_key[row], (unsigned long long)key);
+          }
+      } else {
+        if (norms) {
+#pragma unroll
+          for (int o = 16; o; o >>= 1) wsq = fmaxf(wsq, __shfl_xor_sync(0xffffffffu, wsq, o));
+          if (lane == 0) atomicMax(&s_w2, __float_as_uint(wsq));
+        }
+#pragma unroll
+        for (int m = 0; m < MT; ++m)
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            // -inf when the thread saw nothing finite: the CTA max is then -inf and the slice is recomputed.
+            uint32_t o = spec::order_bits(top[m][h].a1);
+            o = max(o, __shfl_xor_sync(0xffffffffu, o, 1));
+            o = max(o, __shfl_xor_sync(0xffffffffu, o, 2));
+            const int row = m * 16 + 8 * h + g;
+            if (t4 == 0 && row < nb && o) atomicMax(&s_amax[row], o);
+          }
+        __syncthreads();
+        const float w2 = sqrtf(__uint_as_float(s_w2)) * (1.0f + 0x1p-10f) + 0x1p-60f;
+#pragma unroll
+        for (int m = 0; m < MT; ++m)
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const int row = m * 16 + 8 * h + g;
+            if (row >= nb || s_amax[row] == 0u) continue;
+            const spec::Top2& tp = top[m][h];
+            const float A = spec::ordered_value(s_amax[row]);
+            const float E = (float)R * 0x1p-17f * w2 * s_hn[row];
+            const float L = A - spec::margin(A, E);
+            const bool ok = fabsf(A) < 0x1p100f && E < 0x1p64f && tp.a3 == tp.a3 && !(tp.a3 + spec::margin(tp.a3, E) >= L);
+            if (!ok) { s_fb[row] = 1; continue; }
+            const int req = p0 + row;
+            const TB* brow = base + (int64_t)req * bs + (int64_t)t * V;
+            const __nv_bfloat16* hrow = sh_h + row * HS;
+            uint64_t key = 0;
+            if (tp.i1 >= 0 && tp.a1 + spec::margin(tp.a1, E) >= L)
+              key = spec::argmax_key(spec::exact_logit<R>(w_out, hrow, (float)brow[tp.i1], tp.i1), tp.i1);
+            if (tp.i2 >= 0 && tp.a2 + spec::margin(tp.a2, E) >= L)
+              key = spec::u64max(key, spec::argmax_key(spec::exact_logit<R>(w_out, hrow, (float)brow[tp.i2], tp.i2), tp.i2));
+            if (key) atomicMax(&s_key[row], (unsigned long long)key);
+          }
+        __syncthreads();
+        for (int row = 0; row < nb; ++row) {
+          if (!s_fb[row]) continue;  // CTA-uniform
+          const int req = p0 + row;
+          const TB* brow = base + (int64_t)req * bs + (int64_t)t * V;
+          uint64_t key = 0;
+          for (int v = v_lo + tid; v < v_hi; v += kThreads)
+            key = spec::u64max(key, spec::argmax_key(spec::exact_logit<R>(w_out, sh_h + row * HS, (float)brow[v], v), v));
+#pragma unroll
+          for (int o = 16; o; o >>= 1) key = spec::u64max(key, __shfl_xor_sync(0xffffffffu, key, o));
+          if (lane == 0 && key) atomicMax(&s_key[row], (unsigned long long)key);
+        }
+      }
+      __syncthreads();
+      if (tid < nb && s_key[tid]) atomicMax(keys + (int64_t)t * b + p0 + tid, s_key[tid]);
     }
-    __syncthreads();
+    spec::grid_barrier(sync, (unsigned)G * (t + 1));
+    for (int i = tid; i < b; i += kThreads) {
+      const int v = spec::key_index(__ldcg(keys + (int64_t)t * b + i));
+      sh_prev[i] = min(max(v, 0), V - 1);
+      if (cta == 0) out[(int64_t)i * k + t] = v;
+    }
   }
-  // The last CTA out resets both counters for the next launch.
-  if (threadIdx.x == 0) {
+
+  // Hand the slice's w_out lines back to normal L2 priority, then the last CTA out resets the
+  // scratch (every CTA has read every key by the time it arrives here).
+  {
+    const unsigned long long a0 = reinterpret_cast<unsigned long long>(w_out + (int64_t)v_lo * R) & ~127ull;
+    const unsigned long long a1 = reinterpret_cast<unsigned long long>(w_out + (int64_t)v_hi * R);
+    for (unsigned long long a = a0 + (unsigned long long)tid * 128; a < a1; a += kThreads * 128)
+      asm volatile("applypriority.global.L2::evict_normal [%0], 128;" :: "l"(a) : "memory");
+  }
+  __syncthreads();
+  if (tid == 0) {
     __threadfence();
-    if (atomicAdd(bar + 1, 1u) == (unsigned)G - 1) { bar[0] = 0; bar[1] = 0; __threadfence(); }
+    s_last = atomicAdd(sync + 1, 1u) == (unsigned)G - 1;
+    if (s_last) __threadfence();
+  }
+  __syncthreads();
+  if (s_last) {
+    for (int i = tid; i < k * b; i += kThreads) keys[i] = 0ull;
+    __syncthreads();
+    if (tid == 0) { sync[0] = 0u; sync[1] = 0u; __threadfence(); }
   }
 }
 

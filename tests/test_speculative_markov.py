@@ -1,0 +1,287 @@
+"""DSpark Markov draft head: the reference's exact logit definition and sm_90a compiles (CPU);
+the tensor-core kernel against the reference bit for bit (greedy, including near ties decided by
+fp32 rounding alone) and in distribution (sampled) on the GPU."""
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+from jitkern.ops import speculative as ops
+from jitkern.reference import speculative as ref
+
+# ---------------------------------------------------------------------------------------------
+# CPU
+# ---------------------------------------------------------------------------------------------
+
+
+def _bf16(shape, g, scale=1.0):
+    return (torch.randn(shape, generator=g) * scale).to(torch.bfloat16)
+
+
+@settings(max_examples=20, deadline=None)
+@given(b=st.integers(1, 3), V=st.integers(1, 40), r=st.sampled_from([64, 128]), seed=st.integers(0, 2**31))
+def test_markov_logits_are_sequential_fp32(b, V, r, seed):
+    """markov_logits is exactly the documented order: numpy float32, product rounded, then added,
+    columns in increasing order, base last."""
+    g = torch.Generator().manual_seed(seed)
+    base, h, w = _bf16((b, V), g, 3.0), _bf16((b, r), g), _bf16((V, r), g)
+    got = ref.markov_logits(base, h, w).numpy()
+    hf, wf, bf = h.float().numpy(), w.float().numpy(), base.float().numpy()
+    want = np.zeros((b, V), dtype=np.float32)
+    for c in range(r):
+        want = (want + (wf[None, :, c] * hf[:, c:c + 1]).astype(np.float32)).astype(np.float32)
+    want = (bf + want).astype(np.float32)
+    assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+def test_markov_logits_order_matters():
+    """The definition is not vacuous: the same products summed in another order round differently
+    (so a kernel that got the order wrong would be caught by the near-tie GPU test)."""
+    g = torch.Generator().manual_seed(0)
+    r = 128
+    h, w = _bf16((1, r), g), _bf16((64, r), g)
+    fwd = ref.markov_logits(torch.zeros(1, 64), h, w)
+    rev = ref.markov_logits(torch.zeros(1, 64), h.flip(1), w.flip(1))
+    assert not torch.equal(fwd, rev)
+
+
+def test_markov_reference_integer_exact():
+    g = torch.Generator().manual_seed(0)
+    base = torch.randint(-4, 5, (2, 3, 16), generator=g).float()
+    w_in = torch.randint(-2, 3, (16, 64), generator=g).float()
+    w_out = torch.randint(-2, 3, (16, 64), generator=g).float()
+    prev = torch.tensor([3, 9])
+    out = ref.markov_draft_greedy(base, prev, w_in, w_out)
+    p = prev.clone()
+    for t in range(3):  # float64 recomputation agrees (integer data: exact)
+        lg = base[:, t].double() + w_in[p].double() @ w_out.double().t()
+        p = lg.argmax(-1)
+        assert torch.equal(out[:, t].long(), p)
+    assert torch.equal(ref.torch_markov_draft(base, prev, w_in, w_out), out)
+
+
+def test_markov_configs():
+    assert [ops.markov_mtiles(b, 128) for b in (1, 16, 17, 32, 33, 64, 500)] == [1, 1, 2, 2, 4, 4, 4]
+    assert ops.markov_mtiles(64, 256) == 2
+    for dt in (2, 4):
+        for r in (64, 128, 256):
+            assert ops.markov_smem_bytes(dt, r, ops.markov_mtiles(64, r), 4096) <= ops._SMEM_LIMIT
+
+
+def _markov_compile_specs():
+    specs = []
+    for dt in (torch.bfloat16, torch.float32):
+        for r in (64, 128, 256):
+            specs.append(ops.markov_spec(dt, torch.int64, r, False, ops.markov_mtiles(64, r), True))
+        specs.append(ops.markov_spec(dt, torch.int32, 128, True, 4, True))
+    specs.append(ops.markov_spec(torch.bfloat16, torch.int64, 128, False, 1, False))
+    specs.append(ops.markov_spec(torch.bfloat16, torch.int64, 128, True, 1, True))
+    return specs
+
+
+def test_markov_compile_sm90a_no_spills():
+    from jitkern.runtime import compile_spec
+    for spec in _markov_compile_specs():
+        entry, _ = compile_spec(spec, "sm_90a")
+        assert entry.meta["ptxas"].get("spill_stores", 0) == 0, (spec.name, entry.meta["ptxas"])
+    kinds = [s.name for s in ops.warmup_specs([{"kinds": ["markov"], "rank": 128}], None)]
+    assert len(kinds) == 6 and all("markov_draft" in n for n in kinds)
+
+
+def test_markov_validation_names_argument():
+    w = torch.zeros(64, 64, dtype=torch.bfloat16)
+    for bad in (torch.zeros(2, 3, 64, dtype=torch.float16), torch.zeros(3, 64)):
+        with pytest.raises(ValueError, match="base_logits"):
+            ops.markov_draft(bad, torch.zeros(2, dtype=torch.int64), w, w)
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU
+# ---------------------------------------------------------------------------------------------
+
+def _inputs(b, k, V, r, dtype, seed, integer=False):
+    g = torch.Generator().manual_seed(seed)
+    if integer:  # small integers: every summation order is exact, and ties are frequent
+        base = torch.randint(-4, 5, (b, k, V), generator=g).float()
+        w_in = torch.randint(-2, 3, (V, r), generator=g).float()
+        w_out = torch.randint(-2, 3, (V, r), generator=g).float()
+    else:
+        base = torch.randn(b, k, V, generator=g) * 2
+        w_in = torch.randn(V, r, generator=g) * 0.3
+        w_out = torch.randn(V, r, generator=g) * 0.3
+    prev = torch.randint(0, V, (b,), generator=g)
+    return (base.to(dtype).cuda(), prev.cuda(), w_in.to(torch.bfloat16).cuda(), w_out.to(torch.bfloat16).cuda())
+
+
+def _poisoned(b, k):
+    return torch.full((b, k), -77, dtype=torch.int32, device="cuda")
+
+
+def _check_greedy(base, prev, w_in, w_out):
+    b, k, _ = base.shape
+    got = ops.markov_draft(base, prev, w_in, w_out, 0.0, out=_poisoned(b, k))
+    want = ref.markov_draft_greedy(base, prev, w_in, w_out)
+    assert torch.equal(got, want), (got != want).nonzero()[:8].tolist()
+    return got
+
+
+@pytest.mark.gpu
+@settings(max_examples=30, deadline=None)
+@given(b=st.integers(1, 80), k=st.integers(1, 8), V=st.sampled_from([5, 64, 1000, 4099, 32000, 129280]),
+       r=st.sampled_from([64, 128, 256]), dtype=st.sampled_from([torch.bfloat16, torch.float32]),
+       integer=st.booleans(), tok32=st.booleans(), seed=st.integers(0, 2**31))
+def test_markov_greedy_bit_exact(b, k, V, r, dtype, integer, tok32, seed):
+    """Real-valued and integer (tie-heavy) data, batches over one pass (> 64 requests), vocabularies
+    with fewer rows than CTAs, not a multiple of 8 (scalar base path), and the full 129280."""
+    base, prev, w_in, w_out = _inputs(b, k, V, r, dtype, seed, integer)
+    if tok32:
+        prev = prev.int()
+    got = _check_greedy(base, prev, w_in, w_out)
+    assert torch.equal(ops.markov_draft(base, prev, w_in, w_out, 0.0), got)  # scratch left zeroed
+
+
+@pytest.mark.gpu
+@settings(max_examples=12, deadline=None)
+@given(b=st.integers(1, 70), r=st.sampled_from([64, 128, 256]), adjacent=st.booleans(), seed=st.integers(0, 2**31))
+def test_markov_greedy_rounding_ties(b, r, adjacent, seed):
+    """Twins: w_out rows that are column permutations of each other (identical exact dot
+    products, different fp32 rounding in the reference's order) carrying the largest base logit.
+    Only the exact recomputation in the reference's order can pick the same token."""
+    V, k = 129280, 3
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randn(b, k, V, generator=g)
+    w_in = (torch.randn(V, r, generator=g) * 0.5).to(torch.bfloat16)
+    w_out = (torch.randn(V, r, generator=g) * 0.5).to(torch.bfloat16)
+    ngroups = 6
+    for grp in range(ngroups):
+        v0 = int(torch.randint(0, V - 8, (1,), generator=g))
+        twins = [v0 + i for i in range(4)] if adjacent else torch.randint(0, V, (4,), generator=g).tolist()
+        for tw in twins[1:]:
+            w_out[tw] = w_out[twins[0]][torch.randperm(r, generator=g)]
+        base[:, :, twins] = 30.0  # equal base above everything else: the twins' rounding decides
+    prev = torch.randint(0, V, (b,), generator=g)
+    base, prev, w_in, w_out = base.cuda(), prev.cuda(), w_in.cuda(), w_out.cuda()
+    got = _check_greedy(base, prev, w_in, w_out)
+    # the reference's choice really depends on rounding for some request (the test has teeth)
+    lg = ref.markov_logits(base[:, 0], w_in[prev], w_out)
+    top2 = lg.topk(2, -1).values
+    assert bool(((top2[:, 0] - top2[:, 1]) < 1e-4).any())
+    del got
+
+
+@pytest.mark.gpu
+def test_markov_greedy_special_values():
+    """-inf (masked) tokens, a NaN logit (torch.argmax: first NaN wins), an all -inf row, +inf,
+    and the last column: the fallback paths agree with the reference."""
+    b, k, V, r = 6, 3, 129280, 128
+    base, prev, w_in, w_out = _inputs(b, k, V, r, torch.float32, 3)
+    base[0, :, ::2] = float("-inf")
+    base[1, 1, 5000] = float("nan")
+    base[1, 1, 100000] = float("nan")
+    base[2, 0, :] = float("-inf")
+    base[3, 2, 77] = float("inf")
+    base[4, :, V - 1] = 1e4
+    base[5, 0, :] = 0.0  # all equal base: the dot products decide
+    _check_greedy(base, prev, w_in, w_out)
+    _check_greedy(base.to(torch.bfloat16), prev, w_in, w_out)
+
+
+@pytest.mark.gpu
+def test_markov_unaligned_base_and_graph_capture():
+    b, k, V, r = 5, 4, 4100, 128
+    base, prev, w_in, w_out = _inputs(b, k, V, r, torch.bfloat16, 11)
+    view = torch.zeros(b * k * V + 1, dtype=torch.bfloat16, device="cuda")[1:].view(b, k, V)  # odd offset: scalar path
+    view.copy_(base)
+    _check_greedy(view, prev, w_in, w_out)
+    want = ref.markov_draft_greedy(base, prev, w_in, w_out)
+    out, outs = _poisoned(b, k), _poisoned(b, k)
+    ops.markov_draft(base, prev, w_in, w_out, 0.0, out=out)
+    sref = ops.markov_draft(base, prev, w_in, w_out, 0.7, seed=4)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        ops.markov_draft(base, prev, w_in, w_out, 0.0, out=out)
+        ops.markov_draft(base, prev, w_in, w_out, 0.7, seed=4, out=outs)
+    for _ in range(3):
+        out.fill_(-5)
+        outs.fill_(-5)
+        graph.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(out, want) and torch.equal(outs, sref)
+
+
+def _chi2_pvalue(obs, exp):
+    obs, exp = obs.double(), exp.double()
+    small = exp < 5
+    o = torch.cat([obs[~small], obs[small].sum().view(1)]) if small.any() else obs
+    e = torch.cat([exp[~small], exp[small].sum().view(1)]) if small.any() else exp
+    keep = e > 0
+    o, e = o[keep], e[keep]
+    stat = float(((o - e) ** 2 / e).sum())
+    df = o.numel() - 1
+    p = float(torch.special.gammaincc(torch.tensor(df / 2, dtype=torch.float64), torch.tensor(stat / 2, dtype=torch.float64)))
+    return p, stat, df
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("V,T", [(8, 0.8), (200, 1.5)])
+def test_markov_sampled_distribution(V, T):
+    """Many identical requests: position 0 follows softmax(logits / T) and (V = 8) the pair
+    (position 0, position 1) follows p0(y0) p1(y1 | y0) (chi-square, p > 1e-3)."""
+    r, k, b = 64, 2, 20000
+    base, prev, w_in, w_out = _inputs(1, k, V, r, torch.float32, 5)
+    base, prev = base.expand(b, k, V).contiguous(), prev.expand(b).contiguous()
+    draws = [ops.markov_draft(base, prev, w_in, w_out, T, seed=s, out=_poisoned(b, k)) for s in range(50)]
+    assert torch.equal(draws[0], ops.markov_draft(base, prev, w_in, w_out, T, seed=0))  # deterministic
+    assert not torch.equal(draws[0], draws[1])
+    toks = torch.cat(draws).long().cpu()
+    assert torch.all((toks >= 0) & (toks < V))
+    N = toks.shape[0]
+    p0 = ref.markov_step_probs(base[:1].cpu(), torch.zeros(1, k, dtype=torch.long), prev[:1].cpu(),
+                               w_in.cpu(), w_out.cpu(), T)[0, 0]
+    pval, stat, df = _chi2_pvalue(torch.bincount(toks[:, 0], minlength=V), p0 * N)
+    assert pval > 1e-3, (pval, stat, df)
+    if V == 8:
+        joint = torch.zeros(V, V, dtype=torch.float64)
+        for y0 in range(V):
+            p1 = ref.markov_step_probs(base[:1].cpu(), torch.tensor([[y0, 0]]), prev[:1].cpu(), w_in.cpu(),
+                                       w_out.cpu(), T)[0, 1]
+            joint[y0] = p0[y0] * p1
+        pval, stat, df = _chi2_pvalue(torch.bincount(toks[:, 0] * V + toks[:, 1], minlength=V * V),
+                                      joint.reshape(-1) * N)
+        assert pval > 1e-3, (pval, stat, df)
+
+
+@pytest.mark.gpu
+@settings(max_examples=8, deadline=None)
+@given(b=st.integers(1, 80), r=st.sampled_from([64, 128, 256]), dtype=st.sampled_from([torch.bfloat16, torch.float32]),
+       seed=st.integers(0, 2**31))
+def test_markov_sampled_masked_tokens_and_low_temperature(b, r, dtype, seed):
+    """Masked (-inf) tokens are never drawn; at temperature 1e-6 the sample is the greedy token
+    whenever the reference's top two logits are far apart."""
+    k, V = 4, 32000
+    base, prev, w_in, w_out = _inputs(b, k, V, r, dtype, seed)
+    base[:, :, 1::2] = float("-inf")
+    got = ops.markov_draft(base, prev, w_in, w_out, 1.0, seed=seed, out=_poisoned(b, k))
+    assert torch.all((got >= 0) & (got < V) & (got % 2 == 0))
+    cold = ops.markov_draft(base, prev, w_in, w_out, 1e-6, seed=seed, out=_poisoned(b, k))
+    greedy = ref.markov_draft_greedy(base, prev, w_in, w_out)
+    pv = torch.cat([prev.view(b, 1).long(), greedy[:, :-1].long()], 1)
+    for t in range(k):
+        top2 = ref.markov_logits(base[:, t], w_in[pv[:, t]], w_out).topk(2, -1).values
+        same_prefix = (cold[:, :t] == greedy[:, :t]).all(1)  # later positions condition on the prefix
+        clear = ((top2[:, 0] - top2[:, 1]) > 1e-3) & same_prefix
+        assert torch.equal(cold[clear, t], greedy[clear, t])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("temp", [0.0, 1.0])
+@pytest.mark.parametrize("b", [3, 40])
+def test_small_markov(temp, b):
+    """Small case for compute-sanitizer (memcheck / racecheck): both request-tile counts."""
+    k, V, r = 3, 4100, 64
+    base, prev, w_in, w_out = _inputs(b, k, V, r, torch.float32, b, integer=True)
+    got = ops.markov_draft(base, prev, w_in, w_out, temp, seed=2, out=_poisoned(b, k))
+    assert torch.all((got >= 0) & (got < V))
+    if temp == 0.0:
+        assert torch.equal(got, ref.markov_draft_greedy(base, prev, w_in, w_out))
