@@ -1,5 +1,9 @@
 """FP8 quantisation: reference math properties (CPU) and kernels vs reference, bit for bit (GPU)."""
 import ctypes
+import math
+from fractions import Fraction
+
+import numpy as np
 
 import pytest
 import torch
@@ -78,6 +82,80 @@ def test_ceil_pow2_exact():
     assert torch.equal(ref.ceil_pow2(s), torch.tensor([1.0, 2.0, 1.0, 2.0 ** -20, 2.0 ** -21, 512.0]))
 
 
+# ------------------------------------------------------- kernel division (CPU, exact arithmetic)
+def _rn32(v: Fraction) -> float:
+    """Round an exact rational to the nearest fp32 (ties to even), subnormals included."""
+    if v == 0:
+        return 0.0
+    a = abs(v)
+    e = a.numerator.bit_length() - a.denominator.bit_length()
+    if Fraction(2) ** e > a:
+        e -= 1
+    e = max(e, -126)  # fp32 subnormals share the exponent of the smallest normal
+    ulp = Fraction(2) ** (e - 23)
+    r = float(round(a / ulp) * ulp)  # round() on a Fraction ties to even; the result is fp32-exact
+    return float(np.float32(r if v > 0 else -r))
+
+
+def _fma32(a, b, c) -> float:
+    return _rn32(Fraction(a) * Fraction(b) + Fraction(c))
+
+
+def _kernel_div(x: float, s: float, pow2: bool) -> float:
+    """The kernels' x / s (templates/quant/quant.cuh div_rn), op by op in exact fp32 arithmetic."""
+    r = _rn32(1 / Fraction(s))
+    q = _rn32(Fraction(x) * Fraction(r))
+    if not pow2:
+        q = _fma32(_fma32(-q, s, x), r, q)
+        q = _fma32(_fma32(-q, s, x), r, q)
+    return math.copysign(q, x)
+
+
+_f32 = st.floats(width=32, allow_nan=False, allow_infinity=False)
+
+
+@settings(max_examples=300)
+@given(x=_f32, amax_x=_f32, near_mid=st.booleans(), pow2=st.booleans())
+def test_kernel_division_is_ieee_division(x, amax_x, near_mid, pow2):
+    """The kernels replace per-element IEEE division by a reciprocal and two fma corrections;
+    the e4m3 bits must equal the reference's (x / scale) cast. Cases near e4m3 rounding
+    midpoints (where a 1-ulp fp32 error would flip the result) are drawn on purpose."""
+    amax = max(abs(amax_x), abs(x))
+    s = torch.tensor([amax], dtype=torch.float32).clamp_min(1e-4) / 448
+    if pow2:
+        s = ref.ceil_pow2(s)
+    s = float(s)
+    if near_mid:  # x / s within an ulp or two of a midpoint between two e4m3 values
+        m = 1.0 + (int(abs(x)) % 8 + 0.5) / 8
+        x = float(np.float32(math.ldexp(m, int(abs(amax_x)) % 16 - 8) * s))
+        x = float(np.array([x], np.float32).view(np.int32).__add__(int(abs(amax_x) * 7) % 5 - 2).view(np.float32)[0])
+        if not math.isfinite(x) or abs(x) > amax:
+            return
+    want = (torch.tensor([x]) / torch.tensor([s])).to(torch.float8_e4m3fn).view(torch.uint8)
+    got = torch.tensor([_kernel_div(x, s, pow2)]).to(torch.float8_e4m3fn).view(torch.uint8)
+    assert torch.equal(got, want), (x, s)
+    if abs(x / s) >= 2.0 ** -11:  # above e4m3's zero range the fp32 quotient itself is exact
+        assert _kernel_div(x, s, pow2) == float(np.float32(x) / np.float32(s))
+
+
+def test_kernel_division_signed_zero():
+    assert math.copysign(1.0, _kernel_div(-0.0, 1e-3, False)) == -1.0
+    assert math.copysign(1.0, _kernel_div(0.0, 1e-3, True)) == 1.0
+
+
+# ------------------------------------------------------------------ compile for sm_90a (CPU)
+@pytest.mark.parametrize("kind", ["token_group", "block"])
+def test_kernels_compile_for_sm90a_without_spills(kind, cache_dir):
+    from jitkern.ops import quant
+    from jitkern.runtime import compile_spec
+    variants = quant.TOKEN_GROUP_VARIANTS if kind == "token_group" else quant.BLOCK_VARIANTS
+    for dtype in (torch.bfloat16, torch.float16, torch.float32):
+        for v in variants:
+            entry, _ = compile_spec(quant._spec(kind, dtype, dtype == torch.float16, v), "sm_90a")
+            ptxas = entry.meta["ptxas"]
+            assert ptxas.get("spill_stores", 0) == 0 and ptxas.get("spill_loads", 0) == 0, (dtype, v, ptxas)
+
+
 # ---------------------------------------------------------------------------------------- GPU
 gpu_dtypes = st.sampled_from([torch.bfloat16, torch.float16, torch.float32])
 
@@ -90,7 +168,7 @@ def _assert_same(q, s, qr, sr):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("variant", [1, 4])
+@pytest.mark.parametrize("variant", [1, 2, 4, 8])
 @settings(max_examples=40)
 @given(m=st.integers(1, 600), kq=st.integers(1, 70), dtype=gpu_dtypes, pow2=st.booleans(),
        rng=st.floats(0, 4), seed=st.integers(0, 2**31))
@@ -124,9 +202,20 @@ def _token_group_case(m, kq, dtype, pow2, rng, seed):
 
 
 @pytest.mark.gpu
-@settings(max_examples=40)
+@pytest.mark.parametrize("threads", [256, 512, 1024])
+@settings(max_examples=30)
 @given(n=st.integers(1, 700), kq=st.integers(1, 40), dtype=gpu_dtypes, pow2=st.booleans(), seed=st.integers(0, 2**31))
-def test_block_kernel_matches_reference(n, kq, dtype, pow2, seed):
+def test_block_kernel_matches_reference(threads, n, kq, dtype, pow2, seed):
+    from jitkern.ops import quant
+    real = quant.block_threads
+    quant.block_threads = lambda n_, k_, d_: threads  # every CTA size on any shape
+    try:
+        _block_case(n, kq, dtype, pow2, seed)
+    finally:
+        quant.block_threads = real
+
+
+def _block_case(n, kq, dtype, pow2, seed):
     from jitkern.ops.quant import per_block_quant_fp8
     k = 16 * kq
     x = _rand(n, k, 3, dtype, seed)
@@ -135,7 +224,9 @@ def test_block_kernel_matches_reference(n, kq, dtype, pow2, seed):
     q = torch.full((n, k), 0x55, dtype=torch.uint8, device="cuda").view(torch.float8_e4m3fn)
     s = torch.full((-(-n // 128), -(-k // 128)), -7.0, device="cuda")
     per_block_quant_fp8(x.cuda(), pow2, out=(q, s))
-    _assert_same(q, s, *ref.quant_block(x, pow2))
+    qr, sr = ref.quant_block(x, pow2)
+    _assert_same(q, s, qr, sr)
+    _assert_same(*per_block_quant_fp8(x.cuda(), pow2), qr, sr)  # fresh outputs (memoised plan path)
 
 
 @pytest.mark.gpu
@@ -197,3 +288,29 @@ def test_bad_out_layout_raises():
     q = torch.empty(6, 256, dtype=torch.float8_e4m3fn, device="cuda")
     with pytest.raises(ValueError, match=r"out\[1\]: expected MN-major"):
         per_token_group_quant_fp8(x, out=(q, torch.empty(6, 2, device="cuda")))
+
+
+@pytest.mark.gpu
+def test_repeat_calls_revalidate_pointer_and_follow_inputs():
+    """The memoised per-shape plan must still refuse a misaligned pointer, read the new input,
+    and return fresh outputs on every call."""
+    from jitkern.ops.quant import per_block_quant_fp8, per_token_group_quant_fp8
+    base = torch.randn(64, 520, dtype=torch.bfloat16, device="cuda")
+    good, bad = base[:, :512], base[:, 4:516]  # same shape and strides; bad starts 8 bytes in
+    for fn, rfn in ((per_token_group_quant_fp8, ref.quant_token_group), (per_block_quant_fp8, ref.quant_block)):
+        q1, s1 = fn(good)
+        q2, s2 = fn(good * 2)
+        assert q1.data_ptr() != q2.data_ptr() and s1.data_ptr() != s2.data_ptr()
+        _assert_same(q1, s1, *rfn(good.cpu()))
+        _assert_same(q2, s2, *rfn((good * 2).cpu()))
+        with pytest.raises(ValueError, match="16-byte aligned"):
+            fn(bad)
+
+
+@pytest.mark.gpu
+def test_zero_k_no_launch():
+    from jitkern.ops.quant import per_block_quant_fp8, per_token_group_quant_fp8
+    q, s = per_token_group_quant_fp8(torch.empty(5, 0, dtype=torch.bfloat16, device="cuda"))
+    assert q.shape == (5, 0) and s.shape == (5, 0)
+    q, s = per_block_quant_fp8(torch.empty(5, 0, dtype=torch.bfloat16, device="cuda"))
+    assert q.shape == (5, 0) and s.shape == (1, 0)

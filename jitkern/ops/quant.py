@@ -5,10 +5,11 @@ Math and the NaN/inf policy: :mod:`jitkern.reference.quant` (bit-identical resul
 from __future__ import annotations
 
 import ctypes
+import threading
 
 import torch
 
-from ..runtime import KernelSpec, current_target, get_kernel
+from ..runtime import KernelSpec, get_kernel
 from .checks import check_same_device, check_tensor
 
 _IN_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
@@ -32,24 +33,30 @@ def empty_token_group_scales(m: int, k: int, device) -> torch.Tensor:
 _SPECS: dict = {}
 
 
-def _spec(kind: str, dtype: torch.dtype, round_pow2: bool, groups: int = 0) -> KernelSpec:
-    key = (kind, dtype, round_pow2, groups)
+def _spec(kind: str, dtype: torch.dtype, round_pow2: bool, variant: int) -> KernelSpec:
+    """token_group: variant = groups per half-warp; block: variant = threads per CTA (one tile)."""
+    key = (kind, dtype, round_pow2, variant)
     spec = _SPECS.get(key)
     if spec is None:
-        extra = f", {groups}" if kind == "token_group" else ""
         spec = _SPECS[key] = KernelSpec(
-            "quant/quant.cuh", f"jitkern::quant_{kind}<{_CTYPE[dtype]}, {str(round_pow2).lower()}{extra}>",
+            "quant/quant.cuh", f"jitkern::quant_{kind}<{_CTYPE[dtype]}, {str(round_pow2).lower()}, {variant}>",
             family="quant")
     return spec
 
 
-# Groups per half-warp in the token-group kernel: 4 keeps 64 bytes per thread in flight on large
-# inputs; small ones take 1 so the grid still covers every SM.
+# Groups per half-warp in the token-group kernel (16-byte loads in flight per thread); small
+# inputs take 1 so the grid still covers every SM.
 TOKEN_GROUP_VARIANTS = (1, 4)
+# Threads per CTA in the block kernel, which holds one 128x128 tile in registers.
+BLOCK_VARIANTS = (256,)
 
 
 def token_group_groups(m: int, k: int) -> int:
     return 4 if m * -(-k // GROUP) >= 132 * 64 * 4 else 1
+
+
+def block_threads(n: int, k: int, dtype: torch.dtype) -> int:
+    return 256
 
 
 def _check_input(x):
@@ -60,6 +67,59 @@ def _check_input(x):
         raise ValueError(f"x: expected a row stride that is a multiple of 16 bytes, got {x.stride(0)} elements")
 
 
+# ---------------------------------------------------------------------------- host fast path
+# A hot call repeats the same (dtype, shape, strides, device): everything but the pointers is
+# decided once and kept in a _Plan (kernel, grid, packed scalar arguments, output layouts), so a
+# repeat call costs a dict lookup, the pointer-alignment check, two allocations and the driver
+# launch. Plans are per thread (a PreparedLaunch rewrites its own parameter buffer).
+_Tensor = torch.Tensor
+_FP8 = torch.float8_e4m3fn
+_F32 = torch.float32
+_MAX_PLANS = 4096  # distinct shapes per thread (serving sees many M); cleared past it
+
+
+class _Plan:
+    __slots__ = ("launch", "device", "q_shape", "s_storage", "s_shape", "s_strides", "chooser")
+
+    def __init__(self, launch, device, q_shape, s_storage, s_shape, s_strides, chooser):
+        self.launch, self.device, self.q_shape = launch, device, q_shape
+        self.s_storage, self.s_shape, self.s_strides, self.chooser = s_storage, s_shape, s_strides, chooser
+
+
+class _PlanTable(threading.local):
+    def __init__(self):
+        self.plans = {}
+
+
+_tables = _PlanTable()
+
+
+def _remember(key, plan):
+    plans = _tables.plans
+    if len(plans) >= _MAX_PLANS:
+        plans.clear()
+    plans[key] = plan
+
+
+def _key(x, kind, round_pow2):
+    # is_cuda is in the key: get_device() alone does not tell CUDA from other device types
+    return (kind, x.dtype, x.shape, x.stride(), x.is_cuda, x.get_device(), round_pow2)
+
+
+def _fresh_outputs(plan):
+    """(q, scales) for a plan. MN-major scales come from one empty_strided call when M % 4 == 0
+    (the strided view then spans the whole [G, align(M, 4)] storage); otherwise the storage is
+    allocated whole and viewed, so the padding rows stay inside it."""
+    q = torch.empty(plan.q_shape, dtype=_FP8, device=plan.device)
+    if plan.s_strides is None:
+        s = torch.empty(plan.s_storage, dtype=_F32, device=plan.device)
+    elif plan.s_storage is None:
+        s = torch.empty_strided(plan.s_shape, plan.s_strides, dtype=_F32, device=plan.device)
+    else:
+        s = torch.empty(plan.s_storage, dtype=_F32, device=plan.device).as_strided(plan.s_shape, plan.s_strides)
+    return q, s
+
+
 def per_token_group_quant_fp8(x: torch.Tensor, round_pow2: bool = False, out=None):
     """Quantise activations per 1x128 group along K.
 
@@ -68,25 +128,46 @@ def per_token_group_quant_fp8(x: torch.Tensor, round_pow2: bool = False, out=Non
     MN-major TMA-aligned layout of :func:`empty_token_group_scales`. ``out=(q, scales)`` writes
     into given tensors of exactly those layouts.
     """
+    if out is None and type(x) is _Tensor:
+        plan = _tables.plans.get(_key(x, "token_group", round_pow2))
+        if plan is not None and plan.chooser is token_group_groups:  # a patched heuristic re-plans
+            xp = x.data_ptr()
+            if not xp & 15:
+                q, s = _fresh_outputs(plan)
+                plan.launch(xp, q.data_ptr(), s.data_ptr())
+                return q, s
+    return _token_group_checked(x, round_pow2, out)
+
+
+def _token_group_checked(x, round_pow2, out):
+    """Full validation, outputs, launch; remembers a plan for the shape (slow path)."""
     _check_input(x)
     m, k = x.shape
     if out is None:
-        q = torch.empty((m, k), dtype=torch.float8_e4m3fn, device=x.device)
+        q = torch.empty((m, k), dtype=_FP8, device=x.device)
         s = empty_token_group_scales(m, k, x.device)
     else:
         q, s = out
-        check_tensor("out[0]", q, dtype=torch.float8_e4m3fn, shape=(m, k), contiguous=True)
-        check_tensor("out[1]", s, dtype=torch.float32, shape=(m, -(-k // GROUP)))
+        check_tensor("out[0]", q, dtype=_FP8, shape=(m, k), contiguous=True)
+        check_tensor("out[1]", s, dtype=_F32, shape=(m, -(-k // GROUP)))
         if m and (s.stride(0) != 1 or (s.shape[1] > 1 and s.stride(1) != tma_aligned_rows(m))):
             raise ValueError(f"out[1]: expected MN-major strides (1, {tma_aligned_rows(m)}), got {s.stride()}")
         check_same_device(x=x, q=q, scales=s)
-    if m == 0:
+    if m == 0 or k == 0:
         return q, s
-    groups, per = -(-k // GROUP), token_group_groups(m, k)
-    kern = get_kernel(_spec("token_group", x.dtype, round_pow2, per), x.device)
-    kern.launch((-(-groups // per), -(-m // 16)), (256,),
-                [x, q, s, ctypes.c_int32(m), ctypes.c_int32(k), ctypes.c_int64(x.stride(0)),
-                 ctypes.c_int32(tma_aligned_rows(m))])
+    key = _key(x, "token_group", round_pow2)
+    plan = _tables.plans.get(key)
+    if plan is None or plan.chooser is not token_group_groups:
+        groups, per = -(-k // GROUP), token_group_groups(m, k)
+        kern = get_kernel(_spec("token_group", x.dtype, round_pow2, per), x.device)
+        launch = kern.prepare((-(-groups // per), -(-m // 16)), (256,),
+                              [x, q, s, ctypes.c_int32(m), ctypes.c_int32(k), ctypes.c_int64(x.stride(0)),
+                               ctypes.c_int32(tma_aligned_rows(m))])
+        mp = tma_aligned_rows(m)
+        storage = None if m == mp else (groups, mp)
+        plan = _Plan(launch, x.device, (m, k), storage, (m, groups), (1, mp), token_group_groups)
+        _remember(key, plan)
+    plan.launch(x.data_ptr(), q.data_ptr(), s.data_ptr())
     return q, s
 
 
@@ -97,22 +178,42 @@ def per_block_quant_fp8(x: torch.Tensor, round_pow2: bool = False, out=None):
     Returns ``(q, scales)``: q [N, K] float8_e4m3fn contiguous, scales [ceil(N/128), ceil(K/128)]
     fp32 contiguous. ``out=(q, scales)`` writes into given contiguous tensors.
     """
+    if out is None and type(x) is _Tensor:
+        plan = _tables.plans.get(_key(x, "block", round_pow2))
+        if plan is not None and plan.chooser is block_threads:
+            xp = x.data_ptr()
+            if not xp & 15:
+                q, s = _fresh_outputs(plan)
+                plan.launch(xp, q.data_ptr(), s.data_ptr())
+                return q, s
+    return _block_checked(x, round_pow2, out)
+
+
+def _block_checked(x, round_pow2, out):
+    """Full validation, outputs, launch; remembers a plan for the shape (slow path)."""
     _check_input(x)
     n, k = x.shape
     gn, gk = -(-n // GROUP), -(-k // GROUP)
     if out is None:
-        q = torch.empty((n, k), dtype=torch.float8_e4m3fn, device=x.device)
-        s = torch.empty((gn, gk), dtype=torch.float32, device=x.device)
+        q = torch.empty((n, k), dtype=_FP8, device=x.device)
+        s = torch.empty((gn, gk), dtype=_F32, device=x.device)
     else:
         q, s = out
-        check_tensor("out[0]", q, dtype=torch.float8_e4m3fn, shape=(n, k), contiguous=True)
-        check_tensor("out[1]", s, dtype=torch.float32, shape=(gn, gk), contiguous=True)
+        check_tensor("out[0]", q, dtype=_FP8, shape=(n, k), contiguous=True)
+        check_tensor("out[1]", s, dtype=_F32, shape=(gn, gk), contiguous=True)
         check_same_device(x=x, q=q, scales=s)
-    if n == 0:
+    if n == 0 or k == 0:
         return q, s
-    kern = get_kernel(_spec("block", x.dtype, round_pow2), x.device)
-    ctas = min(gn * gk, current_target(x.device).num_sms * 8)  # 8 resident 256-thread CTAs per SM
-    kern.launch((ctas,), (256,), [x, q, s, ctypes.c_int32(n), ctypes.c_int32(k), ctypes.c_int64(x.stride(0))])
+    key = _key(x, "block", round_pow2)
+    plan = _tables.plans.get(key)
+    if plan is None or plan.chooser is not block_threads:
+        threads = block_threads(n, k, x.dtype)
+        kern = get_kernel(_spec("block", x.dtype, round_pow2, threads), x.device)
+        launch = kern.prepare((gk, gn), (threads,),
+                              [x, q, s, ctypes.c_int32(n), ctypes.c_int32(k), ctypes.c_int64(x.stride(0))])
+        plan = _Plan(launch, x.device, (n, k), (gn, gk), None, None, block_threads)
+        _remember(key, plan)
+    plan.launch(x.data_ptr(), q.data_ptr(), s.data_ptr())
     return q, s
 
 
@@ -124,8 +225,6 @@ def warmup_specs(entries, target) -> list:
         dtype = getattr(torch, e.get("dtype", "bfloat16"))
         pow2 = bool(e.get("round_pow2", False))
         for kind in e.get("kinds", ["token_group", "block"]):
-            if kind == "token_group":
-                specs += [_spec(kind, dtype, pow2, g) for g in TOKEN_GROUP_VARIANTS]
-            else:
-                specs.append(_spec(kind, dtype, pow2))
+            variants = TOKEN_GROUP_VARIANTS if kind == "token_group" else BLOCK_VARIANTS
+            specs += [_spec(kind, dtype, pow2, v) for v in variants]
     return specs

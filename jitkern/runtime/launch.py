@@ -46,10 +46,11 @@ class _LaunchConfig(ctypes.Structure):
 
 _CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION = 4
 _driver = None
+_launch_raw = None  # cuLaunchKernel without argtypes: the caller passes ready ctypes objects
 
 
 def _libcuda():
-    global _driver
+    global _driver, _launch_raw
     if _driver is None:
         lib = cudadrv.lib()
         u = ctypes.c_uint
@@ -58,6 +59,13 @@ def _libcuda():
         lib.cuLaunchKernel.restype = ctypes.c_int
         lib.cuLaunchKernelEx.argtypes = [ctypes.POINTER(_LaunchConfig), ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
         lib.cuLaunchKernelEx.restype = ctypes.c_int
+        # A second handle on cuLaunchKernel with no argtypes: per-argument from_param conversion
+        # of 11 arguments costs about as much as the driver call; the hot path passes the
+        # handle, stream and parameter array as cached c_void_p and the dims as small ints
+        # (C int, read as unsigned by the driver).
+        raw = type(lib.cuLaunchKernel)(("cuLaunchKernel", lib))
+        raw.restype = ctypes.c_int
+        _launch_raw = raw
         _driver = lib
     return _driver
 
@@ -144,15 +152,20 @@ def pack_args(args):
 _raw_stream_fn = None
 
 
-def _current_stream(index: int) -> int:
-    """torch's current raw ``cudaStream_t`` on device ``index`` (the C accessor, resolved once:
-    ``torch.cuda.current_stream()`` builds a Python Stream object per call)."""
+def _stream_fn():
+    """torch's C accessor of the current raw ``cudaStream_t`` per device, resolved once
+    (``torch.cuda.current_stream()`` builds a Python Stream object per call)."""
     global _raw_stream_fn
     if _raw_stream_fn is None:
         import torch
         raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
         _raw_stream_fn = raw if raw is not None else (lambda i: torch.cuda.current_stream(i).cuda_stream)
-    return _raw_stream_fn(index)
+    return _raw_stream_fn
+
+
+def _current_stream(index: int) -> int:
+    """torch's current raw ``cudaStream_t`` on device ``index``."""
+    return (_raw_stream_fn or _stream_fn())(index)
 
 
 _stream_args: dict = {}
@@ -179,6 +192,7 @@ class Kernel:
     def __init__(self, library, function, device_index: int, name: str):
         self.library, self.function, self.device_index, self.name = library, function, device_index, name
         self._fptr = function
+        self._fptr_arg = ctypes.c_void_p(function)
         self._smem_limit_set = 0
         self._configs = {}
 
@@ -199,23 +213,38 @@ class Kernel:
     def launch(self, grid, block, args, smem: int = 0, cluster=None, stream=None):
         """Launch on ``stream`` (a raw ``cudaStream_t`` int; default torch's current stream of this
         kernel's device). ``grid``/``block``/``cluster`` are tuples of up to 3 ints."""
-        if smem > 48 * 1024 and smem > self._smem_limit_set:
+        # Host-latency-critical (every op's launch): locals, no helper calls where avoidable.
+        if smem > 49152 and smem > self._smem_limit_set:
             self._ensure_smem(smem)
         if stream is None:
-            stream = _current_stream(self.device_index)
-        gx, gy, gz = (tuple(grid) + (1, 1))[:3]
-        bx, by, bz = (tuple(block) + (1, 1))[:3]
+            stream = (_raw_stream_fn or _stream_fn())(self.device_index)
         params, _keep = pack_args(args)
-        lib = _driver or _libcuda()
+        if _launch_raw is None:
+            _libcuda()
         if cluster is None or all(c == 1 for c in cluster):
-            err = lib.cuLaunchKernel(self._fptr, gx, gy, gz, bx, by, bz, smem, stream, params, None)
+            n = len(grid)
+            gx, gy, gz = (grid[0], grid[1], grid[2]) if n == 3 else (grid[0], grid[1] if n > 1 else 1, 1)
+            n = len(block)
+            bx, by, bz = (block[0], block[1], block[2]) if n == 3 else (block[0], block[1] if n > 1 else 1, 1)
+            sa = _stream_args.get(stream) or _stream_arg(stream)
+            try:
+                err = _launch_raw(self._fptr_arg, gx, gy, gz, bx, by, bz, smem, sa,
+                                  _params.ptrs_arg if _keep is None else ctypes.c_void_p(params), None)
+            except ctypes.ArgumentError:  # dims that are not plain ints (numpy, torch): convert
+                err = _driver.cuLaunchKernel(self._fptr, *map(int, (gx, gy, gz, bx, by, bz, smem)), stream, params, None)
         else:
-            cfg = self._cluster_config((gx, gy, gz), (bx, by, bz), smem, tuple((tuple(cluster) + (1, 1))[:3]))
+            cfg = self._cluster_config(_dim3(grid), _dim3(block), smem, _dim3(cluster))
             cfg[0].hStream = stream
-            err = lib.cuLaunchKernelEx(cfg[0], self._fptr, params, None)
+            err = _driver.cuLaunchKernelEx(cfg[0], self._fptr, params, None)
         if err:
             cudadrv.check(err, f"launching {self.name} grid={tuple(grid)} block={tuple(block)} "
                                f"smem={smem} cluster={cluster}")
+
+    def prepare(self, grid, block, args, smem: int = 0) -> "PreparedLaunch":
+        """A :class:`PreparedLaunch` of this kernel: grid, block, smem and every non-tensor
+        argument fixed now; only tensor pointers are given per call. For ops that memoise one per
+        input shape (see ``PreparedLaunch``)."""
+        return PreparedLaunch(self, grid, block, args, smem)
 
     def max_active_clusters(self, block, smem: int, cluster) -> int:
         """How many clusters of ``cluster`` CTAs (``block`` threads, ``smem`` bytes of dynamic shared
@@ -226,8 +255,7 @@ class Kernel:
         cl = tuple((tuple(cluster) + (1, 1))[:3])
         size = cl[0] * cl[1] * cl[2]
         cfg = self._cluster_config((size, 1, 1), tuple((tuple(block) + (1, 1))[:3]), smem, cl)
-        lib = cudadrv.lib()
-        fn = lib.cuOccupancyMaxActiveClusters
+        fn = cudadrv.lib().cuOccupancyMaxActiveClusters
         fn.argtypes = [ctypes.POINTER(ctypes.c_int), ctypes.c_void_p, ctypes.POINTER(_LaunchConfig)]
         n = ctypes.c_int(0)
         cudadrv.check(fn(ctypes.byref(n), self._fptr, cfg[0]), f"cluster occupancy of {self.name}")
@@ -243,3 +271,67 @@ class Kernel:
             c = _LaunchConfig(*grid, *block, smem, None, ctypes.pointer(attr), 1)
             cfg = self._configs[key] = (c, attr)
         return cfg
+
+
+class PreparedLaunch:
+    """One kernel launch with everything but the tensor pointers fixed: grid, block, dynamic
+    shared memory and the scalar/struct arguments are packed once into a private parameter
+    buffer; a call writes the tensors' pointers into their slots and launches on torch's current
+    stream. Host cost is about the driver call alone (no per-call packing or ctypes objects).
+
+    ``args`` as for :meth:`Kernel.launch`; the tensors in it only mark their positions (their
+    pointers are not kept). A call passes the pointers (ints), in the order the tensors appear.
+    Not safe to share between threads (the buffer is rewritten per call): keep one per thread.
+    """
+
+    def __init__(self, kernel: Kernel, grid, block, args, smem: int = 0):
+        import torch
+        n = len(args)
+        if n > _MAX_ARGS:
+            raise ValueError(f"args: at most {_MAX_ARGS} kernel arguments, got {n}")
+        if smem > 48 * 1024 and smem > kernel._smem_limit_set:
+            kernel._ensure_smem(smem)
+        self.kernel, self.smem = kernel, smem
+        self.dims = _dim3(grid) + _dim3(block)
+        self._slots = (ctypes.c_uint64 * max(n, 1))()
+        base = ctypes.addressof(self._slots)
+        ptrs = [base + _SLOT * i for i in range(n)]
+        self._tensor_slots = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
+        # pack the fixed arguments once, through the shared packer, then copy them over
+        pack_args([ctypes.c_uint64(0) if isinstance(a, torch.Tensor) else a for a in args])
+        ctypes.memmove(base, _params.slots, _SLOT * n)
+        self._keep = []
+        for i, a in enumerate(args):  # by-value structs/tensor maps are read from their own storage
+            k = _KIND.get(type(a))
+            if k == _BYVAL:
+                ptrs[i] = ctypes.addressof(a)
+                self._keep.append(a)
+            elif k == _TMAP:
+                ptrs[i] = a.getPtr()
+                self._keep.append(a)
+        self._ptrs = (ctypes.c_void_p * max(n, 1))(*ptrs)
+        ts = self._tensor_slots
+        consecutive = bool(ts) and ts == list(range(ts[0], ts[0] + len(ts)))
+        self._run = struct.Struct(f"<{len(ts)}Q") if consecutive else None
+        self._run_offset = _SLOT * ts[0] if consecutive else 0
+        self._fptr_arg, self._device = kernel._fptr_arg, kernel.device_index
+        self._ptrs_arg = ctypes.c_void_p(ctypes.addressof(self._ptrs))
+
+    def __call__(self, *ptrs, stream=None):
+        """Launch with the tensors' data pointers ``ptrs`` (ints) on ``stream`` (default torch's
+        current stream of the kernel's device)."""
+        if self._run is not None:  # tensors in consecutive slots: one pack_into
+            self._run.pack_into(self._slots, self._run_offset, *ptrs)
+        else:
+            slots = self._slots
+            for i, p in zip(self._tensor_slots, ptrs):
+                slots[i] = p
+        if stream is None:
+            stream = (_raw_stream_fn or _stream_fn())(self._device)
+        if _launch_raw is None:
+            _libcuda()
+        err = _launch_raw(self._fptr_arg, *self.dims, self.smem, _stream_args.get(stream) or _stream_arg(stream),
+                          self._ptrs_arg, None)
+        if err:
+            k = self.kernel
+            cudadrv.check(err, f"launching {k.name} dims={self.dims} smem={self.smem}")
