@@ -105,13 +105,15 @@ def _host_overhead():
     xs = torch.empty(1024, device="cuda")
     args = [xs, y, ctypes.c_float(1.0), ctypes.c_float(0.0), ctypes.c_int32(1024)]
     k.launch((1,), (256,), args)
+    prepared = k.prepare((1,), (256,), args)
+    px, py = xs.data_ptr(), y.data_ptr()
+    out = quant.per_token_group_quant_fp8(x)
+    # The floor case re-launches from this thread's parameter buffer as packed here (nothing
+    # else packs into it before that case runs: prepared launches use their own buffers).
     L.pack_args(args)
     stream = L._stream_arg(L._current_stream(k.device_index))
     fptr, params = k._fptr_arg, L._params.ptrs_arg
     raw = L._launch_raw
-    prepared = k.prepare((1,), (256,), args)
-    px, py = xs.data_ptr(), y.data_ptr()
-    out = quant.per_token_group_quant_fp8(x)
     cases = (
         ("cuLaunchKernel alone (ctypes, args cached: the floor)",
          lambda: raw(fptr, 1, 1, 1, 256, 1, 1, 0, stream, params, None)),
