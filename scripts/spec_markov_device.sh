@@ -31,6 +31,11 @@ echo "tests rc=$?"; tail -4 $OUT/tests.log
 timeout ${T_BENCH:-90} python3 -m jitkern.cli bench spec --kinds ${BENCH_KINDS:-markov,greedy} \
   --cases ${BENCH_CASES:-1x7,64x7,256x3} --json $OUT/bench.json > $OUT/bench.log 2>&1
 echo "bench rc=$?"; grep -E "markov|greedy" $OUT/bench.log | cut -c1-150
+if [ -n "$PROFILE" ] && command -v ncu >/dev/null; then
+  timeout ${T_PROF:-60} ncu --kernel-name regex:markov --launch-skip 2 --launch-count 1 --section SpeedOfLight \
+    --section WarpStateStats --section SchedulerStats --section InstructionStats python3 scripts/markov_profile.py $PROFILE \
+    > $OUT/ncu.log 2>&1; echo "ncu rc=$?"; grep -E "Duration|Throughput|Stall|Issue|Warp Cycles|Eligible|Executed Ipc|No Eligible" $OUT/ncu.log | head -30
+fi
 for tool in memcheck racecheck; do
   timeout ${T_SAN:-40} compute-sanitizer --tool $tool --report-api-errors no --print-limit 20 python3 -m pytest -m gpu -q \
     -p no:cacheprovider tests/test_speculative_markov.py -k small > $OUT/san_$tool.log 2>&1

@@ -122,13 +122,29 @@ def markov_spec(base_dtype, tok_dtype, rank: int, sampled: bool = False, mtiles:
                       f"{str(sampled).lower()}, {str(vec).lower()}>", family="spec")
 
 
-def markov_smem_bytes(base_bytes: int, rank: int, mtiles: int, b: int) -> int:
+_MARKOV_SMEM_LIMIT = 227 * 1024 - 6 * 1024  # opt-in shared memory minus the kernel's static arrays
+
+
+def markov_smem_bytes(base_bytes: int, rank: int, mtiles: int, cache_blocks: int = 0) -> int:
     """Dynamic shared memory of markov_draft (mirrors the kernel's layout): h [16*mtiles][rank+8]
-    bf16, per-warp double-buffered base tiles [8][2][16*mtiles][block rows (+pad)], prev [b] int32."""
+    bf16, per-warp double-buffered base tiles [8][2][16*mtiles][block rows (+pad)], then the w_out
+    tile cache: 8 warps x cache_blocks x (block rows x rank) bf16."""
     br = 32 if rank <= 128 else 16
     brs = br + (4 if base_bytes == 4 and br == 32 else 0)
     bp = 16 * mtiles
-    return bp * (rank + 8) * 2 + 8 * 2 * bp * brs * base_bytes + 4 * b
+    return bp * (rank + 8) * 2 + 8 * 2 * bp * brs * base_bytes + 8 * cache_blocks * br * rank * 2
+
+
+def markov_cache_blocks(V: int, num_sms: int, base_bytes: int, rank: int, mtiles: int) -> int:
+    """w_out blocks per warp kept in shared memory across positions: as many as fit, at most the
+    warp's share of its CTA's slice (8 warps per CTA, one CTA per SM)."""
+    br = 32 if rank <= 128 else 16
+    nblk = -(-V // br)
+    per_warp = -(-(-(-nblk // num_sms)) // 8)
+    cb = 0
+    while cb < per_warp and markov_smem_bytes(base_bytes, rank, mtiles, cb + 1) <= _MARKOV_SMEM_LIMIT:
+        cb += 1
+    return cb
 
 
 def select_spec(dtype) -> KernelSpec:
@@ -411,7 +427,7 @@ def markov_draft(base_logits: torch.Tensor, first_prev: torch.Tensor, w_in: torc
     {64, 128, 256}. Returns int32 [b, k]. The kernel is persistent (one CTA per SM, a software
     grid barrier between positions) and needs a whole SM per CTA: kernels on other streams only
     delay it. Batches above 64 requests (32 for r = 256) take several passes over w_out per
-    position. ``out``: an int32 [b, k] contiguous tensor to write into.
+    position. As much of each CTA's w_out slice as fits stays in shared memory across positions. ``out``: an int32 [b, k] contiguous tensor to write into.
     """
     check_tensor("base_logits", base_logits, dtype=_LOGIT_DTYPES, ndim=3, inner_contiguous=True)
     check_tensor("first_prev", first_prev, dtype=_IDX_DTYPES, ndim=1, contiguous=True)
@@ -443,19 +459,18 @@ def markov_draft(base_logits: torch.Tensor, first_prev: torch.Tensor, w_in: torc
         return out
     mt = markov_mtiles(b, r)
     esz = base_logits.element_size()
-    smem = markov_smem_bytes(esz, r, mt, b)
-    if smem > _SMEM_LIMIT:
-        raise ValueError(f"base_logits: batch {b} too large for shared memory (prev tokens need 4 bytes each)")
+    G = _num_sms(dev.index if dev.index is not None else torch.cuda.current_device())
+    cb = markov_cache_blocks(V, G, esz, r, mt)
+    smem = markov_smem_bytes(esz, r, mt, cb)
     vec = (base_logits.data_ptr() % 16 == 0 and (V * esz) % 16 == 0
            and (b == 1 or (base_logits.stride(0) * esz) % 16 == 0))
-    G = _num_sms(dev.index if dev.index is not None else torch.cuda.current_device())
     sync = _counters(dev, 4 + 2 * k * b)  # [barrier, exit, -, -] + k*b u64 keys, left zeroed
     sampled = temperature > 0.0
     kern = get_kernel(markov_spec(base_logits.dtype, first_prev.dtype, r, sampled, mt, vec), dev)
     kern.launch((G,), (MARKOV_THREADS,),
                 [base_logits, ctypes.c_int64(base_logits.stride(0)), ctypes.c_int32(V), ctypes.c_int32(k),
                  ctypes.c_int32(b), first_prev, w_in, w_out, ctypes.c_float(temperature if sampled else 1.0),
-                 ctypes.c_uint64(seed), sync, out], smem=smem)
+                 ctypes.c_uint64(seed), sync, out, ctypes.c_int32(cb)], smem=smem)
     return out
 
 

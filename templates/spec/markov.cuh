@@ -112,12 +112,13 @@ __device__ __forceinline__ void load_vals(const float* p, float (&f)[N]) {
 
 // Reference logit of vocabulary row v: fp32, acc = 0, acc = acc + w[c] * h[c] for c = 0..R-1 (each
 // product of two bf16 values rounded to fp32 on its own, never fused), then base + acc.
+// Not inlined: three call sites, and the scan loop must stay small for the instruction cache.
 template <int R>
-__device__ __forceinline__ float exact_logit(const __nv_bfloat16* __restrict__ w_out, const __nv_bfloat16* hrow,
-                                             float basev, int v) {
+__device__ __noinline__ float exact_logit(const __nv_bfloat16* __restrict__ w_out, const __nv_bfloat16* hrow,
+                                          float basev, int v) {
   const uint4* wp = reinterpret_cast<const uint4*>(w_out + (int64_t)v * R);
   float acc = 0.0f;
-#pragma unroll 4
+#pragma unroll 8
   for (int c8 = 0; c8 < R / 8; ++c8) {
     const uint4 wu = __ldg(wp + c8);
     const uint4 hu = *reinterpret_cast<const uint4*>(hrow + c8 * 8);
@@ -130,6 +131,16 @@ __device__ __forceinline__ float exact_logit(const __nv_bfloat16* __restrict__ w
   }
   return __fadd_rn(basev, acc);
 }
+
+// Philox block of 4 tokens (token group v4 = token / 4) and the Gumbel tail, out of line: the scan
+// calls them from 2 * MT * EPT / 4 unrolled sites (inlined, the loop overflowed the i-cache).
+__device__ __noinline__ uint4 markov_random(uint32_t v4, uint32_t req, uint32_t pos, uint64_t seed) {
+  return philox4x32_10(make_uint4(v4, req, pos, 0x3A7C0Fu), make_uint2((uint32_t)seed, (uint32_t)(seed >> 32)));
+}
+__device__ __noinline__ float gumbel(float u) { return -__logf(-logf(u)); }
+// Uniform in (0, 1) from 23 random bits: (x + 0.5) * 2^-23 is exact, so u < 1 and log(u) < 0.
+// (24 bits + 0.5 would round the top value to 1.0 and give an infinite Gumbel draw.)
+__device__ __forceinline__ float open_uniform(uint32_t r) { return ((float)(r >> 9) + 0.5f) * 0x1p-23f; }
 
 // Per (thread, request) greedy state: the two largest approximate logits (NaN counts as largest;
 // earlier = lower index wins ties) and the largest value dropped.
@@ -170,6 +181,8 @@ __device__ __forceinline__ float margin(float a, float E) { return E + fabsf(a) 
 // zero: [0] barrier, [1] exit count, [2..3] unused, then k * b u64 argmax keys at sync + 4;
 // out [b, k] int32. Grid: one CTA per SM (all co-resident), 256 threads, dynamic smem from
 // markov_smem_bytes on the host. kVec: 16-byte aligned base rows (V and bs multiples of 16 bytes).
+// cache_blocks: how many of each warp's blocks keep their w_out tile in shared memory across
+// positions (filled during the first pass, read with conflict-free 16-byte loads afterwards).
 //
 // Warp tiles: a warp takes blocks of BR = 8 * NT vocabulary rows (NT n-tiles of 8) and all 16 * MT
 // requests of the pass. The reduction dimension is permuted (same permutation for both operands,
@@ -181,23 +194,27 @@ template <typename TB, typename TokT, int R, int MT, bool kSampled, bool kVec>
 __global__ void __launch_bounds__(256, 1) markov_draft(
     const TB* __restrict__ base, int64_t bs, int V, int k, int b, const TokT* __restrict__ first_prev,
     const __nv_bfloat16* __restrict__ w_in, const __nv_bfloat16* __restrict__ w_out, float temp, uint64_t seed,
-    unsigned* __restrict__ sync, int* __restrict__ out) {
+    unsigned* __restrict__ sync, int* __restrict__ out, int cache_blocks) {
   constexpr int kThreads = 256, kWarps = 8;
   constexpr int NT = R <= 128 ? 4 : 2, EPT = 2 * NT, BR = 8 * NT, Q = R / 32, BP = 16 * MT;
   constexpr int HS = R + 8;  // h row stride (elements): +16 bytes makes the lanes' 16-byte reads conflict-free
   constexpr int BRS = BR + ((sizeof(TB) == 4 && BR == 32) ? 4 : 0);  // base stage row stride, same reason
   constexpr int STAGE = BP * BRS;
   constexpr int CPR = BR * (int)sizeof(TB) / 16;  // 16-byte chunks per base row of a block
+  constexpr int kMaxCand = 512;
   static_assert(R == 64 || R == 128 || R == 256, "R must be 64, 128 or 256");
 
   extern __shared__ __align__(16) unsigned char smem[];
   __nv_bfloat16* sh_h = reinterpret_cast<__nv_bfloat16*>(smem);                // [BP][HS]
   TB* sh_base = reinterpret_cast<TB*>(smem + BP * HS * 2);                     // [kWarps][2][BP][BRS]
-  int* sh_prev = reinterpret_cast<int*>(smem + BP * HS * 2 + kWarps * 2 * STAGE * sizeof(TB));  // [b]
+  uint4* sh_w = reinterpret_cast<uint4*>(smem + BP * HS * 2 + kWarps * 2 * STAGE * sizeof(TB));
+  // sh_w: [kWarps][cache_blocks][NT][Q][32 lanes] uint4
   __shared__ float s_hn[BP];              // ||h||_2 of each request of the pass (inflated)
   __shared__ unsigned s_amax[BP];         // CTA max of the approximate logits (order_bits)
   __shared__ int s_fb[BP];                // 1: recompute the whole slice exactly for this request
   __shared__ unsigned long long s_key[BP];
+  __shared__ int2 s_cand[kMaxCand];       // (request row, token) to recompute exactly
+  __shared__ int s_ncand;
   __shared__ unsigned s_w2;               // max squared w_out row norm of the slice (float bits)
   __shared__ int s_last;
 
@@ -206,38 +223,48 @@ __global__ void __launch_bounds__(256, 1) markov_draft(
   const int nblk = (V + BR - 1) / BR;
   const int blk0 = (int)((int64_t)cta * nblk / G), blk1 = (int)((int64_t)(cta + 1) * nblk / G);
   const int v_lo = blk0 * BR, v_hi = min(V, blk1 * BR);
+  const int nw = blk1 - blk0 > warp ? (blk1 - blk0 - warp + kWarps - 1) / kWarps : 0;  // this warp's blocks
+  const int ncache = min(cache_blocks, nw);
   const float inv_t = kSampled ? 1.0f / temp : 0.0f;
   const uint64_t pol_w = spec::policy_evict_last(), pol_b = spec::policy_evict_first();
   unsigned long long* keys = reinterpret_cast<unsigned long long*>(sync + 4);
   TB* my_stage = sh_base + warp * 2 * STAGE;
+  uint4* my_cache = sh_w + (int64_t)warp * cache_blocks * NT * Q * 32 + lane;
 
-  for (int i = tid; i < b; i += kThreads) sh_prev[i] = min(max((int)first_prev[i], 0), V - 1);
   if (tid == 0) s_w2 = 0u;
   float wsq = 0.0f;  // this thread's largest squared row norm (greedy, first pass only)
+  bool filled = false;
 
   for (int t = 0; t < k; ++t) {
     for (int p0 = 0; p0 < b; p0 += BP) {
       const int nb = min(BP, b - p0);
-      __syncthreads();  // sh_prev written; previous pass done with sh_h and the s_ arrays
+      __syncthreads();  // previous pass done with sh_h and the s_ arrays
       for (int e = tid; e < BP * (R / 8); e += kThreads) {
         const int row = e / (R / 8), ch = e % (R / 8);
         uint4 u = make_uint4(0u, 0u, 0u, 0u);
-        if (row < nb) u = __ldg(reinterpret_cast<const uint4*>(w_in + (int64_t)sh_prev[p0 + row] * R) + ch);
+        if (row < nb) {
+          // prev token: first_prev at t = 0, else the previous position's winner (read after the barrier)
+          const int pv = t == 0 ? (int)first_prev[p0 + row] : spec::key_index(__ldcg(keys + (int64_t)(t - 1) * b + p0 + row));
+          u = __ldg(reinterpret_cast<const uint4*>(w_in + (int64_t)min(max(pv, 0), V - 1) * R) + ch);
+        }
         *reinterpret_cast<uint4*>(sh_h + row * HS + ch * 8) = u;
       }
       if (tid < BP) { s_amax[tid] = 0u; s_fb[tid] = 0; s_key[tid] = 0ull; }
+      if (tid == 0) s_ncand = 0;
       __syncthreads();
       if constexpr (!kSampled) {
         for (int row = warp; row < BP; row += kWarps) {  // ||h||_2 in fp32, inflated below
-          float s = 0.0f;
-          for (int c = lane; c < R; c += 32) { const float x = __bfloat162float(sh_h[row * HS + c]); s = fmaf(x, x, s); }
+          float sum = 0.0f;
+          for (int c = lane; c < R; c += 32) { const float x = __bfloat162float(sh_h[row * HS + c]); sum = fmaf(x, x, sum); }
 #pragma unroll
-          for (int o = 16; o; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-          if (lane == 0) s_hn[row] = sqrtf(s) * (1.0f + 0x1p-10f) + 0x1p-60f;
+          for (int o = 16; o; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+          if (lane == 0) s_hn[row] = sqrtf(sum) * (1.0f + 0x1p-10f) + 0x1p-60f;
         }
       }
 
-      // ---- scan: every block of the slice, double-buffered (w_out in registers, base in smem) ----
+      // ---- scan over this warp's blocks: cached ones (from smem) first, then the ones streamed from
+      // global memory, whose w_out loads run one block ahead in registers; base tiles go through a
+      // per-warp double buffer of cp.async stages ----
       spec::Top2 top[MT][2];
       float yb[MT][2];
       int ib[MT][2];
@@ -246,7 +273,9 @@ __global__ void __launch_bounds__(256, 1) markov_draft(
 #pragma unroll
         for (int h = 0; h < 2; ++h) { top[m][h].init(); yb[m][h] = -__int_as_float(0x7F800000); ib[m][h] = -1; }
       const bool norms = !kSampled && t == 0 && p0 == 0;
+      const int first_global = filled ? ncache : 0;  // blocks [first_global, nw) come from global memory
 
+      auto blk_of = [&](int i) { return blk0 + warp + i * kWarps; };
       auto load_w = [&](uint4 (&bw)[NT][Q], int blk) {
 #pragma unroll
         for (int j = 0; j < NT; ++j) {
@@ -256,8 +285,8 @@ __global__ void __launch_bounds__(256, 1) markov_draft(
           for (int q = 0; q < Q; ++q) bw[j][q] = v < V ? spec::ld_hint(src + 4 * q, pol_w) : make_uint4(0u, 0u, 0u, 0u);
         }
       };
-      auto load_base = [&](int blk, int s) {
-        TB* dst = my_stage + s * STAGE;
+      auto load_base = [&](int blk, int st) {
+        TB* dst = my_stage + st * STAGE;
         const int vb = blk * BR;
         if constexpr (kVec) {
           for (int c = lane; c < nb * CPR; c += 32) {
@@ -274,8 +303,34 @@ __global__ void __launch_bounds__(256, 1) markov_draft(
         }
         spec::cp_async_commit();
       };
-      auto process = [&](const uint4 (&bw)[NT][Q], int blk, int s) {
-        const TB* st = my_stage + s * STAGE;
+
+      uint4 wg[NT][Q], wc[NT][Q];  // wg: next streamed block (in flight); wc: the block being processed
+      if (first_global < nw) load_w(wg, blk_of(first_global));
+      if (nw > 0) load_base(blk_of(0), 0);
+      for (int i = 0; i < nw; ++i) {
+        const int blk = blk_of(i), st = i & 1;
+        if (i + 1 < nw) load_base(blk_of(i + 1), st ^ 1); else spec::cp_async_commit();
+        if (i >= first_global) {
+#pragma unroll
+          for (int j = 0; j < NT; ++j)
+#pragma unroll
+            for (int q = 0; q < Q; ++q) wc[j][q] = wg[j][q];
+          if (i + 1 < nw) load_w(wg, blk_of(i + 1));
+          if (i < ncache) {  // first pass: keep this tile for the later positions
+#pragma unroll
+            for (int j = 0; j < NT; ++j)
+#pragma unroll
+              for (int q = 0; q < Q; ++q) my_cache[((i * NT + j) * Q + q) * 32] = wc[j][q];
+          }
+        } else {
+#pragma unroll
+          for (int j = 0; j < NT; ++j)
+#pragma unroll
+            for (int q = 0; q < Q; ++q) wc[j][q] = my_cache[((i * NT + j) * Q + q) * 32];
+        }
+        spec::cp_async_wait1();
+        __syncwarp();
+        const TB* stg = my_stage + st * STAGE;
         const int v0 = blk * BR + EPT * t4;  // this lane's first vocabulary row of the block
         if (norms) {
 #pragma unroll
@@ -283,15 +338,19 @@ __global__ void __launch_bounds__(256, 1) markov_draft(
             float sq = 0.0f;
 #pragma unroll
             for (int q = 0; q < Q; ++q) {
-              const uint32_t w4[4] = {bw[j][q].x, bw[j][q].y, bw[j][q].z, bw[j][q].w};
+              const uint32_t w4[4] = {wc[j][q].x, wc[j][q].y, wc[j][q].z, wc[j][q].w};
 #pragma unroll
-              for (int i = 0; i < 4; ++i) { sq = fmaf(spec::bf_lo(w4[i]), spec::bf_lo(w4[i]), sq); sq = fmaf(spec::bf_hi(w4[i]), spec::bf_hi(w4[i]), sq); }
+              for (int x = 0; x < 4; ++x) {
+                sq = fmaf(spec::bf_lo(w4[x]), spec::bf_lo(w4[x]), sq);
+                sq = fmaf(spec::bf_hi(w4[x]), spec::bf_hi(w4[x]), sq);
+              }
             }
             sq += __shfl_xor_sync(0xffffffffu, sq, 1);
             sq += __shfl_xor_sync(0xffffffffu, sq, 2);
             wsq = fmaxf(wsq, sq);
           }
         }
+        const bool tail = v0 + EPT > V;  // only in the vocabulary's last block
 #pragma unroll
         for (int m = 0; m < MT; ++m) {
           if (m * 16 >= nb) break;  // warp-uniform
@@ -305,8 +364,8 @@ __global__ void __launch_bounds__(256, 1) markov_draft(
             const uint4 ahi = *reinterpret_cast<const uint4*>(hlo + 8 * HS + 32 * q);
 #pragma unroll
             for (int j = 0; j < NT; ++j) {
-              spec::mma_bf16(acc[j], alo.x, ahi.x, alo.y, ahi.y, bw[j][q].x, bw[j][q].y);
-              spec::mma_bf16(acc[j], alo.z, ahi.z, alo.w, ahi.w, bw[j][q].z, bw[j][q].w);
+              spec::mma_bf16(acc[j], alo.x, ahi.x, alo.y, ahi.y, wc[j][q].x, wc[j][q].y);
+              spec::mma_bf16(acc[j], alo.z, ahi.z, alo.w, ahi.w, wc[j][q].z, wc[j][q].w);
             }
           }
 #pragma unroll
@@ -314,11 +373,12 @@ __global__ void __launch_bounds__(256, 1) markov_draft(
             const int row = m * 16 + 8 * h + g;
             if (m * 16 + 8 * h >= nb) break;  // warp-uniform: no valid request in this half
             float x[EPT];
-            spec::load_vals<EPT>(st + row * BRS + EPT * t4, x);
+            spec::load_vals<EPT>(stg + row * BRS + EPT * t4, x);
 #pragma unroll
-            for (int e = 0; e < EPT; ++e) {
-              x[e] = acc[e >> 1][2 * h + (e & 1)] + x[e];
-              if (v0 + e >= V) x[e] = -__int_as_float(0x7F800000);
+            for (int e = 0; e < EPT; ++e) x[e] = acc[e >> 1][2 * h + (e & 1)] + x[e];
+            if (tail) {
+#pragma unroll
+              for (int e = 0; e < EPT; ++e) if (v0 + e >= V) x[e] = -__int_as_float(0x7F800000);
             }
             if (row >= nb) continue;
             if constexpr (!kSampled) {
@@ -327,48 +387,25 @@ __global__ void __launch_bounds__(256, 1) markov_draft(
               const int req = p0 + row;
 #pragma unroll
               for (int g4 = 0; g4 < EPT / 4; ++g4) {
-                const uint4 rnd = spec::philox4x32_10(make_uint4((uint32_t)((v0 >> 2) + g4), (uint32_t)req, (uint32_t)t, 0x3A7C0Fu),
-                                                      make_uint2((uint32_t)seed, (uint32_t)(seed >> 32)));
+                const uint4 rnd = spec::markov_random((uint32_t)((v0 >> 2) + g4), (uint32_t)req, (uint32_t)t, seed);
                 const uint32_t r4[4] = {rnd.x, rnd.y, rnd.z, rnd.w};
 #pragma unroll
                 for (int e4 = 0; e4 < 4; ++e4) {
                   const int e = 4 * g4 + e4;
                   const float z = x[e] * inv_t;
-                  const float u = ((float)(r4[e4] >> 8) + 0.5f) * 0x1p-24f;  // (0, 1)
+                  const float u = spec::open_uniform(r4[e4]);
                   // Skip the logs when even this draw cannot win: gumbel(u) > yb - z  <=>  u > exp(-exp(z - yb)).
                   const float thr = __expf(-__expf(z - yb[m][h]));
                   if (u > thr - 0x1p-18f) {
-                    const float y = z - __logf(-logf(u));
-                    if (spec::better(y, yb[m][h]) && v0 + e < V) { yb[m][h] = y; ib[m][h] = v0 + e; }
+                    const float y = z + spec::gumbel(u);
+                    if (spec::better(y, yb[m][h])) { yb[m][h] = y; ib[m][h] = v0 + e; }
                   }
                 }
               }
             }
           }
         }
-      };
-
-      {
-        uint4 wa[NT][Q], wb[NT][Q];
-        int blk = blk0 + warp, s = 0;
-        if (blk < blk1) { load_w(wa, blk); load_base(blk, 0); }
-        while (blk < blk1) {
-          int nxt = blk + kWarps;
-          if (nxt < blk1) { load_w(wb, nxt); load_base(nxt, s ^ 1); } else spec::cp_async_commit();
-          spec::cp_async_wait1();
-          __syncwarp();
-          process(wa, blk, s);
-          __syncwarp();  // stage s fully read before it is refilled
-          blk = nxt; s ^= 1;
-          if (blk >= blk1) break;
-          nxt = blk + kWarps;
-          if (nxt < blk1) { load_w(wa, nxt); load_base(nxt, s ^ 1); } else spec::cp_async_commit();
-          spec::cp_async_wait1();
-          __syncwarp();
-          process(wb, blk, s);
-          __syncwarp();
-          blk = nxt; s ^= 1;
-        }
+        __syncwarp();  // stage st fully read before it is refilled
       }
 
       // ---- CTA combine for this pass ----
@@ -401,6 +438,9 @@ __global__ void __launch_bounds__(256, 1) markov_draft(
             if (t4 == 0 && row < nb && o) atomicMax(&s_amax[row], o);
           }
         __syncthreads();
+        // Candidates (approximate value within the margin of the CTA's lower bound) go to a list that
+        // the whole CTA recomputes in parallel; an overflowing list or a doubtful dropped value sends
+        // the request to the exact slice pass.
         const float w2 = sqrtf(__uint_as_float(s_w2)) * (1.0f + 0x1p-10f) + 0x1p-60f;
 #pragma unroll
         for (int m = 0; m < MT; ++m)
@@ -414,21 +454,25 @@ __global__ void __launch_bounds__(256, 1) markov_draft(
             const float L = A - spec::margin(A, E);
             const bool ok = fabsf(A) < 0x1p100f && E < 0x1p64f && tp.a3 == tp.a3 && !(tp.a3 + spec::margin(tp.a3, E) >= L);
             if (!ok) { s_fb[row] = 1; continue; }
-            const int req = p0 + row;
-            const TB* brow = base + (int64_t)req * bs + (int64_t)t * V;
-            const __nv_bfloat16* hrow = sh_h + row * HS;
-            uint64_t key = 0;
-            if (tp.i1 >= 0 && tp.a1 + spec::margin(tp.a1, E) >= L)
-              key = spec::argmax_key(spec::exact_logit<R>(w_out, hrow, (float)brow[tp.i1], tp.i1), tp.i1);
-            if (tp.i2 >= 0 && tp.a2 + spec::margin(tp.a2, E) >= L)
-              key = spec::u64max(key, spec::argmax_key(spec::exact_logit<R>(w_out, hrow, (float)brow[tp.i2], tp.i2), tp.i2));
-            if (key) atomicMax(&s_key[row], (unsigned long long)key);
+            const bool c1 = tp.i1 >= 0 && tp.a1 + spec::margin(tp.a1, E) >= L;
+            const bool c2 = tp.i2 >= 0 && tp.a2 + spec::margin(tp.a2, E) >= L;
+            if (c1 || c2) {
+              const int slot = atomicAdd(&s_ncand, (int)c1 + (int)c2);
+              if (slot + (int)c1 + (int)c2 > kMaxCand) { s_fb[row] = 1; continue; }
+              if (c1) s_cand[slot] = make_int2(row, tp.i1);
+              if (c2) s_cand[slot + (int)c1] = make_int2(row, tp.i2);
+            }
           }
         __syncthreads();
+        for (int c = tid; c < min(s_ncand, kMaxCand); c += kThreads) {
+          const int row = s_cand[c].x, v = s_cand[c].y;
+          if (s_fb[row]) continue;  // the exact slice pass covers it
+          const float bv = (float)base[(int64_t)(p0 + row) * bs + (int64_t)t * V + v];
+          atomicMax(&s_key[row], (unsigned long long)spec::argmax_key(spec::exact_logit<R>(w_out, sh_h + row * HS, bv, v), v));
+        }
         for (int row = 0; row < nb; ++row) {
-          if (!s_fb[row]) continue;  // CTA-uniform
-          const int req = p0 + row;
-          const TB* brow = base + (int64_t)req * bs + (int64_t)t * V;
+          if (!s_fb[row]) continue;  // CTA-uniform (s_fb is final since the barrier above)
+          const TB* brow = base + (int64_t)(p0 + row) * bs + (int64_t)t * V;
           uint64_t key = 0;
           for (int v = v_lo + tid; v < v_hi; v += kThreads)
             key = spec::u64max(key, spec::argmax_key(spec::exact_logit<R>(w_out, sh_h + row * HS, (float)brow[v], v), v));
@@ -439,13 +483,11 @@ __global__ void __launch_bounds__(256, 1) markov_draft(
       }
       __syncthreads();
       if (tid < nb && s_key[tid]) atomicMax(keys + (int64_t)t * b + p0 + tid, s_key[tid]);
+      if (t == 0 && p0 == 0) filled = true;
     }
     spec::grid_barrier(sync, (unsigned)G * (t + 1));
-    for (int i = tid; i < b; i += kThreads) {
-      const int v = spec::key_index(__ldcg(keys + (int64_t)t * b + i));
-      sh_prev[i] = min(max(v, 0), V - 1);
-      if (cta == 0) out[(int64_t)i * k + t] = v;
-    }
+    if (cta == 0)
+      for (int i = tid; i < b; i += kThreads) out[(int64_t)i * k + t] = spec::key_index(__ldcg(keys + (int64_t)t * b + i));
   }
 
   // Hand the slice's w_out lines back to normal L2 priority, then the last CTA out resets the
