@@ -16,10 +16,10 @@
 // order, then + base). Rigorous bound: |a - F| <= m(a) = E + 2^-20 |a| + 2^-100 with
 // E = R * 2^-17 * ||w_out row||_2 * ||h||_2 (norms inflated by 2^-10); a model with every mma step
 // truncating 17 aligned terms at 2^-22 of the largest needs R * 2^-21, so this is 16x slack. Each
-// thread keeps its top two `a` per request (plus the largest value it dropped); the CTA's lower
+// thread keeps its top two `a` per request (plus an upper bound a3 of what it dropped); the CTA's lower
 // bound L = max(a) - m(max a); every kept element with a + m(a) >= L is recomputed exactly
-// (F, in the reference's order) and competes through a 64-bit (value, lowest index) key. If a
-// dropped value could still reach L, or anything is non-finite, the CTA recomputes its whole slice
+// (F, in the reference's order) and competes through a 64-bit (value, lowest index) key. If a3
+// could still reach L, or anything is non-finite, the CTA recomputes its whole slice
 // exactly for that request (slow, correct). The result equals torch.argmax over F bit for bit.
 #pragma once
 #include "spec/common.cuh"
@@ -156,18 +156,24 @@ struct Top2 {
     else if (better(x, a2)) { a3 = nanmax(a3, a2); a2 = x; i2 = idx; }
     else a3 = nanmax(a3, x);
   }
-  // Elements in increasing index order. Common case (nothing beats the runner-up): one max.
+  // Elements x[0..N) at indices idx0.. in increasing order. Only the block's maximum (first index
+  // of it) can enter the top two; everything else is bounded by the block's second value, which
+  // goes to a3 (an upper bound of the dropped values is all the exactness argument needs).
   template <int N>
   __device__ __forceinline__ void update(const float (&x)[N], int idx0) {
-    float bm = x[0];
+    float run = x[0], m2 = -__int_as_float(0x7F800000), bm = x[0];
 #pragma unroll
-    for (int e = 1; e < N; ++e) bm = max_nan(bm, x[e]);
-    if (bm > a2 || bm != bm || a2 != a2) {
-#pragma unroll
-      for (int e = 0; e < N; ++e) insert(x[e], idx0 + e);
-    } else {
-      a3 = nanmax(a3, bm);
+    for (int e = 1; e < N; ++e) {
+      m2 = fmaxf(m2, fminf(run, x[e]));
+      run = fmaxf(run, x[e]);
+      bm = max_nan(bm, x[e]);
     }
+    int bi = N - 1;
+#pragma unroll
+    for (int e = N - 1; e >= 0; --e)
+      if (x[e] == bm || x[e] != x[e]) bi = e;  // first maximum (first NaN if any)
+    insert(bm, idx0 + bi);
+    a3 = nanmax(a3, m2);
   }
 };
 
