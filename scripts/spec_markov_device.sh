@@ -26,7 +26,7 @@ with ProcessPoolExecutor(16) as ex:
 PY
 echo "warm: $(grep -c . $OUT/warm.log) specs, $(grep -c FAILED $OUT/warm.log) failed"
 HYPOTHESIS_PROFILE=gpu timeout ${T_TEST:-100} python3 -m pytest -m gpu -q -p no:cacheprovider -rfE \
-  tests/test_speculative_markov.py tests/test_speculative_small.py > $OUT/tests.log 2>&1
+  tests/test_speculative_markov.py tests/test_speculative_small.py tests/test_speculative.py -k "${TEST_K:-markov or greedy}" > $OUT/tests.log 2>&1
 echo "tests rc=$?"; tail -4 $OUT/tests.log
 timeout ${T_BENCH:-90} python3 -m jitkern.cli bench spec --kinds ${BENCH_KINDS:-markov,greedy} \
   --cases ${BENCH_CASES:-1x7,64x7,256x3} --json $OUT/bench.json > $OUT/bench.log 2>&1
