@@ -305,4 +305,13 @@ def test_repeat_calls_revalidate_pointer_and_follow_inputs():
         _assert_same(q2, s2, *rfn((good * 2).cpu()))
         with pytest.raises(ValueError, match="16-byte aligned"):
             fn(bad)
+    # out=: a layout validated once is reused; another layout for the same input is checked again
+    from jitkern.ops.quant import empty_token_group_scales
+    q = torch.empty(64, 512, dtype=torch.float8_e4m3fn, device="cuda")
+    s = empty_token_group_scales(64, 512, "cuda")
+    for scale in (1.0, 3.0):
+        per_token_group_quant_fp8(good * scale, out=(q, s))
+        _assert_same(q, s, *ref.quant_token_group((good * scale).cpu()))
+    with pytest.raises(ValueError, match=r"out\[1\]: expected MN-major"):
+        per_token_group_quant_fp8(good, out=(q, torch.empty(64, 4, device="cuda")))
 
