@@ -44,8 +44,10 @@ GREEDY_THREADS, GREEDY_UNROLL = 256, 4
 # Largest vocab chunk per CTA (elements). Measured on H100 (bench spec --sweep, V=129280 bf16):
 # 65536 beat 4096/8192/16384/32768 and whole rows at b = 16, 64, 256 and tied at b = 1.
 GREEDY_MAX_CHUNK = 65536
-SAMPLED_THREADS = 256
-SAMPLED_MAX_CLUSTER = 8
+# verify_sampled: persistent work-queue kernel, kMinBlocks CTAs per SM (64 registers/thread).
+SAMPLED_THREADS, SAMPLED_UNROLL, SAMPLED_MIN_BLOCKS = 256, 8, 4
+SAMPLED_MAX_CHUNK, SAMPLED_MIN_CHUNK = 16384, 2048
+TREE_SAMPLED_THREADS = 512
 _SMEM_LIMIT = 227 * 1024 - 1024  # Hopper opt-in shared memory per CTA, minus the static part
 
 _counters_by_stream: dict = {}
@@ -92,7 +94,13 @@ def greedy_stream_spec(logit_dtype, tok_dtype, cu_dtype) -> KernelSpec:
 def sampled_spec(logit_dtype, tok_dtype, cu_dtype, vec: bool) -> KernelSpec:
     return KernelSpec("spec/sampled.cuh",
                       f"jitkern::verify_sampled<{_CTYPE[logit_dtype]}, {_CTYPE[tok_dtype]}, {_CTYPE[cu_dtype]}, "
-                      f"{str(vec).lower()}, {SAMPLED_THREADS}>", family="spec")
+                      f"{str(vec).lower()}, {SAMPLED_THREADS}, {SAMPLED_UNROLL}, {SAMPLED_MIN_BLOCKS}>", family="spec")
+
+
+def tree_sampled_spec(logit_dtype, tok_dtype, cu_dtype, vec: bool) -> KernelSpec:
+    return KernelSpec("spec/sampled.cuh",
+                      f"jitkern::verify_tree_sampled<{_CTYPE[logit_dtype]}, {_CTYPE[tok_dtype]}, {_CTYPE[cu_dtype]}, "
+                      f"{str(vec).lower()}, {TREE_SAMPLED_THREADS}, {TREE_MAX_NODES}>", family="spec")
 
 
 TREE_MAX_NODES = 256
@@ -104,6 +112,10 @@ def tree_greedy_spec(logit_dtype, tok_dtype, cu_dtype, vec: bool) -> KernelSpec:
                       f"{str(vec).lower()}, {GREEDY_THREADS}, {GREEDY_UNROLL}, {TREE_MAX_NODES}>", family="spec")
 
 
+# markov_draft measured on H100 (bench spec, V=129280, r=128, bf16, k=7; floor = w_out once per
+# position + base at copy bandwidth): greedy b=1 81.2 us (96% of floor), b=16 129.6 (67%), b=64
+# 303.2 (38%); sampled 99.9 / 169.5 / 565.1 us. Large batches are issue-bound in the per-element
+# epilogue (8 warps per SM at ~250 registers: ~0.3 instructions per cycle per scheduler).
 MARKOV_THREADS = 256
 
 
@@ -265,80 +277,215 @@ def verify_greedy(target_logits: torch.Tensor, draft_tokens: torch.Tensor, cu_nu
     return accepted, out
 
 
-def sampled_config(V: int, logit_bytes: int):
-    """(cluster size, chunk): up to 8 CTAs per row, chunk a multiple of 8 elements whose logits
-    fit in shared memory (staged there; q is streamed); None if V is too large."""
-    cs = max(1, min(SAMPLED_MAX_CLUSTER, -(-V // 2048)))
-    chunk = -(-V // cs)
+class _Knobs(ctypes.Structure):
+    """By-value mirror of ``jitkern::spec::Knobs`` (templates/spec/sampled.cuh): per-request
+    pointers (0 = use the scalar) and scalars for temperature, top-k and top-p."""
+    _fields_ = [("temps", ctypes.c_void_p), ("temp", ctypes.c_float), ("topks", ctypes.c_void_p),
+                ("topk", ctypes.c_int32), ("topps", ctypes.c_void_p), ("topp", ctypes.c_float)]
+
+
+def _sampling_knobs(b: int, ref: torch.Tensor, temperature, top_k, top_p) -> _Knobs:
+    """Validate temperature / top_k / top_p (scalar or per-request [b] tensor) into a _Knobs."""
+    kn = _Knobs()
+    if isinstance(temperature, torch.Tensor):
+        check_tensor("temperature", temperature, dtype=torch.float32, shape=(b,), contiguous=True)
+        check_same_device(target_logits=ref, temperature=temperature)
+        kn.temps, kn.temp = temperature.data_ptr() or None, 0.0
+    else:
+        t = float(temperature)
+        if not t >= 0.0:
+            raise ValueError(f"temperature: expected >= 0, got {temperature!r}")
+        kn.temps, kn.temp = None, t
+    if isinstance(top_k, torch.Tensor):
+        check_tensor("top_k", top_k, dtype=torch.int32, shape=(b,), contiguous=True)
+        check_same_device(target_logits=ref, top_k=top_k)
+        kn.topks, kn.topk = top_k.data_ptr() or None, 0
+    elif top_k is None:
+        kn.topks, kn.topk = None, 0
+    else:
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise ValueError(f"top_k: expected None, an int >= 1 or an int32 tensor [b], got {top_k!r}")
+        kn.topks, kn.topk = None, min(top_k, 2 ** 31 - 1)
+    if isinstance(top_p, torch.Tensor):
+        check_tensor("top_p", top_p, dtype=torch.float32, shape=(b,), contiguous=True)
+        check_same_device(target_logits=ref, top_p=top_p)
+        kn.topps, kn.topp = top_p.data_ptr() or None, 1.0
+    elif top_p is None:
+        kn.topps, kn.topp = None, 1.0
+    else:
+        p = float(top_p)
+        if not 0.0 < p <= 1.0:
+            raise ValueError(f"top_p: expected None, a float in (0, 1] or an fp32 tensor [b], got {top_p!r}")
+        kn.topps, kn.topp = None, p
+    return kn
+
+
+def _check_seed(seed):
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 64:
+        raise ValueError(f"seed: expected an int in [0, 2**64), got {seed!r}")
+
+
+def sampled_tiles(rows: int, V: int, slots: int, max_chunk: int | None = None, min_chunk: int | None = None):
+    """(splits, chunk) of verify_sampled's vocab tiles for ``rows`` rows: about two tiles per
+    resident CTA slot (the work queue balances them), chunks between ``min_chunk`` (default
+    SAMPLED_MIN_CHUNK) and ``max_chunk`` (SAMPLED_MAX_CHUNK) elements, multiples of 8 (16-byte
+    vectors for bf16 and fp32)."""
+    max_chunk = max_chunk or SAMPLED_MAX_CHUNK
+    min_chunk = min_chunk or SAMPLED_MIN_CHUNK
+    want = max(1, -(-2 * slots // max(rows, 1)))
+    splits = max(-(-V // max_chunk), min(want, max(1, -(-V // min_chunk))))
+    chunk = -(-V // splits)
     chunk = -(-chunk // 8) * 8
-    if chunk * logit_bytes > _SMEM_LIMIT:
-        return None
-    return cs, chunk
+    return -(-V // chunk), chunk
 
 
 def verify_sampled(target_logits: torch.Tensor, draft_tokens: torch.Tensor, draft_probs: torch.Tensor,
                    cu_num_draft: torch.Tensor, temperature=1.0, top_k=None, top_p=None, seed: int = 0,
                    max_num_draft: int | None = None, out=None):
-    """Rejection-sampled verification (Leviathan et al. 2023; Chen et al. 2023).
+    """Rejection-sampled verification (Leviathan et al. 2023; Chen et al. 2023), one launch.
 
-    p_j = softmax(target_logits[row j] / temperature) (temperature 0: one-hot at the argmax,
-    lowest index on ties, i.e. greedy). Draft j is accepted with probability
-    min(1, p_j(x_j) / q_j(x_j)) (test: ``u * q < p`` with u uniform in [0, 1)); at the first
-    rejection one token is drawn from normalize(max(0, p_j - q_j)) (from p_j when that residual
-    has zero mass, which can only happen through rounding when p_j == q_j); if every draft is
-    accepted a bonus token is drawn from p_k. The emitted tokens follow the target distribution.
+    Target distribution of row j (every row of the request, drafts and bonus alike):
+    temperature, then top-k, then top-p, i.e. the distribution the target would sample from:
 
-    draft_probs: the draft's probabilities q, fp32 [sum k_i, V] (not logits). temperature: a
-    float or an fp32 tensor [b] (per request), >= 0. top_k / top_p: not supported yet (must be
-    None). seed: int in [0, 2**64): random numbers are Philox4x32-10 of (seed, request,
-    position), so a result depends on the seed and the inputs only (not on batch composition
-    beyond the request's index). Layout and outputs (and ``out=``): module docstring and
-    :func:`verify_greedy`.
+    * temperature T: p = softmax(logits / T); T == 0: one-hot at the argmax (lowest index on
+      ties, i.e. greedy; top-k/top-p then change nothing).
+    * top_k = k: keep every token whose logit is >= the k-th largest logit (ties at the k-th
+      value are all kept, so more than k tokens may survive); k >= V keeps all.
+    * top_p = P (FlashInfer / vLLM semantics): over the top-k survivors, keep the smallest set of
+      most probable tokens whose probability mass is >= P, plus every token tied with the least
+      probable kept one; P >= 1 keeps all. Then renormalise.
+
+    Draft j is accepted with probability min(1, p_j(x_j) / q_j(x_j)) (test ``u * q < p``, u uniform
+    in [0, 1)); a draft outside [0, V) or with p_j(x_j) = 0 is rejected. At the first rejection
+    one token is drawn from normalize(max(0, p_j - q_j)); if that residual has zero mass (only
+    through rounding, or a q that does not sum to 1) it is drawn from p_j instead. If every draft
+    is accepted a bonus token is drawn from p_k. The emitted tokens follow p exactly (up to fp32
+    rounding of p and 23-bit uniforms).
+
+    draft_probs: the draft's probabilities q, fp32 [sum k_i, V] (not logits). temperature: float
+    >= 0 or fp32 tensor [b]. top_k: None, int >= 1, or int32 tensor [b] (entries < 1 or >= V:
+    no top-k for that request). top_p: None, float in (0, 1], or fp32 tensor [b] (entries >= 1 or
+    NaN: no top-p; entries <= 0 keep only the most probable token and its ties). seed: int in
+    [0, 2**64); random numbers are Philox4x32-10 of (seed, request, position[, token]), so a
+    result depends on the seed and the inputs only (not on batch composition beyond the
+    request's index, nor on the launch configuration). Sampling is an exponential race
+    (argmin E_i / w_i), so only the row that is sampled is read a second time.
+    Layout and outputs (and ``out=``): module docstring and :func:`verify_greedy`.
+    Cost: without top-k/top-p the logits are read once plus one row per request (and q at the
+    draft tokens plus one q row per rejecting request); a filtered row is read 3-5 times (bf16)
+    by one CTA, through L2.
     """
     b, rows, V, max_num_draft = _check_ragged(target_logits, draft_tokens, cu_num_draft, max_num_draft)
     check_tensor("draft_probs", draft_probs, dtype=torch.float32, shape=(draft_tokens.numel(), V),
                  inner_contiguous=True)
     check_same_device(target_logits=target_logits, draft_probs=draft_probs)
-    if top_k is not None:
-        raise ValueError("top_k: not supported by verify_sampled yet (pass None)")
-    if top_p is not None:
-        raise ValueError("top_p: not supported by verify_sampled yet (pass None)")
-    if not isinstance(seed, int) or not 0 <= seed < 2 ** 64:
-        raise ValueError(f"seed: expected an int in [0, 2**64), got {seed!r}")
-    temps, tscalar = None, 0.0
-    if isinstance(temperature, torch.Tensor):
-        check_tensor("temperature", temperature, dtype=torch.float32, shape=(b,), contiguous=True)
-        check_same_device(target_logits=target_logits, temperature=temperature)
-        temps = temperature
-    else:
-        tscalar = float(temperature)
-        if not tscalar >= 0.0:
-            raise ValueError(f"temperature: expected >= 0, got {temperature!r}")
-    cfg = sampled_config(V, target_logits.element_size())
-    if cfg is None:
-        raise ValueError(f"target_logits: vocabulary {V} too large for the shared-memory staging "
-                         f"(8 CTAs x {_SMEM_LIMIT} bytes of logits)")
-    cs, chunk = cfg
+    _check_seed(seed)
+    knobs = _sampling_knobs(b, target_logits, temperature, top_k, top_p)
     dev = target_logits.device
     accepted, out = _outputs(b, max_num_draft, dev, out)
     if b == 0:
         return accepted, out
-    scratch = torch.empty(2 * rows, dtype=torch.int32, device=dev)
-    row_p, row_tok = scratch[:rows].view(torch.float32), scratch[rows:]
-    counters = _counters(dev, b)
+    slots = _num_sms(dev.index if dev.index is not None else torch.cuda.current_device()) * SAMPLED_MIN_BLOCKS
+    splits, chunk = sampled_tiles(rows, V, slots)
+    splits_b, chunk_b = sampled_tiles(b, V, slots)
+    grid = min(slots, rows * splits + b * splits_b)
+    # One scratch allocation: rowstat [rows] 16 B, dec [b] 32 B, partial [rows*splits] 8 B,
+    # partial_b [b*splits_b] 8 B (in that order: every piece stays 16- or 8-byte aligned).
+    n_rs, n_dec, n_pa, n_pb = 4 * rows, 8 * b, 2 * rows * splits, 2 * b * splits_b
+    scratch = torch.empty(n_rs + n_dec + n_pa + n_pb, dtype=torch.int32, device=dev)
+    o1, o2, o3 = n_rs, n_rs + n_dec, n_rs + n_dec + n_pa
+    sync = _counters(dev, 3 * b + 2)
     vec = _aligned16(target_logits) and _aligned16(draft_probs)
     kern = get_kernel(sampled_spec(target_logits.dtype, draft_tokens.dtype, cu_num_draft.dtype, vec), dev)
-    smem = chunk * target_logits.element_size()
-    # The kernel never dereferences a null temperature pointer; an empty tensor's pointer may be 0.
-    tptr = temps if temps is not None else ctypes.c_uint64(0)
-    kern.launch((rows * cs,), (SAMPLED_THREADS,),
+    kern.launch((grid,), (SAMPLED_THREADS,),
                 [target_logits, ctypes.c_int64(target_logits.stride(0)), draft_probs,
                  ctypes.c_int64(draft_probs.stride(0) if draft_probs.shape[0] else V), ctypes.c_int32(V),
-                 ctypes.c_int32(chunk), draft_tokens, cu_num_draft, ctypes.c_int32(b), tptr,
-                 ctypes.c_float(tscalar), ctypes.c_uint64(seed), row_p, row_tok, counters, accepted, out,
-                 ctypes.c_int32(max_num_draft + 1)],
-                smem=smem, cluster=(cs, 1, 1))
+                 ctypes.c_int32(rows), ctypes.c_int32(chunk), ctypes.c_int32(splits), ctypes.c_int32(chunk_b),
+                 ctypes.c_int32(splits_b), draft_tokens, cu_num_draft, ctypes.c_int32(b), knobs,
+                 ctypes.c_uint64(seed), scratch[o2:o3], scratch[:o1], scratch[o1:o2], scratch[o3:], sync,
+                 accepted, out, ctypes.c_int32(max_num_draft + 1)])
     return accepted, out
+
+
+def verify_tree_sampled(target_logits: torch.Tensor, tree_tokens: torch.Tensor, tree_parents: torch.Tensor,
+                        draft_probs: torch.Tensor, cu_num_nodes: torch.Tensor, temperature=1.0, top_k=None,
+                        top_p=None, seed: int = 0, max_depth: int | None = None, out=None):
+    """Rejection-sampled verification of Eagle-style token trees (multi-candidate recursive
+    rejection sampling: SpecInfer, Miao et al. 2024; Eagle's multi-round speculative sampling),
+    one launch (one CTA per request).
+
+    Tree layout as :func:`verify_tree_greedy`: request i owns nodes ``cu_num_nodes[i] ..
+    cu_num_nodes[i+1]-1`` (at least one; the first is the root, whose token is ignored);
+    ``tree_tokens`` [N] int32/int64, ``tree_parents`` [N] int32 relative to the request's first
+    node (-1 for the root); ``target_logits`` [N, V] bf16/fp32: the target's prediction after
+    each node; at most 256 nodes per request. ``draft_probs`` [N, V] fp32, one row per node: the
+    distribution q_c that node c's token was drawn from (the root's row is unused). Exactness
+    needs each child's token drawn independently from its q row given its parent (siblings from
+    the same q: i.i.d. draws, not top-k without replacement).
+
+    Walk: p = target distribution at the current node (temperature, top-k, top-p exactly as
+    :func:`verify_sampled`); W = p, R = 1. Try the node's children in increasing index order:
+    child c with token x is accepted with probability min(1, (W(x) / R) / q_c(x)) (uniform keyed
+    by (seed, request, current node, ordinal of c among the tried children)); accepted: move to c
+    and restart with c's p. Rejected: W <- max(0, W / R - q_c), R <- sum W (if that residual has
+    zero mass W is kept). When no child is accepted (a leaf: the bonus from p; otherwise the final
+    residual) one token is drawn from W / R. The emitted sequence follows the target
+    distribution exactly. A chain (node j+1 the only child of node j) gives the same random
+    numbers and distribution as :func:`verify_sampled` with the same seed.
+
+    Returns ``(accepted [b] int32, out_tokens [b, max_depth + 1] int32, path [b, max_depth + 1]
+    int32)``: accepted path length without the root; the accepted tokens then the emitted one;
+    the path's node indices relative to the request (root first) for KV-cache compaction; -1
+    padded. ``max_depth`` bounds every accepted path (default ``min(N, 256) - 1``, always safe);
+    a request that breaks a bound gets ``accepted = -1`` and -1 rows. temperature / top_k /
+    top_p / seed: as :func:`verify_sampled`. ``out=(accepted, out_tokens, path)``.
+    Scratch: 2 x V fp32 per request (the residual).
+    """
+    check_tensor("target_logits", target_logits, dtype=_LOGIT_DTYPES, ndim=2, inner_contiguous=True)
+    check_tensor("tree_tokens", tree_tokens, dtype=_IDX_DTYPES, ndim=1, contiguous=True)
+    check_tensor("tree_parents", tree_parents, dtype=torch.int32, ndim=1, contiguous=True)
+    check_tensor("cu_num_nodes", cu_num_nodes, dtype=_IDX_DTYPES, ndim=1, contiguous=True)
+    check_same_device(target_logits=target_logits, tree_tokens=tree_tokens, tree_parents=tree_parents,
+                      cu_num_nodes=cu_num_nodes)
+    if cu_num_nodes.numel() < 1:
+        raise ValueError("cu_num_nodes: expected b + 1 >= 1 entries, got 0")
+    b = cu_num_nodes.numel() - 1
+    rows, V = target_logits.shape
+    if tree_tokens.numel() != rows or tree_parents.numel() != rows:
+        raise ValueError(f"tree_tokens/tree_parents: expected {rows} entries (one per logits row), got "
+                         f"{tree_tokens.numel()} and {tree_parents.numel()}")
+    if b and rows < b:
+        raise ValueError(f"target_logits: expected at least one row (the root) per request, got {rows} rows for b={b}")
+    if V < 1 or V >= 2 ** 31 - 8:
+        raise ValueError(f"target_logits: vocabulary {V} out of range")
+    check_tensor("draft_probs", draft_probs, dtype=torch.float32, shape=(rows, V), inner_contiguous=True)
+    check_same_device(target_logits=target_logits, draft_probs=draft_probs)
+    _check_seed(seed)
+    knobs = _sampling_knobs(b, target_logits, temperature, top_k, top_p)
+    if max_depth is None:
+        max_depth = max(0, min(rows, TREE_MAX_NODES) - 1)
+    if isinstance(max_depth, bool) or not isinstance(max_depth, int) or max_depth < 0:
+        raise ValueError(f"max_depth: expected a non-negative int, got {max_depth!r}")
+    dev = target_logits.device
+    cols = max_depth + 1
+    if out is None:
+        out = tuple(torch.empty(s, dtype=torch.int32, device=dev) for s in ((b,), (b, cols), (b, cols)))
+    else:
+        for i, (t, s) in enumerate(zip(out, ((b,), (b, cols), (b, cols)))):
+            check_tensor(f"out[{i}]", t, dtype=torch.int32, shape=s, contiguous=True, device=dev)
+    acc, toks, path = out
+    if b == 0:
+        return acc, toks, path
+    res_ld = -(-V // 4) * 4
+    scratch = torch.empty((b, 2, res_ld), dtype=torch.float32, device=dev)
+    vec = _aligned16(target_logits)
+    kern = get_kernel(tree_sampled_spec(target_logits.dtype, tree_tokens.dtype, cu_num_nodes.dtype, vec), dev)
+    kern.launch((b,), (TREE_SAMPLED_THREADS,),
+                [target_logits, ctypes.c_int64(target_logits.stride(0)), draft_probs,
+                 ctypes.c_int64(draft_probs.stride(0) if rows else V), ctypes.c_int32(V), tree_tokens,
+                 tree_parents, cu_num_nodes, ctypes.c_int32(b), knobs, ctypes.c_uint64(seed), scratch,
+                 ctypes.c_int64(res_ld), acc, toks, path, ctypes.c_int32(cols)])
+    return acc, toks, path
 
 
 def verify_tree_greedy(target_logits: torch.Tensor, tree_tokens: torch.Tensor, tree_parents: torch.Tensor,
@@ -495,7 +642,7 @@ def select_draft_length(confidence_logits: torch.Tensor, threshold: float) -> to
 
 def warmup_specs(entries, target) -> list:
     """Kernels for a manifest's ``spec`` list: entries ``{"dtype": "bfloat16", "token_dtype":
-    "int64", "cu_dtype": "int32", "kinds": ["greedy", "sampled", "tree_greedy", "select"]}`` (keys optional).
+    "int64", "cu_dtype": "int32", "kinds": ["greedy", "sampled", "tree_greedy", "tree_sampled", "select"]}`` (keys optional).
     Kind ``"markov"`` (not a default; add ``"rank": r``) gives markov_draft's greedy and sampled
     kernels for every request-tile count."""
     specs = []
@@ -503,13 +650,15 @@ def warmup_specs(entries, target) -> list:
         dt = getattr(torch, e.get("dtype", "bfloat16"))
         tk = getattr(torch, e.get("token_dtype", "int64"))
         cu = getattr(torch, e.get("cu_dtype", "int32"))
-        for kind in e.get("kinds", ["greedy", "sampled", "tree_greedy", "select"]):
+        for kind in e.get("kinds", ["greedy", "sampled", "tree_greedy", "tree_sampled", "select"]):
             if kind == "greedy":
                 specs.append(greedy_stream_spec(dt, tk, cu) if GREEDY_KERNEL == "stream" else greedy_spec(dt, tk, cu, True))
             elif kind == "sampled":
                 specs.append(sampled_spec(dt, tk, cu, True))
             elif kind == "tree_greedy":
                 specs.append(tree_greedy_spec(dt, tk, cu, True))
+            elif kind == "tree_sampled":
+                specs.append(tree_sampled_spec(dt, tk, cu, True))
             elif kind == "select":
                 specs.append(select_spec(dt))
             elif kind == "markov":  # base dtype = dtype, first_prev dtype = token_dtype, rank r
