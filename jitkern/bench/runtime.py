@@ -163,8 +163,10 @@ def _quant_bandwidth(copy_gbps, sweep=False):
         xs = [torch.randn(m, k, dtype=torch.bfloat16, device="cuda") for _ in range(nsets)]
         fn = quant.per_token_group_quant_fp8 if kind == "token_group" else quant.per_block_quant_fp8
         rfn = ref.quant_token_group if kind == "token_group" else ref.quant_block
-        if n == 0:  # the process's first timed case ran ~4 us (12%) slow in two runs, its
-            graph_time_us(lambda i: fn(xs[i]), calls=10, rotate=nsets)  # re-time not: warm-up pass
+        if n == 0:
+            # a process's first timed case ran ~4 us (12%) slow in two runs and its re-time did
+            # not: one untimed pass first
+            graph_time_us(lambda i: fn(xs[i]), calls=10, rotate=nsets)
         us = graph_time_us(lambda i: fn(xs[i]), calls=10, rotate=nsets)
         torch_us = graph_time_us(lambda i: rfn(xs[i]), calls=3, reps=5, rotate=nsets)
         nbytes = m * k * 2 + m * k + 4 * m * -(-k // 128) // (128 if kind == "block" else 1)
