@@ -19,6 +19,7 @@ _EXPORTS = {
     "verify_greedy": "jitkern.ops.speculative",
     "verify_sampled": "jitkern.ops.speculative",
     "verify_tree_greedy": "jitkern.ops.speculative",
+    "verify_tree_sampled": "jitkern.ops.speculative",
     "markov_draft": "jitkern.ops.speculative",
     "select_draft_length": "jitkern.ops.speculative",
     "gemm_fp8_nt": "jitkern.ops.gemm",

@@ -88,9 +88,12 @@ def test_configs():
         for V in (2, 7, 1000, 129280, 152064):
             s, c = ops.greedy_config(rows, V, 132)
             assert c % 8 == 0 and (s - 1) * c < V <= s * c
-    assert ops.sampled_config(129280, 2) == (8, 16160)
-    assert ops.sampled_config(152064, 4) is not None
-    assert ops.sampled_config(10 ** 6, 4) is None
+    for rows in (1, 8, 64, 512, 1024, 5000):
+        for V in (2, 7, 1000, 129280, 152064, 10 ** 6):
+            s, c = ops.sampled_tiles(rows, V, 264)
+            assert c % 8 == 0 and (s - 1) * c < V <= s * c and c <= max(8, ops.SAMPLED_MAX_CHUNK)
+    assert ops.sampled_tiles(8, 129280, 264) == (64, 2024)      # b=1, k=7: small tiles, many CTAs
+    assert ops.sampled_tiles(1024, 129280, 264) == (8, 16160)   # large batches: 16K-element tiles
 
 
 def test_validation_names_argument():
@@ -107,6 +110,7 @@ def _all_specs():
         for vec in (True, False):
             specs.append(ops.greedy_spec(dt, torch.int64, torch.int32, vec))
             specs.append(ops.sampled_spec(dt, torch.int64, torch.int32, vec))
+            specs.append(ops.tree_sampled_spec(dt, torch.int64, torch.int32, vec))
         specs.append(ops.greedy_stream_spec(dt, torch.int64, torch.int32))
         specs.append(ops.select_spec(dt))
         specs.append(ops.tree_greedy_spec(dt, torch.int64, torch.int32, True))
@@ -119,7 +123,7 @@ def test_compile_sm90a_no_spills():
     for spec in _all_specs():
         entry, _ = compile_spec(spec, "sm_90a")
         assert entry.meta["ptxas"].get("spill_stores", 0) == 0, (spec.name, entry.meta["ptxas"])
-    assert len(ops.warmup_specs([{}], None)) == 4
+    assert len(ops.warmup_specs([{}], None)) == 5
 
 
 # ---------------------------------------------------------------------------------------------

@@ -83,3 +83,37 @@ def test_small_markov(temp):
     assert got.shape == (b, k) and torch.all((got >= 0) & (got < V))
     if temp == 0.0:
         assert torch.equal(got, ref.markov_draft_greedy(base, prev, w_in, w_out))
+
+
+@pytest.mark.parametrize("V", [3, 4100, 129280])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("top_k,top_p", [(5, None), (None, 0.7), (2, 0.5)])
+def test_small_sampled_filtered(V, dtype, top_k, top_p):
+    g = torch.Generator(device="cuda").manual_seed(V + 1)
+    ks = [2, 0, 5]
+    cu = torch.tensor([0, 2, 2, 7], dtype=torch.int32, device="cuda")
+    logits = (torch.randn(sum(ks) + 3, V, device="cuda", generator=g) * 3).to(dtype)
+    q = torch.softmax(torch.randn(sum(ks), V, device="cuda", generator=g), -1)
+    drafts = torch.multinomial(q, 1, generator=g).view(-1)
+    tk = torch.tensor([top_k or 0, 1, V], dtype=torch.int32, device="cuda")
+    acc, out = ops.verify_sampled(logits, drafts, q, cu, 0.8, tk, top_p, seed=3, max_num_draft=5)
+    dists = ref.sampled_outcome_probs(logits, drafts, q, cu, 0.8, tk.cpu(), top_p)
+    for i, k in enumerate(ks):
+        a = int(acc[i])
+        assert 0 <= a <= k and dists[i][a, int(out[i, a])] > 0
+
+
+@pytest.mark.parametrize("V", [5, 4100])
+@pytest.mark.parametrize("top_k", [None, 3])
+def test_small_tree_sampled(V, top_k):
+    g = torch.Generator(device="cuda").manual_seed(V)
+    logits = torch.randn(9, V, device="cuda", generator=g)
+    q = torch.softmax(torch.randn(9, V, device="cuda", generator=g), -1)
+    par = torch.tensor([-1, 0, 0, 1, -1, -1, 0, 1, 2], dtype=torch.int32, device="cuda")
+    toks = torch.multinomial(q, 1, generator=g).view(-1)
+    cu = torch.tensor([0, 4, 5, 9], dtype=torch.int32, device="cuda")
+    acc, out, path = ops.verify_tree_sampled(logits, toks, par, q, cu, 0.9, top_k, seed=5, max_depth=4)
+    dists = ref.tree_sampled_outcome_probs(logits, toks, par, q, cu, 0.9, top_k)
+    for i in range(3):
+        a = int(acc[i])
+        assert a >= 0 and dists[i].get((tuple(path[i, :a + 1].tolist()), int(out[i, a])), 0) > 0

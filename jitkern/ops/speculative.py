@@ -44,8 +44,9 @@ GREEDY_THREADS, GREEDY_UNROLL = 256, 4
 # Largest vocab chunk per CTA (elements). Measured on H100 (bench spec --sweep, V=129280 bf16):
 # 65536 beat 4096/8192/16384/32768 and whole rows at b = 16, 64, 256 and tied at b = 1.
 GREEDY_MAX_CHUNK = 65536
-# verify_sampled: persistent work-queue kernel, kMinBlocks CTAs per SM (64 registers/thread).
-SAMPLED_THREADS, SAMPLED_UNROLL, SAMPLED_MIN_BLOCKS = 256, 8, 4
+# verify_sampled: persistent work-queue kernel, 2 CTAs per SM (128 registers: no spills at 4 CTAs);
+# 2 x 256 threads x 8 16-byte loads in flight = 64 KiB per SM, above the latency-bandwidth need.
+SAMPLED_THREADS, SAMPLED_UNROLL, SAMPLED_MIN_BLOCKS = 256, 8, 2
 SAMPLED_MAX_CHUNK, SAMPLED_MIN_CHUNK = 16384, 2048
 TREE_SAMPLED_THREADS = 512
 _SMEM_LIMIT = 227 * 1024 - 1024  # Hopper opt-in shared memory per CTA, minus the static part

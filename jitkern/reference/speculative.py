@@ -61,43 +61,172 @@ def verify_tree_greedy(target_logits, tree_tokens, tree_parents, cu_num_nodes, m
     return acc, out, path
 
 
-def target_probs(logits, temperature):
-    """p = softmax(logits / T) in float64 (T == 0: one-hot at torch.argmax), rows independent."""
-    x = logits.double()
+def target_probs(logits, temperature, top_k=None, top_p=None):
+    """Target distribution per row, float64 [n, V]: softmax(logits / T) (T == 0: one-hot at
+    torch.argmax), then top-k, then top-p, renormalised (semantics and tie rules:
+    :func:`jitkern.ops.speculative.verify_sampled`). Logits compare as their float32 values.
+    top_k: None or int (< 1 or >= V: off); top_p: None or float (>= 1 or NaN: off)."""
+    x = logits.float()
     if temperature == 0:
-        p = torch.zeros_like(x)
-        p.scatter_(-1, torch.argmax(logits, -1, keepdim=True), 1.0)
+        p = torch.zeros(x.shape, dtype=torch.float64)
+        p.scatter_(-1, torch.argmax(x, -1, keepdim=True), 1.0)
         return p
-    return torch.softmax(x / temperature, dim=-1)
+    V = x.shape[-1]
+    keep = torch.ones(x.shape, dtype=torch.bool)
+    if top_k is not None and 0 < int(top_k) < V:
+        kth = x.topk(int(top_k), dim=-1).values[..., -1:]
+        keep &= x >= kth  # every token tied with the k-th largest stays
+    z = x.double() / float(temperature)
+    p = torch.softmax(z.masked_fill(~keep, float("-inf")), dim=-1)
+    if top_p is not None and float(top_p) < 1.0:
+        for r in range(x.shape[0]):
+            vals = torch.unique(x[r][keep[r]], sorted=True).flip(0)  # distinct kept values, descending
+            cum = 0.0
+            thr = vals[-1]
+            for v in vals:  # smallest prefix of value groups whose mass reaches top_p
+                cum += float(p[r][x[r] == v].sum())
+                if cum >= float(top_p):
+                    thr = v
+                    break
+            keep[r] &= x[r] >= thr
+        p = torch.softmax(z.masked_fill(~keep, float("-inf")), dim=-1)
+    return p
 
 
-def sampled_outcome_probs(target_logits, draft_tokens, draft_probs, cu_num_draft, temperature):
+def _per_request(v, b):
+    """A scalar or a [b] tensor (or None) as a list of b Python values."""
+    if isinstance(v, torch.Tensor):
+        return [x for x in v.cpu().tolist()]
+    return [v] * b
+
+
+def _accept_prob(px, qx):
+    """P(u * q < p) for u uniform in [0, 1): min(1, p / q); p = 0 never accepts."""
+    if px <= 0:
+        return 0.0
+    return 1.0 if qx <= 0 else min(1.0, px / qx)
+
+
+def _residual(p, q):
+    """normalize(max(0, p - q)), or p when that has no mass (float64 vectors)."""
+    r = (p - q).clamp_min(0)
+    s = float(r.sum())
+    return r / s if s > 0 else p
+
+
+def sampled_outcome_probs(target_logits, draft_tokens, draft_probs, cu_num_draft, temperature,
+                          top_k=None, top_p=None):
     """Exact distribution of one request's (accepted count a, emitted token y) under the
     rejection-sampling scheme, float64. Returns a list (per request) of [k + 1, V] tensors whose
-    entry [a, y] is P(accept exactly a drafts, then emit y); each sums to 1."""
+    entry [a, y] is P(accept exactly a drafts, then emit y); each sums to 1. temperature /
+    top_k / top_p: scalars or [b] tensors."""
     reqs = _split(cu_num_draft.cpu())
-    temps = temperature.tolist() if isinstance(temperature, torch.Tensor) else [float(temperature)] * len(reqs)
+    b = len(reqs)
+    temps, tks, tps = _per_request(temperature, b), _per_request(top_k, b), _per_request(top_p, b)
     res = []
     for i, (d0, k) in enumerate(reqs):
         r0 = d0 + i
-        p = target_probs(target_logits[r0:r0 + k + 1].cpu().float(), temps[i])
+        p = target_probs(target_logits[r0:r0 + k + 1].cpu().float(), float(temps[i]), tks[i], tps[i])
         q = draft_probs[d0:d0 + k].cpu().double()
         V = p.shape[1]
         dist = torch.zeros(k + 1, V, dtype=torch.float64)
         reach = 1.0
         for j in range(k):
             x = int(draft_tokens[d0 + j])
-            qx, px = float(q[j, x]), float(p[j, x])
-            acc = 1.0 if qx <= 0 else min(1.0, px / qx)
-            if px <= 0 and qx <= 0:
-                acc = 0.0
-            resid = (p[j] - q[j]).clamp_min(0)
-            resid = resid / resid.sum() if resid.sum() > 0 else p[j]
-            dist[j] = reach * (1 - acc) * resid
+            acc = _accept_prob(float(p[j, x]), float(q[j, x]))
+            dist[j] = reach * (1 - acc) * _residual(p[j], q[j])
             reach *= acc
         dist[k] = reach * p[k]
         res.append(dist)
     return res
+
+
+def _children(par, nn):
+    """Children of each node of one request, in increasing index order."""
+    ch = [[] for _ in range(nn)]
+    for c in range(1, nn):
+        if 0 <= par[c] < nn and par[c] != c:
+            ch[par[c]].append(c)
+    return ch
+
+
+def _tree_request(target_logits, tree_tokens, tree_parents, draft_probs, cu, i, temps, tks, tps):
+    n0, nn = cu[i], cu[i + 1] - cu[i]
+    p = target_probs(target_logits[n0:n0 + nn].cpu().float(), float(temps[i]), tks[i], tps[i])
+    q = draft_probs[n0:n0 + nn].cpu().double()
+    toks = [int(t) for t in tree_tokens[n0:n0 + nn].cpu().tolist()]
+    ch = _children([int(x) for x in tree_parents[n0:n0 + nn].cpu().tolist()], nn)
+    return p, q, toks, ch
+
+
+def tree_sampled_outcome_probs(target_logits, tree_tokens, tree_parents, draft_probs, cu_num_nodes,
+                               temperature=1.0, top_k=None, top_p=None):
+    """Exact outcome distribution of :func:`jitkern.ops.speculative.verify_tree_sampled`, float64:
+    per request a dict ``{(path, y): probability}`` with ``path`` the accepted node indices
+    (relative, root first) and ``y`` the emitted token; the values sum to 1."""
+    cu = [int(x) for x in cu_num_nodes.cpu().tolist()]
+    b = len(cu) - 1
+    temps, tks, tps = _per_request(temperature, b), _per_request(top_k, b), _per_request(top_p, b)
+    res = []
+    for i in range(b):
+        p, q, toks, ch = _tree_request(target_logits, tree_tokens, tree_parents, draft_probs, cu, i, temps, tks, tps)
+        out = {}
+
+        def walk(node, reach, path):
+            w = p[node]
+            for c in ch[node]:
+                x = toks[c]
+                a = _accept_prob(float(w[x]), float(q[c, x])) if 0 <= x < w.numel() else 0.0
+                if a > 0:
+                    walk(c, reach * a, path + (c,))
+                reach *= 1 - a
+                if reach == 0:
+                    return
+                w = _residual(w, q[c])
+            for y in torch.nonzero(w > 0).view(-1).tolist():
+                out[(path, y)] = out.get((path, y), 0.0) + reach * float(w[y])
+
+        walk(0, 1.0, (0,))
+        res.append(out)
+    return res
+
+
+def verify_tree_sampled(target_logits, tree_tokens, tree_parents, draft_probs, cu_num_nodes, temperature=1.0,
+                        top_k=None, top_p=None, max_depth=None, generator=None):
+    """CPU reference implementation of :func:`jitkern.ops.speculative.verify_tree_sampled`
+    (same walk, float64, random numbers from ``generator``; the same distribution, not the same
+    draws). Returns ``(accepted [b], out_tokens [b, max_depth + 1], path [b, max_depth + 1])`` int32."""
+    cu = [int(x) for x in cu_num_nodes.cpu().tolist()]
+    b = len(cu) - 1
+    temps, tks, tps = _per_request(temperature, b), _per_request(top_k, b), _per_request(top_p, b)
+    cols = (max(0, min(cu[-1], 256) - 1) if max_depth is None else max_depth) + 1
+    acc = torch.full((b,), -1, dtype=torch.int32)
+    out = torch.full((b, cols), -1, dtype=torch.int32)
+    path = torch.full((b, cols), -1, dtype=torch.int32)
+    for i in range(b):
+        p, q, toks, ch = _tree_request(target_logits, tree_tokens, tree_parents, draft_probs, cu, i, temps, tks, tps)
+        node, pth = 0, [0]
+        while True:
+            w, nxt = p[node], None
+            for c in ch[node]:
+                x = toks[c]
+                a = _accept_prob(float(w[x]), float(q[c, x])) if 0 <= x < w.numel() else 0.0
+                if float(torch.rand((), generator=generator, dtype=torch.float64)) < a:
+                    nxt = c
+                    break
+                w = _residual(w, q[c])
+            if nxt is None:
+                y = int(torch.multinomial(w, 1, generator=generator))
+                break
+            node = nxt
+            pth.append(node)
+        if len(pth) > cols:
+            continue
+        acc[i] = len(pth) - 1
+        path[i, :len(pth)] = torch.tensor(pth, dtype=torch.int32)
+        out[i, :len(pth) - 1] = torch.tensor([toks[c] for c in pth[1:]], dtype=torch.int32)
+        out[i, len(pth) - 1] = y
+    return acc, out, path
 
 
 def markov_logits(base_t, h, w_out):

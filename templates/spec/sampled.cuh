@@ -1,301 +1,799 @@
-// Rejection-sampled speculative verification (Leviathan et al. 2023 / Chen et al. 2023), one launch.
-// One thread-block cluster per logits row; each CTA stages its vocab chunk of the target logits
-// in shared memory (they are used twice) and streams its chunk of the draft probabilities q once
-// (prefetched into L2 at the start), so everything is read from DRAM once. The cluster exchanges
-// (max, sum exp) and the residual masses through DSMEM, then draws
-// this row's candidate token by inverse CDF with a Philox uniform keyed by (seed, request, row):
-//   draft row j < k:  from normalize(max(0, p_j - q_j))   (from p_j if that mass is 0)
-//   bonus row k:      from p_k
-// and publishes p_j(x_j). The last CTA of a request (arrival counter) runs the accept chain:
-// accept x_j iff u_j * q_j(x_j) < p_j(x_j). Semantics: jitkern/ops/speculative.py (verify_sampled).
+// Rejection-sampled speculative verification (Leviathan et al. 2023 / Chen et al. 2023), chains
+// and Eagle-style token trees, one launch each. Semantics: jitkern/ops/speculative.py
+// (verify_sampled, verify_tree_sampled); oracle: jitkern/reference/speculative.py.
+//
+// Sampling is an exponential race: token = argmin_i E_i / w_i over w_i > 0 with E_i ~ Exp(1)
+// from Philox keyed by (seed, request, position, token): exact for any weights w (the winner is
+// i with probability w_i / sum w), one pass, no normaliser needed, and deterministic for a seed
+// whatever the launch split (ties: lowest index).
+//
+// Top-k / top-p: a row's threshold key tau (keep tokens whose logit key is >= tau) comes from a
+// radix select over the order-preserving bit pattern of the logits (8-bit digits, 2 levels for
+// bf16, 4 for fp32): counts for top-k, fixed-point masses (integer atomics: deterministic) for top-p.
 #pragma once
 #include "spec/common.cuh"
 #include "spec/greedy.cuh"
-#include "common/hopper.cuh"
 
 namespace jitkern {
 namespace spec {
-using namespace ::jitkern::sm90;
 
-__device__ __forceinline__ uint32_t cluster_map(const void* p, uint32_t rank) {
-  uint32_t r;
-  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(r) : "r"(smem_u32(p)), "r"(rank));
-  return r;
-}
-__device__ __forceinline__ float ld_cluster_f32(const float* p, uint32_t rank) {
-  float v;
-  asm volatile("ld.shared::cluster.f32 %0, [%1];" : "=f"(v) : "r"(cluster_map(p, rank)) : "memory");
-  return v;
-}
-__device__ __forceinline__ uint64_t ld_cluster_u64(const uint64_t* p, uint32_t rank) {
-  uint64_t v;
-  asm volatile("ld.shared::cluster.u64 %0, [%1];" : "=l"(v) : "r"(cluster_map(p, rank)) : "memory");
-  return v;
-}
-__device__ __forceinline__ void cp_async16(void* dst, const void* src) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" :: "r"(smem_u32(dst)), "l"(src) : "memory");
-}
-__device__ __forceinline__ void cp_async_wait_all() {
-  asm volatile("cp.async.commit_group;\ncp.async.wait_all;" ::: "memory");
+__device__ __forceinline__ float neg_inf() { return -__int_as_float(0x7F800000); }
+
+// Order key of a logit of type T (monotone in the value, -0 == +0, NaN largest). bf16 values
+// widened to fp32 have 16 meaningless low key bits, masked so that equal bf16 values tie.
+template <typename T>
+__device__ __forceinline__ uint32_t fkey(float v) {
+  return order_bits(v) & (sizeof(T) == 2 ? 0xFFFF0000u : 0xFFFFFFFFu);
 }
 
-// Hint: pull [p, p + bytes) into L2 (bulk prefetch; p 16-byte aligned, bytes a multiple of 16).
-__device__ __forceinline__ void prefetch_l2_bulk(const void* p, uint32_t bytes) {
-  if (bytes) asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" :: "l"(p), "r"(bytes) : "memory");
-}
-
-// 4 consecutive elements a thread owns (elements at or past n read as -inf / 0).
-template <typename T, bool kVec>
-__device__ __forceinline__ void load4_smem(const T* s, int e0, int n, float (&v)[4]) {
-  if (kVec && e0 + 4 <= n) {
-    if (sizeof(T) == 2) {
-      uint2 u = *reinterpret_cast<const uint2*>(s + e0);
-      const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&u);
-      float2 a = __bfloat1622float2(h[0]), b = __bfloat1622float2(h[1]);
-      v[0] = a.x; v[1] = a.y; v[2] = b.x; v[3] = b.y;
-    } else {
-      float4 f = *reinterpret_cast<const float4*>(s + e0);
-      v[0] = f.x; v[1] = f.y; v[2] = f.z; v[3] = f.w;
-    }
-  } else {
-#pragma unroll
-    for (int e = 0; e < 4; ++e) v[e] = e0 + e < n ? (float)s[e0 + e] : -__int_as_float(0x7F800000);
-  }
-}
-template <bool kVec>
-__device__ __forceinline__ void load4_global(const float* g, int e0, int n, float (&v)[4]) {
-  if (kVec && e0 + 4 <= n) {
-    float4 f = __ldcs(reinterpret_cast<const float4*>(g + e0));
-    v[0] = f.x; v[1] = f.y; v[2] = f.z; v[3] = f.w;
-  } else {
-#pragma unroll
-    for (int e = 0; e < 4; ++e) v[e] = e0 + e < n ? g[e0 + e] : 0.0f;
-  }
-}
-
-// Target probability and residual weight of one element. Round-to-nearest intrinsics forbid
-// FMA contraction, so the mass pass and the sampling walk compute bit-identical weights.
-struct Weights {
-  float m, scale, inv_z;
+// Target distribution of one row after temperature and filters:
+// p(i) = [key_i >= tau] * exp2((l_i - m) * s2) * inv_z   (s2 = log2(e) / temperature),
+// or one-hot at amax when greedy (temperature 0). Round-to-nearest intrinsics forbid FMA
+// contraction, so every call site computes bit-identical p.
+struct PStat {
+  float m, s2, inv_z;
+  uint32_t tau;
   int amax;
   bool greedy;
-  __device__ __forceinline__ float p(float l, int gidx) const {
-    if (greedy) return gidx == amax ? 1.0f : 0.0f;
-    return __fmul_rn(exp2f(__fmul_rn(__fsub_rn(l, m), scale)), inv_z);
+  __device__ __forceinline__ float p(float l, int idx, uint32_t key) const {
+    if (greedy) return idx == amax ? 1.0f : 0.0f;
+    return key >= tau ? __fmul_rn(exp2f(__fmul_rn(__fsub_rn(l, m), s2)), inv_z) : 0.0f;
   }
 };
 
-template <int kThreads>
-__device__ __forceinline__ float block_exclusive_scan(float v, float* red) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  float inc = v;
-#pragma unroll
-  for (int o = 1; o < 32; o <<= 1) {
-    float n = __shfl_up_sync(0xffffffffu, inc, o);
-    if (lane >= o) inc += n;
-  }
-  __syncthreads();
-  if (lane == 31) red[warp] = inc;
-  __syncthreads();
-  float base = 0.0f;
-  for (int w = 0; w < warp; ++w) base += red[w];
-  return base + inc - v;
+// Uniform in (0, 1) with 23 random bits (never 0 or 1: -log(u) is finite and positive).
+__device__ __forceinline__ float open01(uint32_t x) { return ((float)(x >> 9) + 0.5f) * (1.0f / 8388608.0f); }
+
+// Acceptance uniform of the `ordinal`-th candidate tried at `position` (a chain: ordinal 0,
+// the same stream as spec_uniforms(seed, request, position).x).
+__device__ __forceinline__ float accept_uniform(uint64_t seed, int request, int position, int ordinal) {
+  uint4 r = philox4x32_10(make_uint4((uint32_t)position, (uint32_t)request, 0x5EC0DEu, (uint32_t)ordinal),
+                          make_uint2((uint32_t)seed, (uint32_t)(seed >> 32)));
+  return uniform01(r.x);
 }
 
-}  // namespace spec
-using namespace ::jitkern::sm90;
+// Exp(1) variates of tokens 4g .. 4g+3 when sampling at (request, position).
+__device__ __forceinline__ void race_exp4(uint64_t seed, int request, int position, int g, float (&e)[4]) {
+  uint4 r = philox4x32_10(make_uint4((uint32_t)g, (uint32_t)request, (uint32_t)position, 0xE4ACE000u),
+                          make_uint2((uint32_t)seed, (uint32_t)(seed >> 32)));
+  e[0] = -logf(open01(r.x)); e[1] = -logf(open01(r.y)); e[2] = -logf(open01(r.z)); e[3] = -logf(open01(r.w));
+}
 
-// Grid: rows * cs CTAs in clusters of cs (1..8) along x; dynamic smem chunk * sizeof(T) bytes.
-// logits [rows, V] stride ld; q [sum k, V] fp32 stride qld; temps [b] fp32 or null (then
-// temp_scalar); row_p/row_tok [rows] scratch; counters [b] zero on entry and exit. Temperature 0
-// means p = one-hot(argmax) (lowest index on ties). Thread t owns the 4-element groups
-// t, t + kThreads, ... of its CTA's chunk, in that order: the order of the inverse-CDF walk.
-template <typename T, typename TokT, typename CuT, bool kVec, int kThreads>
-__global__ void __launch_bounds__(kThreads, 4) verify_sampled(
-    const T* __restrict__ logits, int64_t ld, const float* __restrict__ q, int64_t qld, int V, int chunk,
-    const TokT* __restrict__ draft, const CuT* __restrict__ cu, int b, const float* __restrict__ temps,
-    float temp_scalar, uint64_t seed, float* __restrict__ row_p, int* __restrict__ row_tok,
-    int* __restrict__ counters, int* __restrict__ accepted, int* __restrict__ out, int out_cols) {
-  extern __shared__ __align__(16) uint8_t smem[];
-  __shared__ uint64_t red64[kThreads / 32];
-  __shared__ float redf[kThreads / 32];
-  __shared__ uint64_t x_key;
-  __shared__ float x_s, x_r, x_p;
-  __shared__ int s_req, s_flag;
+__device__ __forceinline__ float pick4(const float (&e)[4], int i) {
+  return i == 0 ? e[0] : (i == 1 ? e[1] : (i == 2 ? e[2] : e[3]));
+}
 
-  const uint32_t cs = cluster_nctarank(), rank = cluster_ctarank();
-  const int row = blockIdx.x / cs;
-  const int c0 = rank * chunk, c1 = min(V, c0 + chunk), n = max(0, c1 - c0);
-  T* sl = reinterpret_cast<T*>(smem);
+// Race key: smaller wins; (E / w) bits (positive float: monotone as uint), then lowest index.
+__device__ __forceinline__ uint64_t race_key(float e, float w, int idx) {
+  return w > 0.0f ? ((uint64_t)__float_as_uint(__fdiv_rn(e, w)) << 32) | (uint32_t)idx : ~0ull;
+}
+__device__ __forceinline__ uint64_t u64min(uint64_t a, uint64_t b) { return a < b ? a : b; }
 
-  // Logits do not depend on the request: start staging them before the request lookup.
-  const T* lrow = logits + (int64_t)row * ld + c0;
-  if (kVec) {
-    constexpr int NL = 16 / sizeof(T);
-    for (int v = threadIdx.x; v < n / NL; v += kThreads) spec::cp_async16(sl + v * NL, lrow + v * NL);
-    for (int i = n / NL * NL + threadIdx.x; i < n; i += kThreads) sl[i] = lrow[i];
-  } else {
-    for (int i = threadIdx.x; i < n; i += kThreads) sl[i] = lrow[i];
-  }
-  if (threadIdx.x < 32) {
-    const int r = spec::find_request_warp(cu, b, row);
-    if (threadIdx.x == 0) s_req = r;
-  }
-  __syncthreads();
-  const int req = s_req;
-  const int d0 = (int)cu[req], k = (int)cu[req + 1] - d0, r0 = d0 + req, j = row - r0;
-  const bool bonus = (j == k);
-  const int drow = d0 + j;  // row of q / index of the draft token (draft rows only)
-  const float* qrow = q + (int64_t)drow * qld + c0;
-  if (kVec && !bonus && threadIdx.x == 0) spec::prefetch_l2_bulk(qrow, (uint32_t)(n * 4) & ~15u);
-  const float temp = temps ? temps[req] : temp_scalar;
-  const bool greedy = !(temp > 0.0f);
-  const float scale = greedy ? 0.0f : 1.4426950408889634f / temp;
-  if (kVec) spec::cp_async_wait_all();
-  __syncthreads();
+template <int kThreads>
+__device__ __forceinline__ uint64_t block_min_u64(uint64_t v, uint64_t* red) {
+  return ~block_max_u64<kThreads>(~v, red);
+}
 
-  // Pass 1: argmax and online sum of exp over the chunk.
-  float best = 0.0f, tm = -__int_as_float(0x7F800000), ts = 0.0f;
-  int bidx = -1;
-  for (int g = threadIdx.x; g * 4 < n; g += kThreads) {
-    float v[4];
-    spec::load4_smem<T, kVec>(sl, g * 4, n, v);
+template <int kThreads>
+__device__ __forceinline__ uint64_t block_sum_u64(uint64_t v, uint64_t* red) {
 #pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      if (g * 4 + e >= n) break;
-      if (bidx < 0 || spec::better(v[e], best)) { best = v[e]; bidx = c0 + g * 4 + e; }
-      if (!greedy && v[e] > -__int_as_float(0x7F800000)) {
-        if (v[e] > tm) { ts = ts * exp2f((tm - v[e]) * scale) + 1.0f; tm = v[e]; }
-        else ts += exp2f((v[e] - tm) * scale);
+  for (int o = 16; o; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  __syncthreads();
+  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
+  __syncthreads();
+  v = red[0];
+#pragma unroll
+  for (int w = 1; w < kThreads / 32; ++w) v += red[w];
+  return v;
+}
+
+template <int kThreads>
+__device__ __forceinline__ float block_max_f(float v, float* red) {
+#pragma unroll
+  for (int o = 16; o; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  __syncthreads();
+  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
+  __syncthreads();
+  v = red[0];
+#pragma unroll
+  for (int w = 1; w < kThreads / 32; ++w) v = fmaxf(v, red[w]);
+  return v;
+}
+
+// (m, s) softmax partials: s = sum exp2((l - m) * s2). Combine in a fixed order (deterministic).
+__device__ __forceinline__ void softmax_merge(float& m, float& s, float m2, float s2v, float scale) {
+  if (!(s2v > 0.0f)) return;
+  if (!(s > 0.0f)) { m = m2; s = s2v; return; }
+  const float mm = fmaxf(m, m2);
+  s = s * exp2f((m - mm) * scale) + s2v * exp2f((m2 - mm) * scale);
+  m = mm;
+}
+
+// Online softmax over elements v of a thread's stream: running (m, s). -inf contributes nothing.
+__device__ __forceinline__ void softmax_add(float& m, float& s, float v, float scale) {
+  if (!(v > neg_inf())) return;
+  if (v > m) { s = s * exp2f((m - v) * scale) + 1.0f; m = v; }  // m = -inf: s is 0, exp2 gives 0
+  else s += exp2f((v - m) * scale);
+}
+
+// Fixed-point mass (2^44 units; masses are <= 1 and a row sums to < 2^61): integer sums are
+// exact and order-independent, so shared-memory atomics give deterministic histograms.
+__device__ __forceinline__ uint64_t to_fixed(float w) { return __float2ull_rn(w * 17592186044416.0f); }
+__device__ __forceinline__ float from_fixed(uint64_t x) { return __ull2float_rn(x) * (1.0f / 17592186044416.0f); }
+
+// Calls f(index, value) for every element of row[0, n), each thread on a fixed subset in a fixed
+// order (16-byte vectors when kVec: row 16-byte aligned). Loads go through L2 (__ldcg): the
+// filter passes re-read the row.
+template <typename T, bool kVec, int kThreads, typename F>
+__device__ __forceinline__ void row_for_each(const T* __restrict__ row, int n, F&& f) {
+  if (kVec) {
+    constexpr int N = 16 / sizeof(T), U = 4;
+    const int nvec = n / N;
+    const uint4* p = reinterpret_cast<const uint4*>(row);
+    for (int base = threadIdx.x; base < nvec; base += kThreads * U) {
+      uint4 u[U];
+#pragma unroll
+      for (int r = 0; r < U; ++r)
+        if (base + r * kThreads < nvec) u[r] = __ldcg(p + base + r * kThreads);
+#pragma unroll
+      for (int r = 0; r < U; ++r) {
+        if (base + r * kThreads < nvec) {
+          float v[N];
+          unpack(u[r], (const T*)nullptr, v);
+#pragma unroll
+          for (int e = 0; e < N; ++e) f((base + r * kThreads) * N + e, v[e]);
+        }
+      }
+    }
+    for (int i = nvec * N + threadIdx.x; i < n; i += kThreads) f(i, (float)row[i]);
+  } else {
+    for (int i = threadIdx.x; i < n; i += kThreads) f(i, (float)row[i]);
+  }
+}
+
+// Radix-select step over a 256-bin histogram scanned from the top bin down: the bin d holding the
+// `need`-th unit (1 <= need <= total) and the units in bins above it. Needs kThreads >= 256.
+template <typename C, int kThreads>
+__device__ __forceinline__ void select_desc(const C* hist, C need, int* s_d, C* s_above, C* red) {
+  static_assert(kThreads >= 256, "select_desc scans 256 bins with one thread each");
+  const int t = threadIdx.x, lane = t & 31, warp = t >> 5;
+  const C v = t < 256 ? hist[255 - t] : (C)0;
+  C inc = v;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const C x = __shfl_up_sync(0xffffffffu, inc, o);
+    if (lane >= o) inc += x;
+  }
+  if (t == 0) { *s_d = 0; *s_above = 0; }  // need > total cannot happen; keep a defined result
+  __syncthreads();
+  if (lane == 31 && warp < 8) red[warp] = inc;
+  __syncthreads();
+  if (t < 256) {
+    C base = 0;
+    for (int w = 0; w < warp; ++w) base += red[w];
+    inc += base;
+    const C exc = inc - v;
+    if (exc < need && inc >= need) { *s_d = 255 - t; *s_above = exc; }
+  }
+  __syncthreads();
+}
+
+// Shared memory of the whole-row statistics (one CTA per row).
+struct RowSmem {
+  uint64_t hist[256];
+  uint64_t red[32];
+  uint64_t above;
+  int d;
+};
+
+// Whole-row statistics of one row by one CTA: argmax, then (temperature > 0) the filter
+// threshold tau and the normaliser of the kept tokens. topk: 0 = off (else 1 <= topk < V);
+// topp >= 1 = off. Without a filter: one online-softmax pass. With one: the radix select
+// passes (re-reading the row through L2) and fixed-point masses.
+template <typename T, bool kVec, int kThreads>
+__device__ __forceinline__ PStat row_stats_inl(const T* __restrict__ row, int V, bool greedy, float s2, int topk, float topp,
+                           RowSmem& sm) {
+  constexpr int kLevels = sizeof(T) == 2 ? 2 : 4;
+  PStat st;
+  st.greedy = greedy;
+  st.s2 = s2;
+  st.tau = 0u;
+  st.inv_z = 1.0f;
+  const bool filt_k = !greedy && topk > 0 && topk < V;
+  const bool filt_p = !greedy && topp < 1.0f;
+  float best = 0.0f;
+  int bidx = -1;
+  chunk_argmax<T, kVec, kThreads, 4>(row, 0, V, best, bidx);
+  const uint64_t key = block_max_u64<kThreads>(argmax_key(best, bidx), sm.red);
+  st.amax = key_index(key);
+  st.m = key_value(key);
+  if (greedy) return st;
+  if (!filt_k && !filt_p) {
+    float m = neg_inf(), s = 0.0f;
+    row_for_each<T, kVec, kThreads>(row, V, [&](int, float v) { softmax_add(m, s, v, s2); });
+    const float mm = st.m;
+    float z = block_sum<kThreads>(s > 0.0f ? s * exp2f((m - mm) * s2) : 0.0f, reinterpret_cast<float*>(sm.red));
+    st.inv_z = 1.0f / z;
+    return st;
+  }
+  // Top-k: the key of the topk-th largest logit (all ties at it are kept).
+  uint32_t prefix = 0u, pmask = 0u;
+  if (filt_k) {
+    uint64_t need = (uint64_t)topk;
+    for (int L = 0; L < kLevels; ++L) {
+      const int sh = 24 - 8 * L;
+      for (int i = threadIdx.x; i < 256; i += kThreads) sm.hist[i] = 0ull;
+      __syncthreads();
+      row_for_each<T, kVec, kThreads>(row, V, [&](int, float v) {
+        const uint32_t kk = fkey<T>(v);
+        if ((kk & pmask) == prefix) atomicAdd((unsigned long long*)&sm.hist[(kk >> sh) & 255u], 1ull);
+      });
+      __syncthreads();
+      select_desc<uint64_t, kThreads>(sm.hist, need, &sm.d, &sm.above, sm.red);
+      need -= sm.above;
+      prefix |= (uint32_t)sm.d << sh;
+      pmask |= 0xFFu << sh;
+      __syncthreads();
+    }
+  }
+  const uint32_t tau_k = prefix;
+  const float m = st.m;
+  uint64_t zfix;
+  if (filt_p) {
+    // Top-p over the top-k survivors: the largest key whose kept mass (keys >= it) reaches
+    // topp * (mass of the survivors).
+    prefix = 0u;
+    pmask = 0u;
+    uint64_t need = 0ull, kept = 0ull;
+    for (int L = 0; L < kLevels; ++L) {
+      const int sh = 24 - 8 * L;
+      for (int i = threadIdx.x; i < 256; i += kThreads) sm.hist[i] = 0ull;
+      __syncthreads();
+      row_for_each<T, kVec, kThreads>(row, V, [&](int, float v) {
+        const uint32_t kk = fkey<T>(v);
+        if (kk >= tau_k && (kk & pmask) == prefix) {
+          const uint64_t w = to_fixed(exp2f(__fmul_rn(__fsub_rn(v, m), s2)));
+          if (w) atomicAdd((unsigned long long*)&sm.hist[(kk >> sh) & 255u], (unsigned long long)w);
+        }
+      });
+      __syncthreads();
+      if (L == 0) {
+        uint64_t tot = 0ull;
+        for (int i = 0; i < 256; ++i) tot += sm.hist[i];
+        need = (uint64_t)ceil((double)topp * (double)tot);
+        need = need < 1ull ? 1ull : (need > tot ? tot : need);
+      }
+      select_desc<uint64_t, kThreads>(sm.hist, need, &sm.d, &sm.above, sm.red);
+      need -= sm.above;
+      kept += sm.above;
+      if (L == kLevels - 1) kept += sm.hist[sm.d];  // the bin of tau itself: keys equal to tau
+      prefix |= (uint32_t)sm.d << sh;
+      pmask |= 0xFFu << sh;
+      __syncthreads();
+    }
+    st.tau = prefix;
+    zfix = kept;
+  } else {
+    st.tau = tau_k;
+    uint64_t z = 0ull;
+    row_for_each<T, kVec, kThreads>(row, V, [&](int, float v) {
+      if (fkey<T>(v) >= tau_k) z += to_fixed(exp2f(__fmul_rn(__fsub_rn(v, m), s2)));
+    });
+    zfix = block_sum_u64<kThreads>(z, sm.red);
+  }
+  st.inv_z = 1.0f / from_fixed(zfix);
+  return st;
+}
+
+// Exponential race over row[c0, c1) with weights w_i = p(i) (qrow null) or max(0, p(i) - q_i):
+// returns the CTA's winning key (~0 if no positive weight). Rows 16-byte aligned when kVec, c0 a
+// multiple of 8.
+template <typename T, bool kVec, int kThreads>
+__device__ __forceinline__ uint64_t race_range_inl(const T* __restrict__ lrow, const float* __restrict__ qrow, int c0, int c1,
+                               const PStat& st, uint64_t seed, int request, int position, uint64_t* red) {
+  uint64_t best = ~0ull;
+  if (kVec) {
+    constexpr int N = 16 / sizeof(T);
+    const int nvec = (c1 - c0) / N;
+    const uint4* p = reinterpret_cast<const uint4*>(lrow + c0);
+    const float4* qp = qrow ? reinterpret_cast<const float4*>(qrow + c0) : nullptr;
+    for (int vi = threadIdx.x; vi < nvec; vi += kThreads) {
+      float v[N], qv[N];
+      unpack(__ldcs(p + vi), (const T*)nullptr, v);
+#pragma unroll
+      for (int h = 0; h < N / 4; ++h) {
+        float4 f = qp ? __ldcs(qp + vi * (N / 4) + h) : make_float4(0.f, 0.f, 0.f, 0.f);
+        qv[4 * h] = f.x; qv[4 * h + 1] = f.y; qv[4 * h + 2] = f.z; qv[4 * h + 3] = f.w;
+      }
+      const int i0 = c0 + vi * N;
+#pragma unroll
+      for (int h = 0; h < N / 4; ++h) {
+        float w[4];
+        bool any = false;
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const float l = v[4 * h + e];
+          const float pp = st.p(l, i0 + 4 * h + e, fkey<T>(l));
+          w[e] = qrow ? fmaxf(__fsub_rn(pp, qv[4 * h + e]), 0.0f) : pp;
+          any |= w[e] > 0.0f;
+        }
+        if (any) {
+          float ex[4];
+          race_exp4(seed, request, position, (i0 + 4 * h) >> 2, ex);
+#pragma unroll
+          for (int e = 0; e < 4; ++e) best = u64min(best, race_key(ex[e], w[e], i0 + 4 * h + e));
+        }
+      }
+    }
+    for (int i = c0 + nvec * N + threadIdx.x; i < c1; i += kThreads) {
+      const float l = (float)lrow[i];
+      const float pp = st.p(l, i, fkey<T>(l));
+      const float w = qrow ? fmaxf(__fsub_rn(pp, qrow[i]), 0.0f) : pp;
+      if (w > 0.0f) {
+        float ex[4];
+        race_exp4(seed, request, position, i >> 2, ex);
+        best = u64min(best, race_key(pick4(ex, i & 3), w, i));
+      }
+    }
+  } else {
+    for (int i = c0 + threadIdx.x; i < c1; i += kThreads) {
+      const float l = (float)lrow[i];
+      const float pp = st.p(l, i, fkey<T>(l));
+      const float w = qrow ? fmaxf(__fsub_rn(pp, qrow[i]), 0.0f) : pp;
+      if (w > 0.0f) {
+        float ex[4];
+        race_exp4(seed, request, position, i >> 2, ex);
+        best = u64min(best, race_key(pick4(ex, i & 3), w, i));
       }
     }
   }
-  uint64_t key = spec::block_max_u64<kThreads>(spec::argmax_key(best, bidx), red64);
-  float bm = spec::key_value(key);
-  float bs = spec::block_sum<kThreads>(ts > 0.0f ? ts * exp2f((tm - bm) * scale) : 0.0f, redf);
-  if (threadIdx.x == 0) { x_key = key; x_s = bs; }
-  cluster_sync();
-  uint64_t keys[8];
-  float sums[8];
-#pragma unroll
-  for (int r = 0; r < 8; ++r) {
-    keys[r] = r < (int)cs ? spec::ld_cluster_u64(&x_key, r) : 0ull;
-    sums[r] = r < (int)cs ? spec::ld_cluster_f32(&x_s, r) : 0.0f;
-    key = spec::u64max(key, keys[r]);
-  }
-  spec::Weights W;
-  W.m = spec::key_value(key);
-  W.amax = spec::key_index(key);
-  W.greedy = greedy;
-  W.scale = scale;
-  float z = 0.0f;
-#pragma unroll
-  for (int r = 0; r < 8; ++r)
-    if (!greedy && sums[r] > 0.0f) z += sums[r] * exp2f((spec::key_value(keys[r]) - W.m) * scale);
-  W.inv_z = greedy ? 1.0f : 1.0f / z;
+  return block_min_u64<kThreads>(best, red);
+}
 
-  if (threadIdx.x == 0 && !bonus) {
-    const int x = (int)draft[drow];
-    if (x >= c0 && x < c1) row_p[row] = W.p((float)sl[x - c0], x);
-    else if (rank == 0 && (x < 0 || x >= V)) row_p[row] = 0.0f;  // invalid draft token: reject
-  }
+// Out-of-line copies for the persistent chain kernel: separate register allocation keeps its
+// hot streaming loop free of spills under the 128-register cap.
+template <typename T, bool kVec, int kThreads>
+__device__ __noinline__ PStat row_stats(const T* __restrict__ row, int V, bool greedy, float s2, int topk, float topp,
+                                        RowSmem& sm) {
+  return row_stats_inl<T, kVec, kThreads>(row, V, greedy, s2, topk, topp, sm);
+}
+template <typename T, bool kVec, int kThreads>
+__device__ __noinline__ uint64_t race_range(const T* __restrict__ lrow, const float* __restrict__ qrow, int c0, int c1,
+                                            const PStat& st, uint64_t seed, int request, int position, uint64_t* red) {
+  return race_range_inl<T, kVec, kThreads>(lrow, qrow, c0, c1, st, seed, request, position, red);
+}
 
-  // Pass 2: residual and target masses (q streamed once from global / L2).
-  float tr = 0.0f, tp = 0.0f;
-  for (int g = threadIdx.x; g * 4 < n; g += kThreads) {
-    float v[4], qv[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    spec::load4_smem<T, kVec>(sl, g * 4, n, v);
-    if (!bonus) spec::load4_global<kVec>(qrow, g * 4, n, qv);
+// Per-thread online softmax partial over row[c0, c1) (16-byte vectors, kUnroll loads in flight).
+template <typename T, int kThreads, int kUnroll>
+__device__ __forceinline__ void chunk_softmax_stream(const T* __restrict__ row, int c0, int c1, float scale,
+                                                     float& m, float& s) {
+  constexpr int N = 16 / sizeof(T);
+  const int nvec = (c1 - c0) / N;
+  const uint4* p = reinterpret_cast<const uint4*>(row + c0);
+  for (int base = threadIdx.x; base < nvec; base += kThreads * kUnroll) {
+    uint4 u[kUnroll];
 #pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      if (g * 4 + e >= n) break;
-      const float p = W.p(v[e], c0 + g * 4 + e);
-      tp = __fadd_rn(tp, p);
-      tr = __fadd_rn(tr, bonus ? p : fmaxf(__fsub_rn(p, qv[e]), 0.0f));
+    for (int r = 0; r < kUnroll; ++r)
+      if (base + r * kThreads < nvec) u[r] = __ldcs(p + base + r * kThreads);
+#pragma unroll
+    for (int r = 0; r < kUnroll; ++r) {
+      if (base + r * kThreads < nvec) {
+        const float vm = vec_max(u[r], (const T*)nullptr);
+        if (!(vm > neg_inf())) continue;  // all -inf: nothing to add
+        float v[N];
+        unpack(u[r], (const T*)nullptr, v);
+        if (vm > m) { s *= exp2f((m - vm) * scale); m = vm; }
+        float acc = 0.0f;
+#pragma unroll
+        for (int e = 0; e < N; ++e) acc += exp2f((v[e] - m) * scale);
+        s += acc;
+      }
     }
   }
-  float br = spec::block_sum<kThreads>(tr, redf);
-  float bp = spec::block_sum<kThreads>(tp, redf);
-  if (threadIdx.x == 0) { x_r = br; x_p = bp; }
-  cluster_sync();
-  float rr[8], pp[8], tot_r = 0.0f, tot_p = 0.0f;
-#pragma unroll
-  for (int r = 0; r < 8; ++r) {
-    rr[r] = r < (int)cs ? spec::ld_cluster_f32(&x_r, r) : 0.0f;
-    pp[r] = r < (int)cs ? spec::ld_cluster_f32(&x_p, r) : 0.0f;
-    tot_r += rr[r];
-    tot_p += pp[r];
+  for (int i = c0 + nvec * N + threadIdx.x; i < c1; i += kThreads) softmax_add(m, s, (float)row[i], scale);
+}
+
+__device__ __forceinline__ int ld_acquire(const int* p) {
+  int v;
+  asm volatile("ld.acquire.gpu.global.b32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+__device__ __forceinline__ void st_release(int* p, int v) {
+  asm volatile("st.release.gpu.global.b32 [%0], %1;" :: "l"(p), "r"(v) : "memory");
+}
+
+// Per-request filter parameters (pointers may be null: the scalar applies).
+struct Knobs {
+  const float* temps; float temp;
+  const int* topks; int topk;
+  const float* topps; float topp;
+  __device__ __forceinline__ void get(int req, int V, float& t, int& k, float& p, bool& greedy, bool& filtered) const {
+    t = temps ? temps[req] : temp;
+    k = topks ? topks[req] : topk;
+    p = topps ? topps[req] : topp;
+    greedy = !(t > 0.0f);
+    if (!(k > 0 && k < V)) k = 0;
+    if (!(p < 1.0f)) p = 1.0f;
+    filtered = !greedy && (k > 0 || p < 1.0f);
   }
-  // Zero residual mass (p == q on this row up to rounding): fall back to sampling from p.
-  const bool use_p = !(tot_r > 0.0f);
-  const float total = use_p ? tot_p : tot_r;
-  const float target = spec::spec_uniforms(seed, req, j).y * total;
-  int chosen = -1;
-  float prefix = 0.0f, acc = 0.0f;
+};
+
+constexpr int kModeDone = 0, kModeResidual = 1, kModeBonus = 2;
+
+}  // namespace spec
+
+// Chain verification, one persistent launch with an atomic work queue over two tile kinds:
+//  A: (row, vocab chunk) for every logits row: chunk softmax partial (m, sum exp) or, at
+//     temperature 0, argmax key; a row of a filtered request (top-k / top-p) is handled whole by
+//     its chunk-0 tile (radix select, row re-read through L2). The CTA that completes a request's
+//     A tiles (arrival counter) combines the partials, runs the accept chain (needs only p and q
+//     at the draft tokens), writes the accepted prefix and publishes a decision (emit row, mode,
+//     row statistics) with a release flag.
+//  B: (request, vocab chunk): waits for its request's decision, then races over that one row
+//     (residual max(0, p - q) or p for the bonus); the last B tile of the request writes the token.
+// Tiles are claimed in order (all A before any B), so a waiting B tile only depends on A tiles
+// already claimed by running CTAs: no deadlock whatever the residency. Determinism: partials are
+// combined in chunk order and random numbers depend on (seed, request, position, token) only.
+// sync [3b + 2] int32: A counters, B counters, ready flags, work counter, exit counter: zero on
+// entry, zero again on exit. partial [rows * splits] 8 bytes; rowstat [rows] 16 bytes;
+// dec [b] 32 bytes; partial_b [b * splits_b] 8 bytes.
+template <typename T, typename TokT, typename CuT, bool kVec, int kThreads, int kUnroll, int kMinBlocks>
+__global__ void __launch_bounds__(kThreads, kMinBlocks) verify_sampled(
+    const T* __restrict__ logits, int64_t ld, const float* __restrict__ q, int64_t qld, int V, int rows,
+    int chunk, int splits, int chunk_b, int splits_b, const TokT* __restrict__ draft, const CuT* __restrict__ cu,
+    int b, spec::Knobs knobs, uint64_t seed, uint2* __restrict__ partial, float4* __restrict__ rowstat,
+    int4* __restrict__ dec, uint64_t* __restrict__ partial_b, int* __restrict__ sync, int* __restrict__ accepted,
+    int* __restrict__ out, int out_cols) {
+  __shared__ spec::RowSmem sm;
+  __shared__ int s_req, s_flag, s_next, s_acc, s_emit;
+  __shared__ float4 s_stat[kThreads / 32];
+  __shared__ int s_ok[kThreads / 32], s_amax[kThreads / 32];
+  __shared__ int4 s_dec[2];
+  constexpr int kWarps = kThreads / 32;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  int* cnt_a = sync;
+  int* cnt_b = sync + b;
+  int* ready = sync + 2 * b;
+  int* work = sync + 3 * b;
+  int* exits = work + 1;
+  const int tiles_a = rows * splits, total = tiles_a + b * splits_b;
+
+  if (threadIdx.x == 0) s_next = atomicAdd(work, 1);
+  __syncthreads();
+  int tile = s_next;
+  while (tile < total) {
+    __syncthreads();  // every thread has read s_next
+    if (threadIdx.x == 0) s_next = atomicAdd(work, 1);  // claim the next tile while this one runs
+    if (tile < tiles_a) {
+      // ---------------- A: row statistics ----------------
+      const int row = tile / splits, sp = tile - row * splits;
+      const int c0 = sp * chunk, c1 = min(V, c0 + chunk);
+      if (threadIdx.x < 32) {
+        const int r = spec::find_request_warp(cu, b, row);
+        if (threadIdx.x == 0) s_req = r;
+      }
+      __syncthreads();
+      const int req = s_req;
+      float temp, topp;
+      int topk;
+      bool greedy, filtered;
+      knobs.get(req, V, temp, topk, topp, greedy, filtered);
+      const float s2 = greedy ? 0.0f : 1.4426950408889634f / temp;
+      const T* lrow = logits + (int64_t)row * ld;
+      if (filtered) {
+        if (sp == 0) {
+          const spec::PStat st = spec::row_stats<T, kVec, kThreads>(lrow, V, false, s2, topk, topp, sm);
+          if (threadIdx.x == 0)
+            rowstat[row] = make_float4(st.m, st.inv_z, __uint_as_float(st.tau), __int_as_float(st.amax));
+        }
+      } else if (greedy) {
+        float best = 0.0f;
+        int bidx = -1;
+        if (kVec) spec::chunk_argmax_stream<T, kThreads, kUnroll>(lrow, c0, c1, best, bidx);
+        else spec::chunk_argmax<T, false, kThreads, 4>(lrow, c0, c1, best, bidx);
+        const uint64_t key = spec::block_max_u64<kThreads>(spec::argmax_key(best, bidx), sm.red);
+        if (threadIdx.x == 0) partial[tile] = make_uint2((uint32_t)key, (uint32_t)(key >> 32));
+      } else {
+        float m = spec::neg_inf(), s = 0.0f;
+        if (kVec) spec::chunk_softmax_stream<T, kThreads, kUnroll>(lrow, c0, c1, s2, m, s);
+        else for (int i = c0 + threadIdx.x; i < c1; i += kThreads) spec::softmax_add(m, s, (float)lrow[i], s2);
+        const float bm = spec::block_max_f<kThreads>(m, reinterpret_cast<float*>(sm.red));
+        const float bs = spec::block_sum<kThreads>(s > 0.0f ? s * exp2f((m - bm) * s2) : 0.0f,
+                                                   reinterpret_cast<float*>(sm.red + 16));
+        if (threadIdx.x == 0) partial[tile] = make_uint2(__float_as_uint(bm), __float_as_uint(bs));
+      }
+      const int d0 = (int)cu[req], k = (int)cu[req + 1] - d0, r0 = d0 + req;
+      if (!spec::arrive_last(cnt_a + req, (k + 1) * splits, &s_flag)) goto next_tile;
+
+      // Last A tile of the request: statistics per row, accept chain, decision.
+      if (threadIdx.x == 0) { s_acc = -1; s_emit = -1; }
+      for (int j0 = 0; j0 <= k; j0 += kWarps) {
+        __syncthreads();
+        if (s_acc >= 0) break;
+        const int j = j0 + warp;
+        if (j <= k) {
+          spec::PStat st;
+          st.greedy = greedy;
+          st.s2 = s2;
+          st.tau = 0u;
+          st.inv_z = 1.0f;
+          st.m = 0.0f;
+          st.amax = 0;
+          const int row_j = r0 + j;
+          if (filtered) {
+            const float4 f = __ldcg(rowstat + row_j);
+            st.m = f.x; st.inv_z = f.y; st.tau = __float_as_uint(f.z); st.amax = __float_as_int(f.w);
+          } else if (greedy) {
+            uint64_t mk = 0ull;
+            for (int s = lane; s < splits; s += 32) {
+              const uint2 u = __ldcg(partial + (int64_t)row_j * splits + s);
+              mk = spec::u64max(mk, ((uint64_t)u.y << 32) | u.x);
+            }
 #pragma unroll
-  for (int r = 0; r < 8; ++r) {
-    float w = use_p ? pp[r] : rr[r];
-    if (r < (int)cs && w > 0.0f && acc <= target) { chosen = r; prefix = acc; }
-    acc += w;
-  }
-  if (chosen < 0) {
-    if (threadIdx.x == 0 && rank == 0) row_tok[row] = W.amax;  // no mass anywhere (degenerate row)
-  } else if (chosen == (int)rank) {
-    const float mine = use_p ? tp : tr;
-    const float t_loc = target - prefix;
-    const float excl = spec::block_exclusive_scan<kThreads>(mine, redf);
-    uint64_t cand = (mine > 0.0f && excl <= t_loc) ? (uint64_t)(threadIdx.x + 1) : 0ull;
-    cand = spec::block_max_u64<kThreads>(cand, red64);
-    if (threadIdx.x + 1 == cand) {
-      float run = excl;
-      int tok = -1, last = -1;
-      for (int g = threadIdx.x; g * 4 < n && tok < 0; g += kThreads) {
-        float v[4], qv[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        spec::load4_smem<T, kVec>(sl, g * 4, n, v);
-        if (!bonus && !use_p) spec::load4_global<kVec>(qrow, g * 4, n, qv);
-        for (int e = 0; e < 4; ++e) {
-          if (g * 4 + e >= n) break;
-          const float p = W.p(v[e], c0 + g * 4 + e);
-          const float w = (bonus || use_p) ? p : fmaxf(__fsub_rn(p, qv[e]), 0.0f);
-          if (w > 0.0f) {
-            last = c0 + g * 4 + e;
-            run = __fadd_rn(run, w);
-            if (run > t_loc) { tok = last; break; }
+            for (int o = 16; o; o >>= 1) mk = spec::u64max(mk, __shfl_xor_sync(0xffffffffu, mk, o));
+            st.amax = spec::key_index(mk);
+          } else {
+            float m = spec::neg_inf(), s = 0.0f;
+            for (int c = lane; c < splits; c += 32) {
+              const uint2 u = __ldcg(partial + (int64_t)row_j * splits + c);
+              spec::softmax_merge(m, s, __uint_as_float(u.x), __uint_as_float(u.y), s2);
+            }
+#pragma unroll
+            for (int o = 1; o < 32; o <<= 1) {
+              const float m2 = __shfl_xor_sync(0xffffffffu, m, o), sv = __shfl_xor_sync(0xffffffffu, s, o);
+              // Merge in lane order (lower lane first) so both partners get the same bits.
+              if (lane & o) { float mm = m2, ss = sv; spec::softmax_merge(mm, ss, m, s, s2); m = mm; s = ss; }
+              else spec::softmax_merge(m, s, m2, sv, s2);
+            }
+            st.m = m;
+            st.inv_z = 1.0f / s;
+          }
+          bool ok = false;
+          if (lane == 0 && j < k) {
+            const int x = (int)draft[d0 + j];
+            if (x >= 0 && x < V) {
+              const float lx = (float)logits[(int64_t)row_j * ld + x];
+              const float px = st.p(lx, x, spec::fkey<T>(lx));
+              const float qx = q[(int64_t)(d0 + j) * qld + x];
+              ok = spec::accept_uniform(seed, req, j, 0) * qx < px;
+            }
+          }
+          if (lane == 0) {
+            s_ok[warp] = ok;
+            s_stat[warp] = make_float4(st.m, st.inv_z, __uint_as_float(st.tau), 0.0f);
+            s_amax[warp] = st.amax;
+          }
+        }
+        __syncthreads();
+        if (threadIdx.x == 0) {
+          for (int w = 0; w < kWarps && j0 + w <= k; ++w) {
+            const int jj = j0 + w;
+            if (jj == k || !s_ok[w]) {
+              s_acc = jj;
+              s_emit = s_amax[w];
+              const float4 f = s_stat[w];
+              const int mode = greedy ? spec::kModeDone : (jj == k ? spec::kModeBonus : spec::kModeResidual);
+              s_dec[0] = make_int4(__float_as_int(f.x), __float_as_int(f.y), __float_as_int(f.z), mode);
+              s_dec[1] = make_int4(r0 + jj, d0 + jj, jj, __float_as_int(s2));
+              break;
+            }
           }
         }
       }
-      row_tok[row] = tok >= 0 ? tok : last;  // rounding left t_loc at the very end: last positive
+      __syncthreads();
+      {
+        const int acc = s_acc;
+        const bool fits = k < out_cols;
+        int4 d0v = s_dec[0];
+        if (!fits) d0v.w = spec::kModeDone;
+        for (int c = threadIdx.x; c < out_cols; c += kThreads) {
+          int t = -1;
+          if (fits) t = c < acc ? (int)draft[d0 + c] : (c == acc ? (greedy ? s_emit : -1) : -1);
+          if (!fits || c != acc || greedy) out[(int64_t)req * out_cols + c] = t;
+        }
+        if (threadIdx.x == 0) {
+          accepted[req] = fits ? acc : -1;
+          dec[2 * req] = d0v;
+          dec[2 * req + 1] = s_dec[1];
+          cnt_a[req] = 0;  // every A tile of this request has arrived
+        }
+        __syncthreads();
+        if (threadIdx.x == 0) {
+          __threadfence();
+          spec::st_release(ready + req, 1);
+        }
+      }
+    } else {
+      // ---------------- B: sample the emitted token ----------------
+      const int tb = tile - tiles_a;
+      const int req = tb / splits_b, sp = tb - req * splits_b;
+      const int c0 = sp * chunk_b, c1 = min(V, c0 + chunk_b);
+      if (threadIdx.x == 0) {
+        while (spec::ld_acquire(ready + req) == 0) __nanosleep(64);
+        s_dec[0] = __ldcg(dec + 2 * req);
+        s_dec[1] = __ldcg(dec + 2 * req + 1);
+      }
+      __syncthreads();
+      const int4 da = s_dec[0], db = s_dec[1];
+      const int mode = da.w;
+      spec::PStat st;
+      st.m = __int_as_float(da.x);
+      st.inv_z = __int_as_float(da.y);
+      st.tau = (uint32_t)da.z;
+      st.s2 = __int_as_float(db.w);
+      st.greedy = false;
+      st.amax = 0;
+      const T* lrow = logits + (int64_t)db.x * ld;
+      const float* qrow = mode == spec::kModeResidual ? q + (int64_t)db.y * qld : nullptr;
+      if (mode != spec::kModeDone) {
+        const uint64_t key = spec::race_range<T, kVec, kThreads>(lrow, qrow, c0, c1, st, seed, req, db.z, sm.red);
+        if (threadIdx.x == 0) partial_b[tb] = key;
+      }
+      if (!spec::arrive_last(cnt_b + req, splits_b, &s_flag)) goto next_tile;
+      if (mode != spec::kModeDone) {
+        uint64_t best = ~0ull;
+        for (int s = threadIdx.x; s < splits_b; s += kThreads)
+          best = spec::u64min(best, __ldcg(partial_b + (int64_t)req * splits_b + s));
+        best = spec::block_min_u64<kThreads>(best, sm.red);
+        if (best == ~0ull) {
+          // Zero residual mass (p <= q everywhere up to rounding): draw from p instead.
+          best = spec::race_range<T, kVec, kThreads>(lrow, nullptr, 0, V, st, seed, req, db.z, sm.red);
+        }
+        if (threadIdx.x == 0) {
+          const int acc = db.z;
+          out[(int64_t)req * out_cols + acc] = best == ~0ull ? 0 : (int)(uint32_t)best;
+        }
+      }
+      if (threadIdx.x == 0) {
+        cnt_b[req] = 0;
+        ready[req] = 0;
+      }
+    }
+  next_tile:
+    __syncthreads();
+    tile = s_next;
+  }
+  if (threadIdx.x == 0) {
+    __threadfence();
+    if (atomicAdd(exits, 1) == (int)gridDim.x - 1) {
+      *work = 0;
+      *exits = 0;
     }
   }
-  cluster_sync();  // no CTA leaves while another may still read its shared memory
+}
 
-  if (!spec::arrive_last(counters + req, (k + 1) * (int)cs, &s_flag)) return;
-  if (threadIdx.x == 0) {
-    int acc_n = k, emit = -1;
-    for (int jj = 0; jj < k; ++jj) {
-      const int x = (int)draft[d0 + jj];
-      const bool valid = x >= 0 && x < V;
-      const float px = __ldcg(row_p + r0 + jj);
-      const float qx = valid ? q[(int64_t)(d0 + jj) * qld + x] : 0.0f;
-      const float u = spec::spec_uniforms(seed, req, jj).x;
-      if (!(valid && u * qx < px)) { acc_n = jj; emit = __ldcg(row_tok + r0 + jj); break; }
+// Tree verification (Eagle-style token trees, multi-candidate recursive rejection sampling), one
+// CTA per request. Request i owns nodes [cu[i], cu[i+1]) (node 0 of a request = root, token
+// ignored), parents relative to the request (-1 for the root), one logits row and one draft-prob
+// row per node (q row of node c: the distribution c's token was drawn from; the root's is unused).
+// From the root: try the current node's children in index order; child c (token x, ordinal o
+// among the tried children) is accepted iff u(seed, req, node, o) * q_c(x) < W(x) / R, where W is
+// the current weight vector (p of the node, then max(0, W / R - q_c) after each rejection whose
+// residual has positive mass R); accepted: move to c with W = p_c; none accepted (or a leaf):
+// emit a race sample from W at position `node`. scratch [b][2][res_ld] fp32 (residual buffers).
+// out/path [b, out_cols]; requests with more than kMaxNodes nodes or a longer path: -1 rows.
+template <typename T, typename TokT, typename CuT, bool kVec, int kThreads, int kMaxNodes>
+__global__ void __maxnreg__(128) verify_tree_sampled(
+    const T* __restrict__ logits, int64_t ld, const float* __restrict__ q, int64_t qld, int V,
+    const TokT* __restrict__ tokens, const int* __restrict__ parents, const CuT* __restrict__ cu, int b,
+    spec::Knobs knobs, uint64_t seed, float* __restrict__ scratch, int64_t res_ld, int* __restrict__ accepted,
+    int* __restrict__ out, int* __restrict__ path, int out_cols) {
+  __shared__ spec::RowSmem sm;
+  __shared__ int first_child[kMaxNodes], next_sib[kMaxNodes], s_path[kMaxNodes + 1];
+  __shared__ int s_ok;
+  __shared__ float s_red[kThreads / 32];
+  const int req = blockIdx.x;
+  const int n0 = (int)cu[req], nn = (int)cu[req + 1] - n0;
+  const bool fits_nodes = nn >= 1 && nn <= kMaxNodes;
+  if (!fits_nodes) {
+    for (int c = threadIdx.x; c < out_cols; c += kThreads) {
+      out[(int64_t)req * out_cols + c] = -1;
+      path[(int64_t)req * out_cols + c] = -1;
     }
-    if (acc_n == k) emit = __ldcg(row_tok + r0 + k);
-    s_flag = acc_n;
-    red64[0] = (uint64_t)(uint32_t)emit;
+    if (threadIdx.x == 0) accepted[req] = -1;
+    return;
+  }
+  for (int c = threadIdx.x; c < nn; c += kThreads) { first_child[c] = -1; next_sib[c] = -1; }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    // Children lists in increasing index order (insert at the head, highest index first).
+    for (int c = nn - 1; c >= 1; --c) {
+      const int pa = parents[n0 + c];
+      if (pa >= 0 && pa < nn && pa != c) { next_sib[c] = first_child[pa]; first_child[pa] = c; }
+    }
+    s_path[0] = 0;
+  }
+  float temp, topp;
+  int topk;
+  bool greedy, filtered;
+  knobs.get(req, V, temp, topk, topp, greedy, filtered);
+  const float s2 = greedy ? 0.0f : 1.4426950408889634f / temp;
+  float* const buf0 = scratch + (int64_t)req * 2 * res_ld;
+  float* const buf1 = buf0 + res_ld;
+  int cur = 0, len = 1, emit = -1;
+  while (true) {
+    const T* lrow = logits + (int64_t)(n0 + cur) * ld;
+    const spec::PStat st = spec::row_stats_inl<T, kVec, kThreads>(lrow, V, greedy, s2, filtered ? topk : 0,
+                                                               filtered ? topp : 1.0f, sm);
+    int res = -1;  // -1: W = p; else W = buf0 / buf1
+    float R = 1.0f;
+    int ordinal = 0, next = -1;
+    for (int c = first_child[cur]; c >= 0; c = next_sib[c], ++ordinal) {
+      __syncthreads();
+      if (threadIdx.x == 0) {
+        const int x = (int)tokens[n0 + c];
+        bool ok = false;
+        if (x >= 0 && x < V) {
+          const float lx = (float)lrow[x];
+          const float px = res < 0 ? st.p(lx, x, spec::fkey<T>(lx)) : __fdiv_rn(__ldcg((res ? buf1 : buf0) + x), R);
+          const float qx = q[(int64_t)(n0 + c) * qld + x];
+          ok = spec::accept_uniform(seed, req, cur, ordinal) * qx < px;
+        }
+        s_ok = ok;
+      }
+      __syncthreads();
+      if (s_ok) { next = c; break; }
+      // Rejected: W' = max(0, W / R - q_c) into the other buffer; keep W if W' has no mass.
+      const int dst = res < 0 ? 0 : 1 - res;
+      const float* qrow = q + (int64_t)(n0 + c) * qld;
+      const float* src = res ? buf1 : buf0;  // read only when res >= 0
+      float* const dbuf = dst ? buf1 : buf0;
+      float part = 0.0f;
+      for (int i = threadIdx.x; i < V; i += kThreads) {
+        float wv;
+        if (res < 0) { const float l = (float)lrow[i]; wv = st.p(l, i, spec::fkey<T>(l)); }
+        else wv = __fdiv_rn(__ldcg(src + i), R);
+        const float nw = fmaxf(__fsub_rn(wv, qrow[i]), 0.0f);
+        dbuf[i] = nw;
+        part = __fadd_rn(part, nw);
+      }
+      const float Rn = spec::block_sum<kThreads>(part, s_red);
+      if (Rn > 0.0f) { res = dst; R = Rn; }
+    }
+    if (next >= 0) {
+      if (threadIdx.x == 0 && len <= kMaxNodes) s_path[len] = next;
+      ++len;
+      cur = next;
+      if (len > kMaxNodes) break;
+      continue;
+    }
+    // Emit from W at position `cur` (a leaf: the bonus from p; else the final residual).
+    uint64_t best;
+    if (res < 0) {
+      best = spec::race_range_inl<T, kVec, kThreads>(lrow, nullptr, 0, V, st, seed, req, cur, sm.red);
+    } else {
+      uint64_t bt = ~0ull;
+      const float* wb = res ? buf1 : buf0;
+      for (int i0 = threadIdx.x * 4; i0 < V; i0 += kThreads * 4) {
+        float ex[4];
+        bool any = false;
+        float w[4];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) { w[e] = i0 + e < V ? __ldcg(wb + i0 + e) : 0.0f; any |= w[e] > 0.0f; }
+        if (any) {
+          spec::race_exp4(seed, req, cur, i0 >> 2, ex);
+#pragma unroll
+          for (int e = 0; e < 4; ++e) bt = spec::u64min(bt, spec::race_key(ex[e], w[e], i0 + e));
+        }
+      }
+      best = spec::block_min_u64<kThreads>(bt, sm.red);
+    }
+    emit = best == ~0ull ? st.amax : (int)(uint32_t)best;
+    break;
   }
   __syncthreads();
-  const int acc_n = s_flag, emit = (int)(uint32_t)red64[0];
-  const bool fits = k < out_cols;
+  const bool fits = len <= out_cols && len <= kMaxNodes && emit >= 0;
+  const int acc = len - 1;
   for (int c = threadIdx.x; c < out_cols; c += kThreads) {
-    int t = -1;
-    if (fits) t = c < acc_n ? (int)draft[d0 + c] : (c == acc_n ? emit : -1);
+    int t = -1, pn = -1;
+    if (fits && c < len) {
+      pn = s_path[c];
+      t = c < acc ? (int)tokens[n0 + s_path[c + 1]] : emit;
+    }
     out[(int64_t)req * out_cols + c] = t;
+    path[(int64_t)req * out_cols + c] = pn;
   }
-  if (threadIdx.x == 0) {
-    accepted[req] = fits ? acc_n : -1;
-    counters[req] = 0;
-  }
+  if (threadIdx.x == 0) accepted[req] = fits ? acc : -1;
 }
 
 }  // namespace jitkern
