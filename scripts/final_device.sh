@@ -1,7 +1,7 @@
 #!/bin/bash
 # End-of-session GPU pass (source scripts/device_env.sh first; logs and JSON under $OUT).
 #   bash scripts/final_device.sh tests   # every GPU test + compute-sanitizer on new/changed kernels
-#   bash scripts/final_device.sh bench   # bench gemm, grouped, mla (JSON per family)
+#   bash scripts/final_device.sh bench   # bench gemm, grouped, mla, runtime (JSON per family)
 OUT=${OUT:-/tmp/out}
 nvidia-smi -L > $OUT/gpu.txt
 case "${1:-tests}" in
@@ -15,10 +15,12 @@ tests)
   echo "memcheck gemm cluster rc=$?: $(grep -h 'ERROR SUMMARY' $OUT/san_gemm.log | tail -1)"
   ;;
 bench)
-  for fam in gemm grouped mla; do
+  for fam in ${FAMILIES:-gemm grouped mla}; do
     timeout ${T_BENCH:-200} python3 -m jitkern.cli bench $fam --json $OUT/$fam.json > $OUT/bench_$fam.log 2>&1
     echo "bench $fam rc=$?"
   done
+  timeout 120 python3 -m jitkern.cli bench runtime --skip-compile --json $OUT/runtime.json > $OUT/bench_runtime.log 2>&1
+  tail -14 $OUT/bench_runtime.log
   grep -h -A30 "^GEMM on" $OUT/bench_gemm.log | tail -24
   grep -h -B2 -A14 "^Grouped GEMM" $OUT/bench_grouped.log | tail -40
   tail -16 $OUT/bench_mla.log
