@@ -16,13 +16,14 @@ tests)
   ;;
 bench)
   for fam in ${FAMILIES:-gemm grouped mla}; do
-    timeout ${T_BENCH:-200} python3 -m jitkern.cli bench $fam --json $OUT/$fam.json > $OUT/bench_$fam.log 2>&1
-    echo "bench $fam rc=$?"
+    timeout ${T_BENCH:-200} python3 -m jitkern.cli bench $fam --json $OUT/$fam.json > /tmp/bench_$fam.log 2>&1
+    echo "bench $fam rc=$?"; cat /tmp/bench_$fam.log >> $OUT/bench.log
   done
-  timeout 120 python3 -m jitkern.cli bench runtime --skip-compile --json $OUT/runtime.json > $OUT/bench_runtime.log 2>&1
-  tail -14 $OUT/bench_runtime.log
-  grep -h -A30 "^GEMM on" $OUT/bench_gemm.log | tail -24
-  grep -h -B2 -A14 "^Grouped GEMM" $OUT/bench_grouped.log | tail -40
-  tail -16 $OUT/bench_mla.log
+  timeout 120 python3 -m jitkern.cli bench runtime --skip-compile --json $OUT/runtime.json > /tmp/bench_runtime.log 2>&1
+  cat /tmp/bench_runtime.log >> $OUT/bench.log
+  tail -14 /tmp/bench_runtime.log
+  grep -h -A30 "^GEMM on" /tmp/bench_gemm.log | tail -24
+  grep -h -A14 "^Grouped GEMM" /tmp/bench_grouped.log | tail -34
+  tail -16 /tmp/bench_mla.log
   ;;
 esac
