@@ -178,9 +178,11 @@ def ctypes_sizeof(x):
 def test_sampled_validation_names_argument():
     logits, q = torch.zeros(3, 8, device="cuda"), torch.zeros(2, 8, device="cuda")
     d, cu = torch.zeros(2, dtype=torch.int64, device="cuda"), torch.tensor([0, 2], dtype=torch.int32, device="cuda")
-    for kw, name in [({"top_k": torch.zeros(1, dtype=torch.int32, device="cuda")}, "top_k"),
+    # b = 1: per-request tensors must be [1]
+    for kw, name in [({"top_k": torch.zeros(2, dtype=torch.int32, device="cuda")}, "top_k"),
                      ({"top_k": torch.zeros(1, dtype=torch.int64, device="cuda")}, "top_k"),
-                     ({"top_p": torch.zeros(1, dtype=torch.float32, device="cuda")}, "top_p"),
+                     ({"top_p": torch.zeros(2, dtype=torch.float32, device="cuda")}, "top_p"),
+                     ({"top_p": torch.zeros(1, dtype=torch.float32)}, "top_p"),
                      ({"top_p": 0.0}, "top_p"), ({"seed": -1}, "seed")]:
         with pytest.raises(ValueError, match=name):
             ops.verify_sampled(logits, d, q, cu, **kw)
@@ -225,6 +227,9 @@ def test_sampled_filtered_chi_square(V, k, temp, top_k, top_p, dtype, per_req):
     obs = torch.bincount((acc * V + emitted).cpu(), minlength=(k + 1) * V)
     exp = dist.reshape(-1) * N
     assert torch.all(obs[exp == 0] == 0), "a zero-probability outcome was emitted"
+    if int((exp > 0).sum()) == 1:  # top_k = 1: every outcome is certain
+        assert int(obs[exp > 0]) == N
+        return
     pval, stat, df = _chi2_pvalue(obs, exp)
     assert pval > 1e-3, (pval, stat, df)
     _assert_detects_1pct_bias(exp)

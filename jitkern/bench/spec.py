@@ -116,7 +116,15 @@ def run(args) -> list[dict]:
             recs.append({"kind": "sampled", "b": b, "k": k, "V": V, "us": us, "floor_us": floor,
                          "pct_floor": 100 * floor / us, "gbps": (lbytes + qbytes) / us / 1e3, "torch_us": tus,
                          "torch_timing": how, "speedup": tus / us, "rotate": rot})
-            # filtered rows: one CTA per row, radix select through L2 (3-4 passes per bf16 row)
+            saved = ops.SAMPLED_MAX_CHUNK
+            for mc in (32768, 65536):  # larger vocab tiles: fewer per-tile latencies at large batch
+                ops.SAMPLED_MAX_CHUNK = mc
+                us2, _ = _time(lambda i: ops.verify_sampled(logits[i], drafts[i], q[i], cu, 1.0, seed=i,
+                                                            max_num_draft=k), rot)
+                recs.append({"kind": f"sampled max_chunk {mc}", "b": b, "k": k, "V": V, "us": us2,
+                             "floor_us": floor, "pct_floor": 100 * floor / us2, "gbps": (lbytes + qbytes) / us2 / 1e3})
+            ops.SAMPLED_MAX_CHUNK = saved
+            # filtered rows: one CTA per row, threshold search through L2 (about 5-8 passes per row)
             us2, _ = _time(lambda i: ops.verify_sampled(logits[i], drafts[i], q[i], cu, 1.0, 50, 0.9, seed=i,
                                                         max_num_draft=k), rot)
             recs.append({"kind": "sampled top_k=50 top_p=0.9", "b": b, "k": k, "V": V, "us": us2,

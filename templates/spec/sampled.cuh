@@ -8,8 +8,10 @@
 // whatever the launch split (ties: lowest index).
 //
 // Top-k / top-p: a row's threshold key tau (keep tokens whose logit key is >= tau) comes from a
-// radix select over the order-preserving bit pattern of the logits (8-bit digits, 2 levels for
-// bf16, 4 for fp32): counts for top-k, fixed-point masses (integer atomics: deterministic) for top-p.
+// 16-way threshold search over the order-preserving bit pattern of the logits (counts for top-k,
+// masses for top-p), one CTA re-reading the row through L2; no atomics, so deterministic. (A
+// 256-bin shared-atomic radix histogram was 1.4-7 ms per call: real logits share a few top-key
+// bins, so the atomics serialise.)
 #pragma once
 #include "spec/common.cuh"
 #include "spec/greedy.cuh"
@@ -65,26 +67,13 @@ __device__ __forceinline__ float pick4(const float (&e)[4], int i) {
 
 // Race key: smaller wins; (E / w) bits (positive float: monotone as uint), then lowest index.
 __device__ __forceinline__ uint64_t race_key(float e, float w, int idx) {
-  return w > 0.0f ? ((uint64_t)__float_as_uint(__fdiv_rn(e, w)) << 32) | (uint32_t)idx : ~0ull;
+  return w > 0.0f ? ((uint64_t)__float_as_uint(__fdividef(e, w)) << 32) | (uint32_t)idx : ~0ull;
 }
 __device__ __forceinline__ uint64_t u64min(uint64_t a, uint64_t b) { return a < b ? a : b; }
 
 template <int kThreads>
 __device__ __forceinline__ uint64_t block_min_u64(uint64_t v, uint64_t* red) {
   return ~block_max_u64<kThreads>(~v, red);
-}
-
-template <int kThreads>
-__device__ __forceinline__ uint64_t block_sum_u64(uint64_t v, uint64_t* red) {
-#pragma unroll
-  for (int o = 16; o; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  __syncthreads();
-  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
-  __syncthreads();
-  v = red[0];
-#pragma unroll
-  for (int w = 1; w < kThreads / 32; ++w) v += red[w];
-  return v;
 }
 
 template <int kThreads>
@@ -116,11 +105,6 @@ __device__ __forceinline__ void softmax_add(float& m, float& s, float v, float s
   else s += exp2f((v - m) * scale);
 }
 
-// Fixed-point mass (2^44 units; masses are <= 1 and a row sums to < 2^61): integer sums are
-// exact and order-independent, so shared-memory atomics give deterministic histograms.
-__device__ __forceinline__ uint64_t to_fixed(float w) { return __float2ull_rn(w * 17592186044416.0f); }
-__device__ __forceinline__ float from_fixed(uint64_t x) { return __ull2float_rn(x) * (1.0f / 17592186044416.0f); }
-
 // Calls f(index, value) for every element of row[0, n), each thread on a fixed subset in a fixed
 // order (16-byte vectors when kVec: row 16-byte aligned). Loads go through L2 (__ldcg): the
 // filter passes re-read the row.
@@ -151,49 +135,117 @@ __device__ __forceinline__ void row_for_each(const T* __restrict__ row, int n, F
   }
 }
 
-// Radix-select step over a 256-bin histogram scanned from the top bin down: the bin d holding the
-// `need`-th unit (1 <= need <= total) and the units in bins above it. Needs kThreads >= 256.
-template <typename C, int kThreads>
-__device__ __forceinline__ void select_desc(const C* hist, C need, int* s_d, C* s_above, C* red) {
-  static_assert(kThreads >= 256, "select_desc scans 256 bins with one thread each");
-  const int t = threadIdx.x, lane = t & 31, warp = t >> 5;
-  const C v = t < 256 ? hist[255 - t] : (C)0;
-  C inc = v;
+// Shared memory of the whole-row statistics (one CTA per row).
+struct RowSmem {
+  uint64_t hist[256];  // above16's [warps][17] float partials
+  uint64_t red[32];
+};
+
+// 16 thresholds at once: F[c] = sum over elements with key unit u >= max(ufloor, t[c]) of val
+// (1, or exp2((l - m) * s2) when kMass), F[16] = the same over u >= ufloor. t ascending. Only
+// elements inside [t[0], t[15]] pay the 16 compares; a fixed per-thread order and fixed-order
+// reductions make F deterministic (no atomics).
+template <typename T, bool kVec, int kThreads, bool kMass>
+__device__ __forceinline__ void above16(const T* __restrict__ row, int V, const uint32_t (&t)[16], uint32_t ufloor,
+                                        float m, float s2, RowSmem& sm, float (&F)[17]) {
+  constexpr int ks = sizeof(T) == 2 ? 16 : 0;
+  float acc[16];
 #pragma unroll
-  for (int o = 1; o < 32; o <<= 1) {
-    const C x = __shfl_up_sync(0xffffffffu, inc, o);
-    if (lane >= o) inc += x;
+  for (int c = 0; c < 16; ++c) acc[c] = 0.0f;
+  float all = 0.0f, tot = 0.0f;
+  row_for_each<T, kVec, kThreads>(row, V, [&](int, float v) {
+    const uint32_t u = fkey<T>(v) >> ks;
+    if (u >= ufloor) {
+      const float val = kMass ? exp2f(__fmul_rn(__fsub_rn(v, m), s2)) : 1.0f;
+      tot += val;
+      if (u > t[15]) {
+        all += val;
+      } else if (u >= t[0]) {
+#pragma unroll
+        for (int c = 0; c < 16; ++c) acc[c] += u >= t[c] ? val : 0.0f;
+      }
+    }
+  });
+  float* red = reinterpret_cast<float*>(sm.hist);  // [warps][17]
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+  for (int c = 0; c < 17; ++c) {
+    float x = c < 16 ? acc[c] + all : tot;
+#pragma unroll
+    for (int o = 16; o; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+    if (c < 16) acc[c] = x; else tot = x;
   }
-  if (t == 0) { *s_d = 0; *s_above = 0; }  // need > total cannot happen; keep a defined result
   __syncthreads();
-  if (lane == 31 && warp < 8) red[warp] = inc;
+  if (lane == 0) {
+#pragma unroll
+    for (int c = 0; c < 16; ++c) red[warp * 17 + c] = acc[c];
+    red[warp * 17 + 16] = tot;
+  }
   __syncthreads();
-  if (t < 256) {
-    C base = 0;
-    for (int w = 0; w < warp; ++w) base += red[w];
-    inc += base;
-    const C exc = inc - v;
-    if (exc < need && inc >= need) { *s_d = 255 - t; *s_above = exc; }
+#pragma unroll
+  for (int c = 0; c < 17; ++c) {
+    float f = 0.0f;
+    for (int w = 0; w < kThreads / 32; ++w) f += red[w * 17 + c];
+    F[c] = f;
   }
   __syncthreads();
 }
 
-// Shared memory of the whole-row statistics (one CTA per row).
-struct RowSmem {
-  uint64_t hist[256];
-  uint64_t red[32];
-  uint64_t above;
-  int d;
-};
+// The largest key tau >= floor_key with F(tau) >= need, F(t) = sum over keys >= max(t, floor_key)
+// of 1 (top-k: need = k) or of the mass exp2((l - m) * s2) (top-p: need = topp * F(floor_key)).
+// First pass: 16 thresholds at geometric logit distances below the max (1/64 .. 512 logits for
+// counts; T/256 .. 128 T for masses); then 16-way subdivision of the bracketing key interval.
+// Each pass reads the row once (through L2); typical rows take 3-5 passes.
+template <typename T, bool kVec, int kThreads, bool kMass>
+__device__ __forceinline__ uint32_t select_threshold(const T* __restrict__ row, int V, uint32_t floor_key, float m, float s2,
+                                     float need, float topp, RowSmem& sm) {
+  constexpr int ks = sizeof(T) == 2 ? 16 : 0;
+  const uint32_t ufloor = floor_key >> ks;
+  uint32_t lo = ufloor, hi = fkey<T>(m) >> ks;  // inclusive bracket in key units
+  const float temp = s2 > 0.0f ? 1.4426950408889634f / s2 : 1.0f;
+  bool first = true;
+  while (lo < hi) {
+    uint32_t t[16];
+    const uint64_t span = hi - lo;
+#pragma unroll
+    for (int c = 0; c < 16; ++c) {
+      uint32_t x;
+      if (first) {
+        const float d = kMass ? temp * exp2f((float)(7 - c)) : exp2f((float)(9 - c));
+        x = fkey<T>(__fsub_rn(m, d)) >> ks;
+        x = x < lo ? lo : (x > hi ? hi : x);
+        if (c > 0 && x < t[c - 1]) x = t[c - 1];
+      } else {
+        x = lo + (uint32_t)((span * (uint64_t)c + 15) / 16);
+      }
+      t[c] = x;
+    }
+    float F[17];
+    above16<T, kVec, kThreads, kMass>(row, V, t, ufloor, m, s2, sm, F);
+    if (first && kMass) need = topp * F[16];
+    first = false;
+    int cs = -1;
+#pragma unroll
+    for (int c = 0; c < 16; ++c)
+      if (F[c] >= need) cs = c;
+    if (cs < 0) {
+      hi = t[0] - 1;  // t[0] > lo here: F(lo) >= need holds (lo = floor or an earlier feasible t)
+    } else {
+      lo = t[cs];
+      if (cs < 15) hi = t[cs + 1] - 1;
+    }
+  }
+  return lo << ks;
+}
+
 
 // Whole-row statistics of one row by one CTA: argmax, then (temperature > 0) the filter
 // threshold tau and the normaliser of the kept tokens. topk: 0 = off (else 1 <= topk < V);
-// topp >= 1 = off. Without a filter: one online-softmax pass. With one: the radix select
-// passes (re-reading the row through L2) and fixed-point masses.
+// topp >= 1 = off. Without a filter: one online-softmax pass. With one: select_threshold's
+// passes (re-reading the row through L2) and one normaliser pass.
 template <typename T, bool kVec, int kThreads>
 __device__ __forceinline__ PStat row_stats_inl(const T* __restrict__ row, int V, bool greedy, float s2, int topk, float topp,
                            RowSmem& sm) {
-  constexpr int kLevels = sizeof(T) == 2 ? 2 : 4;
   PStat st;
   st.greedy = greedy;
   st.s2 = s2;
@@ -216,72 +268,18 @@ __device__ __forceinline__ PStat row_stats_inl(const T* __restrict__ row, int V,
     st.inv_z = 1.0f / z;
     return st;
   }
-  // Top-k: the key of the topk-th largest logit (all ties at it are kept).
-  uint32_t prefix = 0u, pmask = 0u;
-  if (filt_k) {
-    uint64_t need = (uint64_t)topk;
-    for (int L = 0; L < kLevels; ++L) {
-      const int sh = 24 - 8 * L;
-      for (int i = threadIdx.x; i < 256; i += kThreads) sm.hist[i] = 0ull;
-      __syncthreads();
-      row_for_each<T, kVec, kThreads>(row, V, [&](int, float v) {
-        const uint32_t kk = fkey<T>(v);
-        if ((kk & pmask) == prefix) atomicAdd((unsigned long long*)&sm.hist[(kk >> sh) & 255u], 1ull);
-      });
-      __syncthreads();
-      select_desc<uint64_t, kThreads>(sm.hist, need, &sm.d, &sm.above, sm.red);
-      need -= sm.above;
-      prefix |= (uint32_t)sm.d << sh;
-      pmask |= 0xFFu << sh;
-      __syncthreads();
-    }
-  }
-  const uint32_t tau_k = prefix;
+  const uint32_t tau_k = filt_k ? select_threshold<T, kVec, kThreads, false>(row, V, 0u, st.m, s2, (float)topk,
+                                                                             -1.0f, sm)
+                                : 0u;
+  st.tau = filt_p ? select_threshold<T, kVec, kThreads, true>(row, V, tau_k, st.m, s2, 0.0f, topp, sm) : tau_k;
+  // Normaliser of the kept tokens (fixed per-thread order, fixed-order block sum).
   const float m = st.m;
-  uint64_t zfix;
-  if (filt_p) {
-    // Top-p over the top-k survivors: the largest key whose kept mass (keys >= it) reaches
-    // topp * (mass of the survivors).
-    prefix = 0u;
-    pmask = 0u;
-    uint64_t need = 0ull, kept = 0ull;
-    for (int L = 0; L < kLevels; ++L) {
-      const int sh = 24 - 8 * L;
-      for (int i = threadIdx.x; i < 256; i += kThreads) sm.hist[i] = 0ull;
-      __syncthreads();
-      row_for_each<T, kVec, kThreads>(row, V, [&](int, float v) {
-        const uint32_t kk = fkey<T>(v);
-        if (kk >= tau_k && (kk & pmask) == prefix) {
-          const uint64_t w = to_fixed(exp2f(__fmul_rn(__fsub_rn(v, m), s2)));
-          if (w) atomicAdd((unsigned long long*)&sm.hist[(kk >> sh) & 255u], (unsigned long long)w);
-        }
-      });
-      __syncthreads();
-      if (L == 0) {
-        uint64_t tot = 0ull;
-        for (int i = 0; i < 256; ++i) tot += sm.hist[i];
-        need = (uint64_t)ceil((double)topp * (double)tot);
-        need = need < 1ull ? 1ull : (need > tot ? tot : need);
-      }
-      select_desc<uint64_t, kThreads>(sm.hist, need, &sm.d, &sm.above, sm.red);
-      need -= sm.above;
-      kept += sm.above;
-      if (L == kLevels - 1) kept += sm.hist[sm.d];  // the bin of tau itself: keys equal to tau
-      prefix |= (uint32_t)sm.d << sh;
-      pmask |= 0xFFu << sh;
-      __syncthreads();
-    }
-    st.tau = prefix;
-    zfix = kept;
-  } else {
-    st.tau = tau_k;
-    uint64_t z = 0ull;
-    row_for_each<T, kVec, kThreads>(row, V, [&](int, float v) {
-      if (fkey<T>(v) >= tau_k) z += to_fixed(exp2f(__fmul_rn(__fsub_rn(v, m), s2)));
-    });
-    zfix = block_sum_u64<kThreads>(z, sm.red);
-  }
-  st.inv_z = 1.0f / from_fixed(zfix);
+  const uint32_t tau = st.tau;
+  float z = 0.0f;
+  row_for_each<T, kVec, kThreads>(row, V, [&](int, float v) {
+    if (fkey<T>(v) >= tau) z += exp2f(__fmul_rn(__fsub_rn(v, m), s2));
+  });
+  st.inv_z = 1.0f / block_sum<kThreads>(z, reinterpret_cast<float*>(sm.red));
   return st;
 }
 
@@ -297,31 +295,45 @@ __device__ __forceinline__ uint64_t race_range_inl(const T* __restrict__ lrow, c
     const int nvec = (c1 - c0) / N;
     const uint4* p = reinterpret_cast<const uint4*>(lrow + c0);
     const float4* qp = qrow ? reinterpret_cast<const float4*>(qrow + c0) : nullptr;
-    for (int vi = threadIdx.x; vi < nvec; vi += kThreads) {
-      float v[N], qv[N];
-      unpack(__ldcs(p + vi), (const T*)nullptr, v);
+    // Two vectors per thread in flight (logits + q loads issued before the RNG-heavy math).
+    for (int v0 = threadIdx.x; v0 < nvec; v0 += 2 * kThreads) {
+      uint4 lu[2];
+      float4 qf[2][N / 4];
 #pragma unroll
-      for (int h = 0; h < N / 4; ++h) {
-        float4 f = qp ? __ldcs(qp + vi * (N / 4) + h) : make_float4(0.f, 0.f, 0.f, 0.f);
-        qv[4 * h] = f.x; qv[4 * h + 1] = f.y; qv[4 * h + 2] = f.z; qv[4 * h + 3] = f.w;
-      }
-      const int i0 = c0 + vi * N;
+      for (int r = 0; r < 2; ++r) {
+        const int vi = v0 + r * kThreads;
+        if (vi < nvec) {
+          lu[r] = __ldcs(p + vi);
 #pragma unroll
-      for (int h = 0; h < N / 4; ++h) {
-        float w[4];
-        bool any = false;
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const float l = v[4 * h + e];
-          const float pp = st.p(l, i0 + 4 * h + e, fkey<T>(l));
-          w[e] = qrow ? fmaxf(__fsub_rn(pp, qv[4 * h + e]), 0.0f) : pp;
-          any |= w[e] > 0.0f;
+          for (int h = 0; h < N / 4; ++h)
+            qf[r][h] = qp ? __ldcs(qp + vi * (N / 4) + h) : make_float4(0.f, 0.f, 0.f, 0.f);
         }
-        if (any) {
-          float ex[4];
-          race_exp4(seed, request, position, (i0 + 4 * h) >> 2, ex);
+      }
 #pragma unroll
-          for (int e = 0; e < 4; ++e) best = u64min(best, race_key(ex[e], w[e], i0 + 4 * h + e));
+      for (int r = 0; r < 2; ++r) {
+        const int vi = v0 + r * kThreads;
+        if (vi >= nvec) break;
+        float v[N];
+        unpack(lu[r], (const T*)nullptr, v);
+        const int i0 = c0 + vi * N;
+#pragma unroll
+        for (int h = 0; h < N / 4; ++h) {
+          const float qv[4] = {qf[r][h].x, qf[r][h].y, qf[r][h].z, qf[r][h].w};
+          float w[4];
+          bool any = false;
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const float l = v[4 * h + e];
+            const float pp = st.p(l, i0 + 4 * h + e, fkey<T>(l));
+            w[e] = qrow ? fmaxf(__fsub_rn(pp, qv[e]), 0.0f) : pp;
+            any |= w[e] > 0.0f;
+          }
+          if (any) {
+            float ex[4];
+            race_exp4(seed, request, position, (i0 + 4 * h) >> 2, ex);
+#pragma unroll
+            for (int e = 0; e < 4; ++e) best = u64min(best, race_key(ex[e], w[e], i0 + 4 * h + e));
+          }
         }
       }
     }
