@@ -93,7 +93,7 @@ def test_configs():
             s, c = ops.sampled_tiles(rows, V, 264)
             assert c % 8 == 0 and (s - 1) * c < V <= s * c and c <= max(8, ops.SAMPLED_MAX_CHUNK)
     assert ops.sampled_tiles(8, 129280, 264) == (64, 2024)      # b=1, k=7: small tiles, many CTAs
-    assert ops.sampled_tiles(1024, 129280, 264) == (8, 16160)   # large batches: 16K-element tiles
+    assert ops.sampled_tiles(1024, 129280, 264) == (2, 64640)   # large batches: 64K-element tiles
 
 
 def test_validation_names_argument():
