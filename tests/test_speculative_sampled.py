@@ -36,8 +36,7 @@ def _sorted_filter(x, temp, top_k, top_p):
 def _top_p_margin(x, temp, top_k, top_p):
     """Distance of top_p from every cumulative mass at a value-group boundary (after top-k)."""
     p = ref.target_probs(x.view(1, -1), temp, top_k, None)[0]
-    vals = torch.unique(x[p > 0], sorted=True).flip(0)
-    cums = torch.cumsum(torch.stack([p[x == v].sum() for v in vals]), 0)
+    _, cums = ref.value_group_mass(x, p)
     return float((cums - top_p).abs().min())
 
 
@@ -360,7 +359,7 @@ def test_tree_sampled_structure(sizes, V, dtype, temp, top_p, seed):
     g = torch.Generator().manual_seed(seed)
     b = len(sizes)
     rows = sum(sizes)
-    logits = (torch.randn(rows, V, generator=g) * 3).to(dtype)
+    logits = (torch.randn(rows, V, generator=g) * 4).to(dtype)  # x4: top-p boundaries rarely within 1e-6
     if top_p is not None and temp > 0:
         for r in range(rows):
             assume(_top_p_margin(logits[r].float(), temp, None, top_p) > 1e-6)
@@ -382,14 +381,15 @@ def test_tree_sampled_structure(sizes, V, dtype, temp, top_p, seed):
     acc, out, path = ops.verify_tree_sampled(*args, seed=seed, max_depth=depth, out=outs)
     acc2, out2, path2 = ops.verify_tree_sampled(*args, seed=seed, max_depth=depth)
     assert torch.equal(acc, acc2) and torch.equal(out, out2) and torch.equal(path, path2)
-    dists = ref.tree_sampled_outcome_probs(*[a.cpu() if isinstance(a, torch.Tensor) else a for a in args])
+    dists = ref.tree_sampled_outcome_tensors(*[a.cpu() if isinstance(a, torch.Tensor) else a for a in args])
     for i, nn in enumerate(sizes):
         n0, a = cun[i], int(acc[i])
         pth = path[i].tolist()
         if a < 0:  # path longer than max_depth: flagged
-            assert max(len(k[0]) for k in dists[i]) > depth + 1 and torch.all(out[i] == -1)
+            assert max(len(k) for k in dists[i]) > depth + 1 and torch.all(out[i] == -1)
             continue
         assert pth[0] == 0 and all(par[n0 + pth[c + 1]] == pth[c] for c in range(a))
         assert out[i, :a].tolist() == [toks[n0 + pth[c + 1]] for c in range(a)]
-        assert dists[i].get((tuple(pth[:a + 1]), int(out[i, a])), 0.0) > 0
+        w = dists[i].get(tuple(pth[:a + 1]))
+        assert w is not None and float(w[int(out[i, a])]) > 0
         assert all(x == -1 for x in pth[a + 1:]) and torch.all(out[i, a + 1:] == -1)

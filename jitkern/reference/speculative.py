@@ -80,17 +80,21 @@ def target_probs(logits, temperature, top_k=None, top_p=None):
     p = torch.softmax(z.masked_fill(~keep, float("-inf")), dim=-1)
     if top_p is not None and float(top_p) < 1.0:
         for r in range(x.shape[0]):
-            vals = torch.unique(x[r][keep[r]], sorted=True).flip(0)  # distinct kept values, descending
-            cum = 0.0
-            thr = vals[-1]
-            for v in vals:  # smallest prefix of value groups whose mass reaches top_p
-                cum += float(p[r][x[r] == v].sum())
-                if cum >= float(top_p):
-                    thr = v
-                    break
+            vals, cum = value_group_mass(x[r], p[r])
+            hit = torch.nonzero(cum >= float(top_p))  # smallest prefix of value groups reaching top_p
+            thr = vals[int(hit[0])] if hit.numel() else vals[-1]
             keep[r] &= x[r] >= thr
         p = torch.softmax(z.masked_fill(~keep, float("-inf")), dim=-1)
     return p
+
+
+def value_group_mass(x, p):
+    """Distinct values of ``x`` in descending order and the cumulative mass of ``p`` over the
+    tokens whose value is >= each (groups of tied values together). O(V log V)."""
+    xs, order = torch.sort(x, descending=True)
+    vals, counts = torch.unique_consecutive(xs, return_counts=True)
+    cum = torch.cumsum(p[order], 0)[torch.cumsum(counts, 0) - 1]
+    return vals, cum
 
 
 def _per_request(v, b):
@@ -159,11 +163,11 @@ def _tree_request(target_logits, tree_tokens, tree_parents, draft_probs, cu, i, 
     return p, q, toks, ch
 
 
-def tree_sampled_outcome_probs(target_logits, tree_tokens, tree_parents, draft_probs, cu_num_nodes,
-                               temperature=1.0, top_k=None, top_p=None):
+def tree_sampled_outcome_tensors(target_logits, tree_tokens, tree_parents, draft_probs, cu_num_nodes,
+                                 temperature=1.0, top_k=None, top_p=None):
     """Exact outcome distribution of :func:`jitkern.ops.speculative.verify_tree_sampled`, float64:
-    per request a dict ``{(path, y): probability}`` with ``path`` the accepted node indices
-    (relative, root first) and ``y`` the emitted token; the values sum to 1."""
+    per request a dict ``{path: probs [V]}`` with ``path`` the accepted node indices (relative,
+    root first) and ``probs[y]`` = P(that path is accepted, then y is emitted); all sum to 1."""
     cu = [int(x) for x in cu_num_nodes.cpu().tolist()]
     b = len(cu) - 1
     temps, tks, tps = _per_request(temperature, b), _per_request(top_k, b), _per_request(top_p, b)
@@ -183,11 +187,21 @@ def tree_sampled_outcome_probs(target_logits, tree_tokens, tree_parents, draft_p
                 if reach == 0:
                     return
                 w = _residual(w, q[c])
-            for y in torch.nonzero(w > 0).view(-1).tolist():
-                out[(path, y)] = out.get((path, y), 0.0) + reach * float(w[y])
+            out[path] = out.get(path, 0.0) + reach * w
 
         walk(0, 1.0, (0,))
         res.append(out)
+    return res
+
+
+def tree_sampled_outcome_probs(target_logits, tree_tokens, tree_parents, draft_probs, cu_num_nodes,
+                               temperature=1.0, top_k=None, top_p=None):
+    """:func:`tree_sampled_outcome_tensors` as ``{(path, y): probability}`` over the outcomes of
+    positive probability (small vocabularies)."""
+    res = []
+    for d in tree_sampled_outcome_tensors(target_logits, tree_tokens, tree_parents, draft_probs, cu_num_nodes,
+                                          temperature, top_k, top_p):
+        res.append({(path, y): float(w[y]) for path, w in d.items() for y in torch.nonzero(w > 0).view(-1).tolist()})
     return res
 
 
