@@ -375,8 +375,9 @@ def verify_sampled(target_logits: torch.Tensor, draft_tokens: torch.Tensor, draf
     (argmin E_i / w_i), so only the row that is sampled is read a second time.
     Layout and outputs (and ``out=``): module docstring and :func:`verify_greedy`.
     Cost: without top-k/top-p the logits are read once plus one row per request (and q at the
-    draft tokens plus one q row per rejecting request); a filtered row is read 3-5 times (bf16)
-    by one CTA, through L2.
+    draft tokens plus one q row per rejecting request). A row of a request with top-k/top-p is
+    handled whole by one CTA (threshold search, about 5-8 passes over the row): measured on H100
+    9-20x slower than the unfiltered path (b=64, k=7: 1299 vs 123 us).
     """
     b, rows, V, max_num_draft = _check_ragged(target_logits, draft_tokens, cu_num_draft, max_num_draft)
     check_tensor("draft_probs", draft_probs, dtype=torch.float32, shape=(draft_tokens.numel(), V),
