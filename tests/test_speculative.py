@@ -122,10 +122,12 @@ def test_compile_sm90a_no_spills():
     from jitkern.runtime import compile_spec
     for spec in _all_specs():
         entry, _ = compile_spec(spec, "sm_90a")
-        # verify_sampled calls its out-of-line whole-row filter (row_stats) once per filtered row:
-        # ptxas counts the caller-saved registers around that call (<= 160 bytes) as spills; the
-        # streaming loops themselves run in registers.
-        limit = 160 if "verify_sampled<" in spec.name else 0
+        # Known exception, kept exact so that growth fails: the vectorised verify_sampled is capped
+        # at 128 registers (2 CTAs/SM, which its streaming needs) and spills 136 (bf16) / 152
+        # (fp32) bytes, partly around its out-of-line filter call, partly local arrays. Its
+        # unfiltered path measured 1.01x the logits floor at b=64 on the H100 regardless. Every
+        # other kernel must be spill-free.
+        limit = 152 if "verify_sampled<" in spec.name else 0
         assert entry.meta["ptxas"].get("spill_stores", 0) <= limit, (spec.name, entry.meta["ptxas"])
     assert len(ops.warmup_specs([{}], None)) == 5
 
