@@ -59,7 +59,8 @@ def _cold_compile(jobs):
     return {"case": "cold compile (deepseek-v3 preset, sm_90a)", "kernels": len(out),
             "failed": sum(o.status == "failed" for o in out), "wall_s": wall,
             "median_s": statistics.median(secs) if secs else None, "max_s": max(secs) if secs else None,
-            "per_family_median_s": {f: statistics.median(v) for f, v in fams.items()}}
+            "per_family_median_s": {f: statistics.median(v) for f, v in fams.items()},
+            "slowest": [[o.spec.name, round(o.seconds, 3)] for o in sorted(out, key=lambda o: -o.seconds)[:3]]}
 
 
 def _first_launch():
@@ -191,6 +192,7 @@ def run(args):
         print(f"cold compile, deepseek-v3 preset for sm_90a: {r['kernels']} kernels, failed {r['failed']}, "
               f"median {r['median_s']:.3f} s, max {r['max_s']:.3f} s, wall {r['wall_s']:.1f} s (goal: median <= 1.0 s)")
         print("  per family median s: " + ", ".join(f"{f} {v:.3f}" for f, v in r["per_family_median_s"].items()))
+        print("  slowest: " + "; ".join(f"{n} {t:.2f} s" for n, t in r["slowest"]))
     if not torch.cuda.is_available():
         print("no GPU: launch and bandwidth measurements skipped")
         return records
