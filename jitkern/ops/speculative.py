@@ -445,21 +445,7 @@ def verify_tree_sampled(target_logits: torch.Tensor, tree_tokens: torch.Tensor, 
     top_p / seed: as :func:`verify_sampled`. ``out=(accepted, out_tokens, path)``.
     Scratch: 2 x V fp32 per request (the residual).
     """
-    check_tensor("target_logits", target_logits, dtype=_LOGIT_DTYPES, ndim=2, inner_contiguous=True)
-    check_tensor("tree_tokens", tree_tokens, dtype=_IDX_DTYPES, ndim=1, contiguous=True)
-    check_tensor("tree_parents", tree_parents, dtype=torch.int32, ndim=1, contiguous=True)
-    check_tensor("cu_num_nodes", cu_num_nodes, dtype=_IDX_DTYPES, ndim=1, contiguous=True)
-    check_same_device(target_logits=target_logits, tree_tokens=tree_tokens, tree_parents=tree_parents,
-                      cu_num_nodes=cu_num_nodes)
-    if cu_num_nodes.numel() < 1:
-        raise ValueError("cu_num_nodes: expected b + 1 >= 1 entries, got 0")
-    b = cu_num_nodes.numel() - 1
-    rows, V = target_logits.shape
-    if tree_tokens.numel() != rows or tree_parents.numel() != rows:
-        raise ValueError(f"tree_tokens/tree_parents: expected {rows} entries (one per logits row), got "
-                         f"{tree_tokens.numel()} and {tree_parents.numel()}")
-    if b and rows < b:
-        raise ValueError(f"target_logits: expected at least one row (the root) per request, got {rows} rows for b={b}")
+    b, rows, V = _check_tree(target_logits, tree_tokens, tree_parents, cu_num_nodes)
     if V < 1 or V >= 2 ** 31 - 8:
         raise ValueError(f"target_logits: vocabulary {V} out of range")
     check_tensor("draft_probs", draft_probs, dtype=torch.float32, shape=(rows, V), inner_contiguous=True)
@@ -492,6 +478,26 @@ def verify_tree_sampled(target_logits: torch.Tensor, tree_tokens: torch.Tensor, 
     return acc, toks, path
 
 
+def _check_tree(target_logits, tree_tokens, tree_parents, cu_num_nodes):
+    """Validate the packed token-tree layout shared by the tree verifiers; returns (b, rows, V)."""
+    check_tensor("target_logits", target_logits, dtype=_LOGIT_DTYPES, ndim=2, inner_contiguous=True)
+    check_tensor("tree_tokens", tree_tokens, dtype=_IDX_DTYPES, ndim=1, contiguous=True)
+    check_tensor("tree_parents", tree_parents, dtype=torch.int32, ndim=1, contiguous=True)
+    check_tensor("cu_num_nodes", cu_num_nodes, dtype=_IDX_DTYPES, ndim=1, contiguous=True)
+    check_same_device(target_logits=target_logits, tree_tokens=tree_tokens, tree_parents=tree_parents,
+                      cu_num_nodes=cu_num_nodes)
+    if cu_num_nodes.numel() < 1:
+        raise ValueError("cu_num_nodes: expected b + 1 >= 1 entries, got 0")
+    b = cu_num_nodes.numel() - 1
+    rows, V = target_logits.shape
+    if tree_tokens.numel() != rows or tree_parents.numel() != rows:
+        raise ValueError(f"tree_tokens/tree_parents: expected {rows} entries (one per logits row), got "
+                         f"{tree_tokens.numel()} and {tree_parents.numel()}")
+    if b and rows < b:
+        raise ValueError(f"target_logits: expected at least one row (the root) per request, got {rows} rows for b={b}")
+    return b, rows, V
+
+
 def verify_tree_greedy(target_logits: torch.Tensor, tree_tokens: torch.Tensor, tree_parents: torch.Tensor,
                        cu_num_nodes: torch.Tensor, max_depth: int | None = None, out=None):
     """Greedy verification of Eagle-style token trees, one launch.
@@ -512,21 +518,7 @@ def verify_tree_greedy(target_logits: torch.Tensor, tree_tokens: torch.Tensor, t
     a request that breaks a bound gets ``accepted = -1`` and -1 rows.
     ``out=(accepted, out_tokens, path)`` writes into given contiguous int32 tensors.
     """
-    check_tensor("target_logits", target_logits, dtype=_LOGIT_DTYPES, ndim=2, inner_contiguous=True)
-    check_tensor("tree_tokens", tree_tokens, dtype=_IDX_DTYPES, ndim=1, contiguous=True)
-    check_tensor("tree_parents", tree_parents, dtype=torch.int32, ndim=1, contiguous=True)
-    check_tensor("cu_num_nodes", cu_num_nodes, dtype=_IDX_DTYPES, ndim=1, contiguous=True)
-    check_same_device(target_logits=target_logits, tree_tokens=tree_tokens, tree_parents=tree_parents,
-                      cu_num_nodes=cu_num_nodes)
-    if cu_num_nodes.numel() < 1:
-        raise ValueError("cu_num_nodes: expected b + 1 >= 1 entries, got 0")
-    b = cu_num_nodes.numel() - 1
-    rows, V = target_logits.shape
-    if tree_tokens.numel() != rows or tree_parents.numel() != rows:
-        raise ValueError(f"tree_tokens/tree_parents: expected {rows} entries (one per logits row), got "
-                         f"{tree_tokens.numel()} and {tree_parents.numel()}")
-    if b and rows < b:
-        raise ValueError(f"target_logits: expected at least one row (the root) per request, got {rows} rows for b={b}")
+    b, rows, V = _check_tree(target_logits, tree_tokens, tree_parents, cu_num_nodes)
     if max_depth is None:
         max_depth = max(0, min(rows, TREE_MAX_NODES) - 1)
     if not isinstance(max_depth, int) or max_depth < 0:

@@ -22,6 +22,7 @@
 // could still reach L, or anything is non-finite, the CTA recomputes its whole slice
 // exactly for that request (slow, correct). The result equals torch.argmax over F bit for bit.
 #pragma once
+#include "common/hopper.cuh"
 #include "spec/common.cuh"
 
 namespace jitkern {
@@ -45,16 +46,6 @@ __device__ __forceinline__ void grid_barrier(unsigned* bar, unsigned target) {
   __syncthreads();
 }
 
-__device__ __forceinline__ uint64_t policy_evict_last() {
-  uint64_t p;
-  asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;" : "=l"(p));
-  return p;
-}
-__device__ __forceinline__ uint64_t policy_evict_first() {
-  uint64_t p;
-  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(p));
-  return p;
-}
 __device__ __forceinline__ uint4 ld_hint(const void* p, uint64_t pol) {
   uint4 u;
   asm volatile("ld.global.nc.L1::no_allocate.L2::cache_hint.v4.u32 {%0, %1, %2, %3}, [%4], %5;"
@@ -232,7 +223,7 @@ __global__ void __launch_bounds__(256, 1) markov_draft(
   const int nw = blk1 - blk0 > warp ? (blk1 - blk0 - warp + kWarps - 1) / kWarps : 0;  // this warp's blocks
   const int ncache = min(cache_blocks, nw);
   const float inv_t = kSampled ? 1.0f / temp : 0.0f;
-  const uint64_t pol_w = spec::policy_evict_last(), pol_b = spec::policy_evict_first();
+  const uint64_t pol_w = sm90::l2_policy_evict_last(), pol_b = sm90::l2_policy_evict_first();
   unsigned long long* keys = reinterpret_cast<unsigned long long*>(sync + 4);
   TB* my_stage = sh_base + warp * 2 * STAGE;
   uint4* my_cache = sh_w + (int64_t)warp * cache_blocks * NT * Q * 32 + lane;
