@@ -92,7 +92,9 @@ def test_configs():
         for V in (2, 7, 1000, 129280, 152064, 10 ** 6):
             s, c = ops.sampled_tiles(rows, V, 264)
             assert c % 8 == 0 and (s - 1) * c < V <= s * c and c <= max(8, ops.SAMPLED_MAX_CHUNK)
-    assert ops.sampled_tiles(8, 129280, 264) == (64, 2024)      # b=1, k=7: small tiles, many CTAs
+    assert ops.sampled_tiles(8, 129280, 264) == (33, 3920)      # b=1, k=7: one wave of tiles
+    assert ops.sampled_tiles(1, 129280, 264) == (64, 2024)      # b=1 phase B: 2048-element tiles
+    assert ops.sampled_tiles(128, 129280, 264) == (5, 25856)    # b=16, k=7: about two tiles per slot
     assert ops.sampled_tiles(1024, 129280, 264) == (2, 64640)   # large batches: 64K-element tiles
 
 
@@ -122,12 +124,12 @@ def test_compile_sm90a_no_spills():
     from jitkern.runtime import compile_spec
     for spec in _all_specs():
         entry, _ = compile_spec(spec, "sm_90a")
-        # Known exception, kept exact so that growth fails: the vectorised verify_sampled is capped
-        # at 128 registers (2 CTAs/SM, which its streaming needs) and spills 136 (bf16) / 152
-        # (fp32) bytes, partly around its out-of-line filter call, partly local arrays. Its
-        # unfiltered path measured 1.01x the logits floor at b=64 on the H100 regardless. Every
-        # other kernel must be spill-free.
-        limit = 152 if "verify_sampled<" in spec.name else 0
+        # Known exception, kept exact so that growth fails: verify_sampled is capped at 128
+        # registers (2 CTAs/SM, which its streaming needs) and spills 64 (vectorised, bf16 and fp32)
+        # / 8 (scalar) bytes at unroll 4 (136 / 152 at unroll 8), partly around its out-of-line
+        # filter call, partly local arrays. Its unfiltered path measured 0.95x the logits + q floor
+        # at b=64 on the H100 regardless. Every other kernel must be spill-free.
+        limit = 64 if "verify_sampled<" in spec.name else 0
         assert entry.meta["ptxas"].get("spill_stores", 0) <= limit, (spec.name, entry.meta["ptxas"])
     assert len(ops.warmup_specs([{}], None)) == 5
 

@@ -19,6 +19,56 @@ def add_args(p):
     p.add_argument("--sweep", action="store_true", help="also time other greedy/sampled configs")
 
 
+# verify_sampled configs for --sweep: (unroll, tiles per CTA slot, max chunk)
+SAMPLED_SWEEP = [(u, a, mc) for u in (4, 8) for a in (1, 2, 4) for mc in (65536, 131072)]
+_SAMPLED_KNOBS = ("SAMPLED_UNROLL", "SAMPLED_TILES_PER_SLOT", "SAMPLED_MAX_CHUNK")
+
+
+def _sampled_sweep(ops, logits, drafts, q, cu, b, k, V, floor, nbytes, rot):
+    """Time every SAMPLED_SWEEP config on the same inputs; `same` = fraction of requests whose
+    (accepted, tokens) equal the default config's (same seed)."""
+    import torch
+    saved = tuple(getattr(ops, n) for n in _SAMPLED_KNOBS)
+    a0, o0 = ops.verify_sampled(logits[0], drafts[0], q[0], cu, 1.0, seed=0, max_num_draft=k)
+    us0, _ = _time(lambda i: ops.verify_sampled(logits[i], drafts[i], q[i], cu, 0.0, seed=i, max_num_draft=k), rot)
+    recs = [{"kind": "sampled diag temperature 0 (A + chain only)", "b": b, "k": k, "V": V, "us": us0,
+             "floor_us": floor, "pct_floor": 100 * floor / us0, "gbps": nbytes / us0 / 1e3}]
+    for cfg in SAMPLED_SWEEP:
+        for n, v in zip(_SAMPLED_KNOBS, cfg):
+            setattr(ops, n, v)
+        try:
+            a1, o1 = ops.verify_sampled(logits[0], drafts[0], q[0], cu, 1.0, seed=0, max_num_draft=k)
+            same = float(((a1 == a0) & torch.all(o1 == o0, 1)).float().mean())
+            us, _ = _time(lambda i: ops.verify_sampled(logits[i], drafts[i], q[i], cu, 1.0, seed=i,
+                                                       max_num_draft=k), rot)
+        finally:
+            for n, v in zip(_SAMPLED_KNOBS, saved):
+                setattr(ops, n, v)
+        u, a, mc = cfg
+        recs.append({"kind": f"sampled u{u} a{a} mc{mc}", "b": b, "k": k,
+                     "V": V, "us": us, "floor_us": floor, "pct_floor": 100 * floor / us, "gbps": nbytes / us / 1e3,
+                     "ratio": us / floor, "same": same, "config": list(cfg)})
+        print(f"sweep b={b} k={k} {recs[-1]['kind']}: {us:.2f} us, {us / floor:.3f}x floor, same {same:.3f}",
+              flush=True)
+    return recs
+
+
+def _precompile_sampled():
+    """Compile the sweep's verify_sampled kernels in parallel (NVRTC is single-threaded)."""
+    import torch
+    from concurrent.futures import ThreadPoolExecutor
+    from ..ops import speculative as ops
+    from ..runtime import compile_spec
+    saved = ops.SAMPLED_UNROLL
+    specs = set()
+    for u in {c[0] for c in SAMPLED_SWEEP}:
+        ops.SAMPLED_UNROLL = u
+        specs.add(ops.sampled_spec(torch.bfloat16, torch.int64, torch.int32, True))
+    ops.SAMPLED_UNROLL = saved
+    with ThreadPoolExecutor(8) as ex:
+        list(ex.map(lambda sp: compile_spec(sp, "sm_90a"), specs))
+
+
 def _time(fn, rotate):
     try:
         return graph_time_us(fn, rotate=rotate), "graph"
@@ -35,6 +85,8 @@ def run(args) -> list[dict]:
     V = args.vocab
     kinds = args.kinds.split(",")
     gbps = measure_copy_gbps()
+    if getattr(args, "sweep", False) and "sampled" in kinds:
+        _precompile_sampled()
     recs = []
     for case in args.cases.split(","):
         b, k = (int(x) for x in case.split("x"))
@@ -117,13 +169,15 @@ def run(args) -> list[dict]:
                          "pct_floor": 100 * floor / us, "gbps": (lbytes + qbytes) / us / 1e3, "torch_us": tus,
                          "torch_timing": how, "speedup": tus / us, "rotate": rot})
             saved = ops.SAMPLED_MAX_CHUNK
-            for mc in (32768, 65536):  # larger vocab tiles: fewer per-tile latencies at large batch
+            for mc in (65536, 131072):  # larger vocab tiles: fewer per-tile latencies at large batch
                 ops.SAMPLED_MAX_CHUNK = mc
                 us2, _ = _time(lambda i: ops.verify_sampled(logits[i], drafts[i], q[i], cu, 1.0, seed=i,
                                                             max_num_draft=k), rot)
                 recs.append({"kind": f"sampled max_chunk {mc}", "b": b, "k": k, "V": V, "us": us2,
                              "floor_us": floor, "pct_floor": 100 * floor / us2, "gbps": (lbytes + qbytes) / us2 / 1e3})
             ops.SAMPLED_MAX_CHUNK = saved
+            if getattr(args, "sweep", False):
+                recs += _sampled_sweep(ops, logits, drafts, q, cu, b, k, V, floor, lbytes + qbytes, rot)
             # filtered rows: one CTA per row, threshold search through L2 (about 5-8 passes per row)
             us2, _ = _time(lambda i: ops.verify_sampled(logits[i], drafts[i], q[i], cu, 1.0, 50, 0.9, seed=i,
                                                         max_num_draft=k), rot)
@@ -175,6 +229,7 @@ def run(args) -> list[dict]:
                        ("floor us", "floor_us", ".2f"), ("% of floor", "pct_floor", ".1f"), ("GB/s", "gbps", ".0f"),
                        ("torch us", "torch_us", ".1f"), ("torch timing", "torch_timing", ""),
                        ("speedup", "speedup", ".1f"), ("== oracle", "matches_torch", ""),
+                       ("x floor", "ratio", ".3f"), ("= default", "same", ".3f"),
                        ("markov = torch matmul (order differs)", "agree_torch", ".3f"),
                        ("tree = chain (same seed)", "agree_chain", ".3f")],
                 title=f"speculative verify, V={V}, bf16 logits; copy bandwidth {gbps:.0f} GB/s "

@@ -45,11 +45,25 @@ GREEDY_THREADS, GREEDY_UNROLL = 256, 4
 # 65536 beat 4096/8192/16384/32768 and whole rows at b = 16, 64, 256 and tied at b = 1.
 GREEDY_MAX_CHUNK = 65536
 # verify_sampled: persistent work-queue kernel, 2 CTAs per SM (128 registers: no spills at 4 CTAs);
-# 2 x 256 threads x 8 16-byte loads in flight = 64 KiB per SM, above the latency-bandwidth need.
-SAMPLED_THREADS, SAMPLED_UNROLL, SAMPLED_MIN_BLOCKS = 256, 8, 2
+# 2 x 256 threads x 4 16-byte loads in flight = 32 KiB per SM, above the latency-bandwidth need.
+# Measured on H100 (bench spec --sweep, V=129280 bf16, same run), unroll 4 vs 8: b=1 k=7 18.6 vs
+# 19.6 us; b=16 k=7 42.4 vs 43.7; b=64 k=7 116.0 vs 124.8; b=256 k=3 278.7 vs 305.2 (ptxas:
+# 64 vs 136 B of spill stores). Unroll 16 spills 400 B.
+SAMPLED_THREADS, SAMPLED_UNROLL, SAMPLED_MIN_BLOCKS = 256, 4, 2
 # Measured on H100 (bench spec, V=129280 bf16, 2 CTAs/SM): max chunk 65536 vs 16384: b=64 k=7
 # 124.0 vs 149.4 us; b=256 k=3 306.4 vs 355.3 us; b=16 44.0 vs 45.5; b=1 18.9 vs 19.0.
 SAMPLED_MAX_CHUNK, SAMPLED_MIN_CHUNK = 65536, 2048
+# Vocab tiles per resident CTA slot (phase A rows and phase B rows alike). Measured on H100 (bench
+# spec --sweep, unroll 8), 2 vs 1 / 4 / 8: b=16 k=7 43.7 vs 46.9 / 47.0 / 57.6 us; b=64 k=7 124.8
+# vs 124.0 / 130.9 / 142.1; b=256 k=3 305.2 vs 304.3 / 304.2 / 316.1. Where 2 per slot would need
+# chunks below SAMPLED_MIN_CHUNK (b=1 k=7: 8 rows) one wave of tiles is used: 16.5 vs 19.6 us.
+# Phase B on its own 1 / 4 / 8 / 16 tiles per slot (same run): b=16 45.5 / 47.5 / 47.2 / 47.5 us,
+# b=64 133.9 / 120.6 / 124.9 / 144.2, b=256 300.9 / 304.2 / 319.1 / 326.2: no better overall.
+# Interleaving B tiles with later requests' A tiles in the queue (0.5 / 1 / 2 / 4 waves of lag;
+# B tiles then wait on their decision holding slots) was slower: b=256 697 / 449 / 331 / 316 us.
+# Defaults together (bench spec, same H100, floor = logits + q bytes at copy bandwidth): b=1 k=7
+# 15.5 us (8.2x), b=16 k=7 41.6 (1.37x), b=64 k=7 115.9 (0.95x), b=256 k=3 278.0 (1.25x).
+SAMPLED_TILES_PER_SLOT = 2
 TREE_SAMPLED_THREADS = 512
 _SMEM_LIMIT = 227 * 1024 - 1024  # Hopper opt-in shared memory per CTA, minus the static part
 
@@ -328,15 +342,21 @@ def _check_seed(seed):
         raise ValueError(f"seed: expected an int in [0, 2**64), got {seed!r}")
 
 
-def sampled_tiles(rows: int, V: int, slots: int, max_chunk: int | None = None, min_chunk: int | None = None):
-    """(splits, chunk) of verify_sampled's vocab tiles for ``rows`` rows: about two tiles per
-    resident CTA slot (the work queue balances them), chunks between ``min_chunk`` (default
-    SAMPLED_MIN_CHUNK) and ``max_chunk`` (SAMPLED_MAX_CHUNK) elements, multiples of 8 (16-byte
-    vectors for bf16 and fp32)."""
+def sampled_tiles(rows: int, V: int, slots: int, max_chunk: int | None = None, min_chunk: int | None = None,
+                  per_slot: float | None = None):
+    """(splits, chunk) of verify_sampled's vocab tiles for ``rows`` rows: about ``per_slot``
+    (default SAMPLED_TILES_PER_SLOT) tiles per resident CTA slot (the work queue balances them),
+    or one per slot where that many would need chunks below ``min_chunk`` (default
+    SAMPLED_MIN_CHUNK); chunks at most ``max_chunk`` (SAMPLED_MAX_CHUNK) elements, multiples of 8
+    (16-byte vectors for bf16 and fp32)."""
     max_chunk = max_chunk or SAMPLED_MAX_CHUNK
     min_chunk = min_chunk or SAMPLED_MIN_CHUNK
-    want = max(1, -(-2 * slots // max(rows, 1)))
-    splits = max(-(-V // max_chunk), min(want, max(1, -(-V // min_chunk))))
+    per_slot = per_slot or SAMPLED_TILES_PER_SLOT
+    max_splits = max(1, -(-V // min_chunk))
+    want = max(1, -(-int(per_slot * slots) // max(rows, 1)))
+    if want > max_splits:  # small batch: one wave of tiles instead of a partial second one
+        want = max(1, -(-slots // max(rows, 1)))
+    splits = max(-(-V // max_chunk), min(want, max_splits))
     chunk = -(-V // splits)
     chunk = -(-chunk // 8) * 8
     return -(-V // chunk), chunk
@@ -377,7 +397,7 @@ def verify_sampled(target_logits: torch.Tensor, draft_tokens: torch.Tensor, draf
     Cost: without top-k/top-p the logits are read once plus one row per request (and q at the
     draft tokens plus one q row per rejecting request). A row of a request with top-k/top-p is
     handled whole by one CTA (threshold search, about 5-8 passes over the row): measured on H100
-    9-20x slower than the unfiltered path (b=64, k=7: 1299 vs 123 us).
+    8-22x slower than the unfiltered path (b=64, k=7: 1267 vs 116 us).
     """
     b, rows, V, max_num_draft = _check_ragged(target_logits, draft_tokens, cu_num_draft, max_num_draft)
     check_tensor("draft_probs", draft_probs, dtype=torch.float32, shape=(draft_tokens.numel(), V),
