@@ -120,3 +120,21 @@ def test_unknown_arch_rejected():
     from jitkern.runtime import target_for_arch
     with pytest.raises(ValueError, match="arch"):
         target_for_arch("sm_80")
+
+
+def test_template_digest_covers_headers_only(tmp_path, monkeypatch):
+    from jitkern.runtime import render
+    (tmp_path / "common").mkdir()
+    (tmp_path / "fam").mkdir()
+    (tmp_path / "common" / "c.cuh").write_text("// common\n")
+    (tmp_path / "fam" / "k.cuh").write_text("// kernel\n")
+    monkeypatch.setattr(render, "templates_dir", lambda: tmp_path)
+    digest = render.template_digest.__wrapped__
+    d0 = digest("fam/k.cuh")
+    (tmp_path / "fam" / "NOTES.md").write_text("measurements\n")
+    assert digest("fam/k.cuh") == d0  # notes beside a template do not invalidate the cache
+    (tmp_path / "common" / "c.cuh").write_text("// common, edited\n")
+    d1 = digest("fam/k.cuh")
+    assert d1 != d0
+    (tmp_path / "fam" / "k.cuh").write_text("// kernel, edited\n")
+    assert digest("fam/k.cuh") != d1

@@ -28,16 +28,20 @@ def render(spec: KernelSpec) -> str:
     return f'// jitkern kernel: {spec.name}\n#include "{spec.template}"\n'
 
 
+_HEADER_SUFFIXES = (".cuh", ".h", ".hpp", ".inl")
+
+
 @functools.lru_cache(maxsize=None)
 def template_digest(template: str) -> str:
-    """sha256 over every file a template may include from templates/: its own folder and
-    ``common/``. Part of the cache key, so editing a template recompiles what uses it."""
+    """sha256 over every header a template may include from templates/ (``.cuh``/``.h``/``.hpp``
+    files of its own folder and ``common/``). Part of the cache key, so editing a template
+    recompiles what uses it; notes and scripts beside the templates do not."""
     root = templates_dir()
     folders = sorted({(root / template).parent, root / "common"})
     h = hashlib.sha256()
     for folder in folders:
         for f in sorted(folder.rglob("*")):
-            if f.is_file():
+            if f.is_file() and f.suffix in _HEADER_SUFFIXES:
                 h.update(str(f.relative_to(root)).encode())
                 h.update(f.read_bytes())
     return h.hexdigest()
