@@ -8,6 +8,7 @@ from hypothesis import given, settings, strategies as st
 
 from jitkern.ops import speculative as ops
 from jitkern.reference import speculative as ref
+from stats_tools import chi2_pvalue
 
 # ---------------------------------------------------------------------------------------------
 # CPU
@@ -222,19 +223,6 @@ def test_markov_unaligned_base_and_graph_capture():
         assert torch.equal(out, want) and torch.equal(outs, sref)
 
 
-def _chi2_pvalue(obs, exp):
-    obs, exp = obs.double(), exp.double()
-    small = exp < 5
-    o = torch.cat([obs[~small], obs[small].sum().view(1)]) if small.any() else obs
-    e = torch.cat([exp[~small], exp[small].sum().view(1)]) if small.any() else exp
-    keep = e > 0
-    o, e = o[keep], e[keep]
-    stat = float(((o - e) ** 2 / e).sum())
-    df = o.numel() - 1
-    p = float(torch.special.gammaincc(torch.tensor(df / 2, dtype=torch.float64), torch.tensor(stat / 2, dtype=torch.float64)))
-    return p, stat, df
-
-
 @pytest.mark.gpu
 @pytest.mark.parametrize("V,T", [(8, 0.8), (200, 1.5)])
 def test_markov_sampled_distribution(V, T):
@@ -251,7 +239,7 @@ def test_markov_sampled_distribution(V, T):
     N = toks.shape[0]
     p0 = ref.markov_step_probs(base[:1].cpu(), torch.zeros(1, k, dtype=torch.long), prev[:1].cpu(),
                                w_in.cpu(), w_out.cpu(), T)[0, 0]
-    pval, stat, df = _chi2_pvalue(torch.bincount(toks[:, 0], minlength=V), p0 * N)
+    pval, stat, df = chi2_pvalue(torch.bincount(toks[:, 0], minlength=V), p0 * N)
     assert pval > 1e-3, (pval, stat, df)
     if V == 8:
         joint = torch.zeros(V, V, dtype=torch.float64)
@@ -259,7 +247,7 @@ def test_markov_sampled_distribution(V, T):
             p1 = ref.markov_step_probs(base[:1].cpu(), torch.tensor([[y0, 0]]), prev[:1].cpu(), w_in.cpu(),
                                        w_out.cpu(), T)[0, 1]
             joint[y0] = p0[y0] * p1
-        pval, stat, df = _chi2_pvalue(torch.bincount(toks[:, 0] * V + toks[:, 1], minlength=V * V),
+        pval, stat, df = chi2_pvalue(torch.bincount(toks[:, 0] * V + toks[:, 1], minlength=V * V),
                                       joint.reshape(-1) * N)
         assert pval > 1e-3, (pval, stat, df)
 
