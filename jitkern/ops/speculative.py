@@ -301,22 +301,25 @@ class _Knobs(ctypes.Structure):
                 ("topk", ctypes.c_int32), ("topps", ctypes.c_void_p), ("topp", ctypes.c_float)]
 
 
+def _per_request_ptr(name: str, t: torch.Tensor, dtype, b: int, ref: torch.Tensor):
+    """Validate a per-request knob tensor (``dtype``, [b], contiguous, on ``ref``'s device)."""
+    check_tensor(name, t, dtype=dtype, shape=(b,), contiguous=True)
+    check_same_device(target_logits=ref, **{name: t})
+    return t.data_ptr() or None
+
+
 def _sampling_knobs(b: int, ref: torch.Tensor, temperature, top_k, top_p) -> _Knobs:
     """Validate temperature / top_k / top_p (scalar or per-request [b] tensor) into a _Knobs."""
     kn = _Knobs()
     if isinstance(temperature, torch.Tensor):
-        check_tensor("temperature", temperature, dtype=torch.float32, shape=(b,), contiguous=True)
-        check_same_device(target_logits=ref, temperature=temperature)
-        kn.temps, kn.temp = temperature.data_ptr() or None, 0.0
+        kn.temps, kn.temp = _per_request_ptr("temperature", temperature, torch.float32, b, ref), 0.0
     else:
         t = float(temperature)
         if not t >= 0.0:
             raise ValueError(f"temperature: expected >= 0, got {temperature!r}")
         kn.temps, kn.temp = None, t
     if isinstance(top_k, torch.Tensor):
-        check_tensor("top_k", top_k, dtype=torch.int32, shape=(b,), contiguous=True)
-        check_same_device(target_logits=ref, top_k=top_k)
-        kn.topks, kn.topk = top_k.data_ptr() or None, 0
+        kn.topks, kn.topk = _per_request_ptr("top_k", top_k, torch.int32, b, ref), 0
     elif top_k is None:
         kn.topks, kn.topk = None, 0
     else:
@@ -324,9 +327,7 @@ def _sampling_knobs(b: int, ref: torch.Tensor, temperature, top_k, top_p) -> _Kn
             raise ValueError(f"top_k: expected None, an int >= 1 or an int32 tensor [b], got {top_k!r}")
         kn.topks, kn.topk = None, min(top_k, 2 ** 31 - 1)
     if isinstance(top_p, torch.Tensor):
-        check_tensor("top_p", top_p, dtype=torch.float32, shape=(b,), contiguous=True)
-        check_same_device(target_logits=ref, top_p=top_p)
-        kn.topps, kn.topp = top_p.data_ptr() or None, 1.0
+        kn.topps, kn.topp = _per_request_ptr("top_p", top_p, torch.float32, b, ref), 1.0
     elif top_p is None:
         kn.topps, kn.topp = None, 1.0
     else:
