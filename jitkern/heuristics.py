@@ -61,9 +61,17 @@ def gemm_smem_bytes(kind: str, block_m: int, block_n: int, stages: int, accum: b
 
 
 def block_n_candidates(kind: str, block_m: int = 64) -> list[int]:
-    # fp8 keeps two fp32 copies of the tile (wgmma accumulator + promoted sum): past 144 columns
-    # (160 with one math warpgroup, which gets 240 registers) they spill.
-    top = (160 if block_m == 64 else 144) if kind == "fp8" else 256
+    """BLOCK_N values the GEMM kernel compiles spill-free for ``kind`` and ``block_m``.
+
+    fp8 keeps the wgmma accumulator plus the promoted fp32 sum (BLOCK_M 256: one accumulator, two
+    promoted 64-row waves), so register room bounds BLOCK_N: 160 (BLOCK_M 64, 240 registers),
+    192 (128, 224 registers), 128 (256). BLOCK_M 256 is fp8-only (gemm.cuh)."""
+    if kind == "fp8":
+        top = {64: 160, 128: 192, 256: 128}[block_m]
+    else:
+        if block_m == 256:
+            return []
+        top = 256
     return list(range(16, top + 1, 16))
 
 
@@ -75,10 +83,30 @@ def m_bucket(m: int) -> int:
     return b
 
 
+def gpu_key(gpu_name: str) -> str:
+    """Tuning-table key of a GPU name: ``h100``, ``h200``, else the name in lower snake case."""
+    up = gpu_name.upper()
+    for key in ("H100", "H200"):
+        if key in up:
+            return key.lower()
+    return gpu_name.lower().replace(" ", "_")
+
+
+# A GPU with no table of its own borrows one of the same chip: the H200 is an H100 (132 SMs, the
+# same tensor cores and shared memory) with faster HBM.
+_TABLE_FALLBACK = {"h200": "h100"}
+
+
+def tuning_path(gpu_name: str) -> Path:
+    """Where ``jitkern bench gemm --tune`` writes the table of ``gpu_name``."""
+    return tuning_dir() / f"gemm_{gpu_key(gpu_name)}.json"
+
+
 @functools.lru_cache(maxsize=None)
 def _tuned_table(gpu_name: str) -> dict:
-    table = {}
-    key = "h100" if "H100" in gpu_name.upper() else gpu_name.lower().replace(" ", "_")
+    key = gpu_key(gpu_name)
+    # the same chip's entries first, this GPU's own entries override them
+    table = dict(_tuned_table(gpu_key(_TABLE_FALLBACK[key]))) if key in _TABLE_FALLBACK else {}
     path = tuning_dir() / f"gemm_{key}.json"
     if not path.is_file():
         return table

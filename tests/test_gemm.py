@@ -73,7 +73,7 @@ def test_rel_err_flags_nan():
 @pytest.mark.parametrize("n,k", V3_NK)
 def test_heuristic_config_fits(kind, m, n, k):
     cfg = heuristics.gemm_config(kind, m, n, k, 132, "nominal H100 SXM")
-    assert cfg.block_m in (64, 128)
+    assert cfg.block_m in (64, 128, 256)
     assert cfg.block_n in heuristics.block_n_candidates(kind, cfg.block_m)
     assert cfg.stages >= 2
     assert heuristics.gemm_smem_bytes(kind, cfg.block_m, cfg.block_n, cfg.stages) <= heuristics.SMEM_LIMIT
@@ -92,7 +92,10 @@ def test_heuristic_prefers_fewer_waves():
 COMPILE_CASES = [("fp8", 4096, 7168, 7168, None), ("fp8", 64, 2112, 7168, None), ("bf16", 4096, 7168, 2048, None),
                  ("fp8", 0, 7168, 2048, heuristics.GemmConfig(128, 144, 5, 16, 132, 2, 1)),
                  ("fp8", 0, 2112, 7168, heuristics.GemmConfig(64, 160, 8, 16, 132, 1, 2)),
-                 ("bf16", 0, 2112, 7168, heuristics.GemmConfig(128, 256, 3, 16, 132, 2, 1))]
+                 ("bf16", 0, 2112, 7168, heuristics.GemmConfig(128, 256, 3, 16, 132, 2, 1)),
+                 ("fp8", 0, 7168, 16384, heuristics.GemmConfig(256, 128, 3, 16, 132, 2, 1)),
+                 ("fp8", 0, 4096, 7168, heuristics.GemmConfig(256, 96, 3, 16, 132, 1, 2)),
+                 ("fp8", 0, 7168, 2048, heuristics.GemmConfig(128, 192, 4, 16, 132, 1, 1))]
 
 
 @pytest.mark.parametrize("kind,m,n,k,cfg", COMPILE_CASES)
@@ -229,6 +232,28 @@ def test_configs_and_clusters(cfg, m, n, k):
     _check_fp8(m, n, k, random.randrange(1 << 30), config=cfg)
     bcfg = heuristics.GemmConfig(cfg.block_m, cfg.block_n, 3, cfg.group_n, cfg.num_sms, cfg.cluster_m, cfg.cluster_n)
     _check_bf16(m, n, k, random.randrange(1 << 30), config=bcfg)
+
+
+# FP8-only tiles: BLOCK_M 256 (two 64-row waves per math warpgroup) and BLOCK_N past 128 (a tile
+# spans two or three B-scale blocks, chosen per 8 columns at run time).
+WIDE_FP8_CFGS = [heuristics.GemmConfig(256, 128, 3, 16, 132, 1, 1), heuristics.GemmConfig(256, 128, 3, 16, 132, 2, 1),
+                 heuristics.GemmConfig(256, 96, 3, 4, 132, 1, 2), heuristics.GemmConfig(256, 112, 3, 16, 10, 1, 1),
+                 heuristics.GemmConfig(128, 192, 4, 16, 132, 1, 1), heuristics.GemmConfig(128, 160, 4, 16, 132, 2, 1),
+                 heuristics.GemmConfig(128, 176, 4, 3, 12, 1, 2)]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("cfg", WIDE_FP8_CFGS, ids=lambda c: f"{c.block_m}x{c.block_n}c{c.cluster_m}{c.cluster_n}g{c.group_n}s{c.num_sms}")
+@pytest.mark.parametrize("m,n,k", [(300, 2112, 1536), (129, 576, 7168), (1000, 7168, 512), (513, 4096, 7168)])
+def test_wide_fp8_tiles(cfg, m, n, k):
+    # M not a multiple of 256 (a partial second wave), N not a multiple of BLOCK_N, odd cluster tails
+    _check_fp8(m, n, k, random.randrange(1 << 30), config=cfg)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("cfg", WIDE_FP8_CFGS[:2] + WIDE_FP8_CFGS[4:5], ids=lambda c: f"{c.block_m}x{c.block_n}c{c.cluster_m}{c.cluster_n}")
+def test_wide_fp8_tiles_accumulate(cfg):
+    _check_fp8(300, 2112, 1536, random.randrange(1 << 30), accum=True, config=cfg)
 
 
 @pytest.mark.gpu

@@ -37,7 +37,7 @@ def _shapes(args):
 
 def sweep_configs(kind: str, m: int, n: int, k: int, num_sms: int = 132):
     from .. import heuristics as H
-    bms = [64] if m <= 64 else ([64, 128] if m <= 256 else [128])
+    bms = [64] if m <= 64 else ([64, 128] if m <= 256 else ([128, 256] if kind == "fp8" else [128]))
     out = []
     for bm in bms:
         for bn in H.block_n_candidates(kind, bm):
@@ -208,8 +208,7 @@ def run(args):
         print(f"{kind}: geomean vs cuBLAS {kind} = {g if g is None else round(g, 3)}; "
               f"M>=4096 average TFLOPS = {summary[kind]['m4096_avg_tflops']}")
     if args.tune and tuned:
-        key = "h100" if "H100" in target.name.upper() else target.name.lower().replace(" ", "_")
-        path = Path(args.tune_out) if args.tune_out else H.tuning_dir() / f"gemm_{key}.json"
+        path = Path(args.tune_out) if args.tune_out else H.tuning_path(target.name)
         old = []
         if path.is_file():
             try:

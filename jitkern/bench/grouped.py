@@ -26,6 +26,60 @@ def add_args(p):
     p.add_argument("--kinds", default="fp8,bf16")
     p.add_argument("--no-peers", action="store_true", help="skip torch's grouped GEMMs")
     p.add_argument("--calls", type=int, default=5)
+    p.add_argument("--sweep", action="store_true",
+                   help="also time the candidate tiles of each case (JSON 'sweep'; the table keeps the default config)")
+    p.add_argument("--precompile", action="store_true", help="compile the run's kernels (sweep included) and exit")
+
+
+def sweep_configs(kind, layout, expected_m):
+    """Candidate tiles for one case: BLOCK_M 128 (the contiguous alignment; masked with more than
+    64 rows per group) or 64, BLOCK_N over the spill-free range."""
+    from .. import heuristics as H
+    bms = [128] if layout == "contiguous" else ([64] if expected_m <= 64 else [64, 128])
+    out = []
+    for bm in bms:
+        for bn in H.block_n_candidates(kind, bm):
+            if bn >= (96 if kind == "fp8" else 128):
+                out.append(H.GemmConfig(bm, bn, H.gemm_max_stages(kind, bm, bn, accum=layout == "masked")))
+    return out
+
+
+def _default_config(kind, layout, g, rows_per_group, n, k):
+    from ..ops import gemm
+    from ..runtime.arch import target_for_arch
+    return gemm._grouped_config(kind, rows_per_group, g, n, k, target_for_arch("sm_90a"), None)
+
+
+def _precompile(args):
+    from ..ops.gemm import gemm_spec
+    from ..warmup import warmup
+    specs = []
+    for layout in args.layouts.split(","):
+        for kind in args.kinds.split(","):
+            for case in (CONTIGUOUS if layout == "contiguous" else MASKED):
+                g, m, n, k = case
+                rows = max(65, m // g) if layout == "contiguous" else m
+                cfgs = [_default_config(kind, layout, g, rows, n, k)]
+                if args.sweep:
+                    cfgs += sweep_configs(kind, layout, m if layout == "masked" else rows)
+                specs += [gemm_spec(kind, n, k, c, group_mode=1 if layout == "contiguous" else 2) for c in cfgs]
+    specs = list(dict.fromkeys(specs))
+    outs = warmup(specs, "sm_90a", progress=False)
+    print(f"precompiled {len(specs)} grouped specs; failed: {sum(o.status == 'failed' for o in outs)}")
+    return []
+
+
+def _time_configs(fn, cfgs, calls):
+    """[(name, us)] of fn(config) per candidate (None: the op's own choice)."""
+    from .common import graph_time_us
+    res = []
+    for cfg in cfgs:
+        name = "default" if cfg is None else f"{cfg.block_m}x{cfg.block_n}x{cfg.stages}"
+        try:
+            res.append([name, round(graph_time_us(lambda i: fn(cfg), calls=calls, reps=7), 3)])
+        except Exception as e:  # a candidate that cannot launch is reported, not fatal
+            print(f"  {name}: {type(e).__name__}: {str(e)[:160]}")
+    return res
 
 
 def _quant_b(w):
@@ -54,6 +108,18 @@ def _peer(fn, calls):
         return None
 
 
+def _sweep(rec, fnc, check_errs, kind, layout, expected_m, calls):
+    """Time the candidate tiles; verify the fastest one (its error goes in the record too)."""
+    sweep = _time_configs(fnc, sweep_configs(kind, layout, expected_m), calls)
+    rec["sweep"] = sweep
+    if sweep:
+        best = min(sweep, key=lambda x: x[1])
+        bm, bn, st = (int(v) for v in best[0].split("x"))
+        from .. import heuristics as H
+        fnc(H.GemmConfig(bm, bn, st))
+        rec["sweep_best"], rec["sweep_best_us"], rec["sweep_best_err"] = best[0], best[1], max(check_errs())
+
+
 def _contiguous(kind, g, m_total, n, k, args, rng):
     import torch
     from ..ops import gemm
@@ -77,23 +143,32 @@ def _contiguous(kind, g, m_total, n, k, args, rng):
     out = torch.empty(rows, n, device=dev, dtype=torch.bfloat16)
     if kind == "fp8":
         a, b = per_token_group_quant_fp8(x), _quant_b(w)
-        fn = lambda: gemm.grouped_gemm_fp8_contiguous(a, b, group_index, out=out)  # noqa: E731
+        fnc = lambda cfg=None: gemm.grouped_gemm_fp8_contiguous(a, b, group_index, out=out, config=cfg)  # noqa: E731
     else:
         a, b = x, w
-        fn = lambda: gemm.grouped_gemm_bf16_contiguous(a, b, group_index, out=out)  # noqa: E731
+        fnc = lambda cfg=None: gemm.grouped_gemm_bf16_contiguous(a, b, group_index, out=out, config=cfg)  # noqa: E731
+
+    def check_errs():  # first and last group's rows against float32 math
+        errs = []
+        for gi in (0, g - 1):
+            lo = sum(padded[:gi])
+            sl = slice(lo, lo + sizes[gi])
+            ar = (a[0][sl], a[1][sl]) if kind == "fp8" else a[sl]
+            bg = (b[0][gi], b[1][gi]) if kind == "fp8" else b[gi]
+            errs.append(_check(out[sl], ar, bg, kind == "fp8"))
+        return errs
+
     out.fill_(float("nan"))
-    fn()
-    errs = []
-    for gi in (0, g - 1):
-        lo = sum(padded[:gi])
-        sl = slice(lo, lo + sizes[gi])
-        ar = (a[0][sl], a[1][sl]) if kind == "fp8" else a[sl]
-        bg = (b[0][gi], b[1][gi]) if kind == "fp8" else b[gi]
-        errs.append(_check(out[sl], ar, bg, kind == "fp8"))
-    us = graph_time_us(lambda i: fn(), calls=args.calls, reps=7)
+    fnc()
+    errs = check_errs()
+    us = graph_time_us(lambda i: fnc(), calls=args.calls, reps=7)
     flops = 2.0 * m_total * n * k
     rec = {"layout": "contiguous", "kind": kind, "groups": g, "m": m_total, "n": n, "k": k, "us": us,
            "tflops": flops / us / 1e6, "rel_err": max(errs), "peak_frac": flops / us / 1e6 / H100_PEAK_TFLOPS[kind]}
+    if args.sweep:
+        out.fill_(float("nan"))
+        _sweep(rec, fnc, check_errs, kind, "contiguous", max(65, m_total // g), args.calls)
+        rec["sweep_best_tflops"] = flops / rec["sweep_best_us"] / 1e6 if rec.get("sweep_best_us") else None
     if not args.no_peers:
         offs = torch.tensor(padded, device=dev, dtype=torch.int32).cumsum(0).to(torch.int32)
         if kind == "bf16":
@@ -129,25 +204,34 @@ def _masked(kind, g, expected, n, k, args, rng):
     if kind == "fp8":
         qa, sa = per_token_group_quant_fp8(x.view(g * MAX_M, k))
         a, b = (qa.view(g, MAX_M, k), sa), _quant_b(w)
-        fn = lambda: gemm.grouped_gemm_fp8_masked(a, b, masked_m, expected, out=out)  # noqa: E731
+        fnc = lambda cfg=None: gemm.grouped_gemm_fp8_masked(a, b, masked_m, expected, out=out, config=cfg)  # noqa: E731
     else:
         a, b = x, w
-        fn = lambda: gemm.grouped_gemm_bf16_masked(a, b, masked_m, expected, out=out)  # noqa: E731
+        fnc = lambda cfg=None: gemm.grouped_gemm_bf16_masked(a, b, masked_m, expected, out=out, config=cfg)  # noqa: E731
+
+    def check_errs():
+        errs = []
+        for gi in (0, g - 1):
+            sl = slice(gi * MAX_M, gi * MAX_M + counts[gi])
+            ar = (a[0].view(g * MAX_M, k)[sl], a[1][sl]) if kind == "fp8" else x.view(g * MAX_M, k)[sl]
+            bg = (b[0][gi], b[1][gi]) if kind == "fp8" else b[gi]
+            errs.append(_check(out.view(g * MAX_M, n)[sl], ar, bg, kind == "fp8"))
+        return errs
+
     out.fill_(float("nan"))
-    fn()
-    errs = []
-    for gi in (0, g - 1):
-        sl = slice(gi * MAX_M, gi * MAX_M + counts[gi])
-        ar = (a[0].view(g * MAX_M, k)[sl], a[1][sl]) if kind == "fp8" else x.view(g * MAX_M, k)[sl]
-        bg = (b[0][gi], b[1][gi]) if kind == "fp8" else b[gi]
-        errs.append(_check(out.view(g * MAX_M, n)[sl], ar, bg, kind == "fp8"))
-    us = graph_time_us(lambda i: fn(), calls=args.calls, reps=7)
+    fnc()
+    errs = check_errs()
+    us = graph_time_us(lambda i: fnc(), calls=args.calls, reps=7)
     rows = sum(counts)
     flops = 2.0 * rows * n * k
     elem = 1 if kind == "fp8" else 2
     nbytes = rows * k * elem + g * n * k * elem + rows * n * 2
     rec = {"layout": "masked", "kind": kind, "groups": g, "expected_m": expected, "m": rows, "n": n, "k": k,
            "us": us, "tflops": flops / us / 1e6, "gbps": nbytes / us / 1e3, "rel_err": max(errs)}
+    if args.sweep:
+        out.fill_(float("nan"))
+        _sweep(rec, fnc, check_errs, kind, "masked", expected, args.calls)
+        rec["sweep_best_gbps"] = nbytes / rec["sweep_best_us"] / 1e3 if rec.get("sweep_best_us") else None
     dg = DEEPGEMM.get(("masked", g, expected, n, k)) if kind == "fp8" else None
     rec["deepgemm_gbps"] = dg
     rec["vs_deepgemm"] = rec["gbps"] / dg if dg else None
@@ -157,6 +241,8 @@ def _masked(kind, g, expected, n, k, args, rng):
 def run(args):
     import torch
     from .common import measure_copy_gbps, print_table
+    if args.precompile:
+        return _precompile(args)
     rng = random.Random(0)
     records = []
     kinds = args.kinds.split(",")
@@ -168,7 +254,9 @@ def run(args):
                 r = _contiguous(kind, *case, args, rng)
                 rows.append(r)
                 print(f"  contiguous {kind} G={case[0]} M={case[1]} N={case[2]} K={case[3]}: {r['tflops']:.0f} TFLOPS "
-                      f"err {r['rel_err']:.1e}", flush=True)
+                      f"err {r['rel_err']:.1e}" + (f"; sweep best {r.get('sweep_best')} {r.get('sweep_best_tflops') or 0:.0f}"
+                                                    f" TFLOPS err {r.get('sweep_best_err', 0):.1e} {r['sweep']}"
+                                                    if args.sweep else ""), flush=True)
                 torch.cuda.empty_cache()
         records += rows
         print_table(rows, [("kind", "kind", ""), ("G", "groups", "d"), ("M", "m", "d"), ("N", "n", "d"), ("K", "k", "d"),
@@ -186,7 +274,9 @@ def run(args):
                 r["ceiling_frac"] = r["gbps"] / copy
                 rows.append(r)
                 print(f"  masked {kind} G={case[0]} expected_m={case[1]} N={case[2]} K={case[3]}: {r['gbps']:.0f} GB/s "
-                      f"err {r['rel_err']:.1e}", flush=True)
+                      f"err {r['rel_err']:.1e}" + (f"; sweep best {r.get('sweep_best')} {r.get('sweep_best_gbps') or 0:.0f}"
+                                                    f" GB/s err {r.get('sweep_best_err', 0):.1e} {r['sweep']}"
+                                                    if args.sweep else ""), flush=True)
                 torch.cuda.empty_cache()
         records += rows
         print_table(rows, [("kind", "kind", ""), ("G", "groups", "d"), ("exp. m", "expected_m", "d"), ("rows", "m", "d"),

@@ -154,7 +154,8 @@ def _launch(kind, a, b, sfa, sfb, out, c, m, n, k, config=None, group_mode=0, la
 
 
 def threads_of(cfg) -> int:
-    return 128 * (1 + cfg.block_m // 64)
+    # a producer warpgroup plus one (BLOCK_M 64) or two math warpgroups (gemm.cuh)
+    return 128 * (2 if cfg.block_m == 64 else 3)
 
 
 # A persistent grid must be co-resident: with clusters, GPCs whose free SMs do not pair up host

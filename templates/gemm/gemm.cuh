@@ -5,8 +5,10 @@
 // Output: bf16 D, or (kAccum) fp32 D = A @ B^T + C.
 //
 // Structure (DeepGEMM-like): persistent CTAs walk output tiles in an N-grouped raster; warpgroup 0
-// is the TMA producer (one thread, registers lowered with setmaxnreg), warpgroups 1..BLOCK_M/64
-// are math warpgroups, each owning 64 rows of the tile. A kStages-deep shared-memory ring of
+// is the TMA producer (one thread, registers lowered with setmaxnreg), warpgroups 1..2 are math
+// warpgroups. BLOCK_M 64: one math warpgroup; 128: two, 64 rows each; 256 (fp8 only): two, each
+// computing two 64-row "waves" (rows wave*128 + wg*64 ..) from one B tile, so a 256-row tile reads
+// B once for twice the rows (fewer L2 bytes per FLOP, DeepGEMM's BLOCK_M = 256). A kStages-deep shared-memory ring of
 // (A tile, B tile, A scales) is guarded by full/empty mbarriers. FP8: each 128-wide K block is
 // computed into a fresh wgmma accumulator and then promoted into fp32 registers multiplied by
 // scale_a(row) * scale_b(block) (the tensor cores' fp8 accumulation keeps only ~14 mantissa bits,
@@ -86,7 +88,8 @@ template <bool kFp8, uint32_t kN, uint32_t kK, uint32_t BLOCK_M, uint32_t BLOCK_
 struct GemmConfig {
   static constexpr uint32_t BLOCK_K = kFp8 ? 128 : 64;  // one 128-byte swizzle row of K
   static constexpr uint32_t kInstrK = kFp8 ? 32 : 16;
-  static constexpr uint32_t kNumMathWG = BLOCK_M / 64;
+  static constexpr uint32_t kNumMathWG = BLOCK_M == 64 ? 1 : 2;
+  static constexpr uint32_t kWaves = BLOCK_M / (64 * kNumMathWG);  // 64-row waves per math warpgroup
   static constexpr uint32_t kThreads = 128 * (1 + kNumMathWG);
   static constexpr uint32_t kNumKBlocks = (kK + BLOCK_K - 1) / BLOCK_K;
   static constexpr uint32_t kNumNBlocks = (kN + BLOCK_N - 1) / BLOCK_N;
@@ -104,7 +107,11 @@ struct GemmConfig {
   static constexpr uint32_t kStoreCols = BLOCK_N % 64 == 0 ? 64 : (BLOCK_N % 32 == 0 ? 32 : 16);
   static constexpr uint32_t kDBytes = kTmaStore ? BLOCK_M * BLOCK_N * 2 : 0;
   static constexpr uint32_t kSmemBytes = 1024 + kStages * kStageBytes + kDBytes + 2 * kStages * 8;
-  static_assert(BLOCK_M == 64 || BLOCK_M == 128, "BLOCK_M: 64 (1 math warpgroup) or 128 (2)");
+  static_assert(BLOCK_M == 64 || BLOCK_M == 128 || BLOCK_M == 256, "BLOCK_M: 64, 128 or 256");
+  // 256 rows: one wgmma accumulator reused by both waves plus two promoted fp32 copies; bf16 would
+  // need an accumulator per wave, and the grouped layouts align groups to 128 rows.
+  static_assert(BLOCK_M != 256 || (kFp8 && kGroupMode == 0 && BLOCK_N <= 128),
+                "BLOCK_M 256: dense fp8 with BLOCK_N <= 128 only");
   static_assert(BLOCK_N % 16 == 0 && BLOCK_N >= 16 && BLOCK_N <= 256, "BLOCK_N: multiple of 16 in [16, 256]");
   static_assert(kN % 8 == 0, "N must be a multiple of 8");
   static_assert(kK % (kFp8 ? 16 : 8) == 0, "K rows must be 16-byte multiples");
@@ -132,6 +139,7 @@ gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constan
   constexpr uint32_t BLOCK_K = Cfg::BLOCK_K;
   constexpr uint32_t kNumKBlocks = Cfg::kNumKBlocks;
   constexpr uint32_t kAcc = BLOCK_N / 2;  // accumulator floats per thread (m64nN wgmma)
+  constexpr uint32_t kWaves = Cfg::kWaves;
   // Register split: 128 * producer + 128 * kNumMathWG * math <= 64K. The producer's cluster
   // index math needs more than the customary 40 registers to stay spill-free.
   // The masked scheduler's group cursor costs the producer more registers.
@@ -231,6 +239,7 @@ gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constan
     setmaxnreg_inc<kMathRegs>();
     const uint32_t wg = warp / 4 - 1;          // math warpgroup: rows [wg*64, wg*64+64) of the tile
     const uint32_t wwarp = warp % 4;           // warp inside the warpgroup: 16 rows each
+    // this thread's first accumulator row in wave 0; wave w adds w * 128
     const uint32_t row_in_tile = wg * 64 + wwarp * 16 + lane / 4;
     uint32_t it = 0;
     // Stage s is no longer read by this warp: tell every producer that writes into it.
@@ -249,10 +258,10 @@ gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constan
       const float* sfb_g = sfb + group * (Cfg::kScaleBRows * Cfg::kScaleKBlocks);
 
       float acc[kAcc];
-      float fin[kFp8 ? kAcc : 1];
+      float fin[kFp8 ? kAcc * kWaves : 1];
       if constexpr (kFp8) {
 #pragma unroll
-        for (uint32_t i = 0; i < kAcc; ++i) fin[i] = 0.f;
+        for (uint32_t i = 0; i < kAcc * kWaves; ++i) fin[i] = 0.f;
       }
       // B-scale blocks this tile touches: 128-col block of column n0 + c is nb0 + (r0 + c) / 128.
       const uint32_t nb0 = n0 / 128;
@@ -271,52 +280,57 @@ gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constan
           }
         }
         mbar_wait(&full_bar[s], (it / kStages) & 1);
-        float sa0 = 0.f, sa1 = 0.f;
-        if constexpr (kFp8) {
-          sa0 = smem_sfa[s * BLOCK_M + row_in_tile];
-          sa1 = smem_sfa[s * BLOCK_M + row_in_tile + 8];
-        }
-        const uint64_t da = make_smem_desc_k_sw128(smem_a + s * Cfg::kABytes + wg * 64 * 128);
         const uint64_t db = make_smem_desc_k_sw128(smem_b + s * Cfg::kBBytes);
 #pragma unroll
-        for (uint32_t i = 0; i < kAcc; ++i) fence_operand(acc[i]);
-        wgmma_fence();
-#pragma unroll
-        for (uint32_t k = 0; k < BLOCK_K / Cfg::kInstrK; ++k) {
-          // 32 bytes of K per instruction: advance the descriptor's start address (16-byte units).
-          const uint32_t scale_d = kFp8 ? (k > 0) : (kb > 0 || k > 0);
-          if constexpr (kFp8)
-            WgmmaFp8<BLOCK_N>::mma(da + 2 * k, db + 2 * k, acc, scale_d);
-          else
-            WgmmaBf16<BLOCK_N>::mma(da + 2 * k, db + 2 * k, acc, scale_d);
-        }
-        wgmma_commit();
-        if constexpr (kFp8) {
-          wgmma_wait<0>();
+        for (uint32_t w = 0; w < kWaves; ++w) {
+          float sa0 = 0.f, sa1 = 0.f;
+          if constexpr (kFp8) {
+            sa0 = smem_sfa[s * BLOCK_M + w * 128 + row_in_tile];
+            sa1 = smem_sfa[s * BLOCK_M + w * 128 + row_in_tile + 8];
+          }
+          const uint64_t da = make_smem_desc_k_sw128(smem_a + s * Cfg::kABytes + (w * 128 + wg * 64) * 128);
 #pragma unroll
           for (uint32_t i = 0; i < kAcc; ++i) fence_operand(acc[i]);
-          // smem of stage s (tiles and A scales) is no longer read: hand it back to the producer.
-          release(s);
+          wgmma_fence();
 #pragma unroll
-          for (uint32_t g = 0; g < BLOCK_N / 8; ++g) {
-            float b;
-            if constexpr (128 % BLOCK_N == 0) {
-              b = sb[0];
-            } else if constexpr (BLOCK_N % 128 == 0) {
-              b = sb[g * 8 / 128];
-            } else {
-              const uint32_t idx = (r0 + g * 8) / 128;
-              b = sb[0];
-#pragma unroll
-              for (uint32_t j = 1; j < kSpan; ++j) b = idx == j ? sb[j] : b;
-            }
-            const float s0 = sa0 * b, s1 = sa1 * b;
-            fin[g * 4 + 0] = fmaf(acc[g * 4 + 0], s0, fin[g * 4 + 0]);
-            fin[g * 4 + 1] = fmaf(acc[g * 4 + 1], s0, fin[g * 4 + 1]);
-            fin[g * 4 + 2] = fmaf(acc[g * 4 + 2], s1, fin[g * 4 + 2]);
-            fin[g * 4 + 3] = fmaf(acc[g * 4 + 3], s1, fin[g * 4 + 3]);
+          for (uint32_t k = 0; k < BLOCK_K / Cfg::kInstrK; ++k) {
+            // 32 bytes of K per instruction: advance the descriptor's start address (16-byte units).
+            const uint32_t scale_d = kFp8 ? (k > 0) : (kb > 0 || k > 0);
+            if constexpr (kFp8)
+              WgmmaFp8<BLOCK_N>::mma(da + 2 * k, db + 2 * k, acc, scale_d);
+            else
+              WgmmaBf16<BLOCK_N>::mma(da + 2 * k, db + 2 * k, acc, scale_d);
           }
-        } else {
+          wgmma_commit();
+          if constexpr (kFp8) {
+            wgmma_wait<0>();
+#pragma unroll
+            for (uint32_t i = 0; i < kAcc; ++i) fence_operand(acc[i]);
+            // smem of stage s (tiles and A scales) is no longer read: hand it back to the producer.
+            if (w == kWaves - 1) release(s);
+            float* fw = fin + w * kAcc;
+#pragma unroll
+            for (uint32_t g = 0; g < BLOCK_N / 8; ++g) {
+              float b;
+              if constexpr (128 % BLOCK_N == 0) {
+                b = sb[0];
+              } else if constexpr (BLOCK_N % 128 == 0) {
+                b = sb[g * 8 / 128];
+              } else {
+                const uint32_t idx = (r0 + g * 8) / 128;
+                b = sb[0];
+#pragma unroll
+                for (uint32_t j = 1; j < kSpan; ++j) b = idx == j ? sb[j] : b;
+              }
+              const float s0 = sa0 * b, s1 = sa1 * b;
+              fw[g * 4 + 0] = fmaf(acc[g * 4 + 0], s0, fw[g * 4 + 0]);
+              fw[g * 4 + 1] = fmaf(acc[g * 4 + 1], s0, fw[g * 4 + 1]);
+              fw[g * 4 + 2] = fmaf(acc[g * 4 + 2], s1, fw[g * 4 + 2]);
+              fw[g * 4 + 3] = fmaf(acc[g * 4 + 3], s1, fw[g * 4 + 3]);
+            }
+          }
+        }
+        if constexpr (!kFp8) {
           // Keep one wgmma group in flight; the previous stage's group is done after this wait.
           wgmma_wait<1>();
           if (kb > 0) release(prev_s);
@@ -333,11 +347,15 @@ gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constan
       if constexpr (kGroupMode == 1) {
         // padding rows (layout -1) inside a group's last tile are written as zero
 #pragma unroll
-        for (uint32_t h = 0; h < 2; ++h) {
-          const uint32_t row = row0 + row_in_tile + h * 8;
-          if (row < M && __ldg(layout + row) < 0) {
+        for (uint32_t w = 0; w < kWaves; ++w) {
 #pragma unroll
-            for (uint32_t g = 0; g < BLOCK_N / 8; ++g) resw[g * 4 + 2 * h] = resw[g * 4 + 2 * h + 1] = 0.f;
+          for (uint32_t h = 0; h < 2; ++h) {
+            const uint32_t row = row0 + w * 128 + row_in_tile + h * 8;
+            if (row < M && __ldg(layout + row) < 0) {
+#pragma unroll
+              for (uint32_t g = 0; g < BLOCK_N / 8; ++g)
+                resw[w * kAcc + g * 4 + 2 * h] = resw[w * kAcc + g * 4 + 2 * h + 1] = 0.f;
+            }
           }
         }
       }
@@ -349,7 +367,8 @@ gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constan
         constexpr uint32_t S = W * 2;                   // bytes per chunk row = swizzle span
         constexpr uint32_t kChunkBytes = 64 * S;
         constexpr uint32_t kChunks = BLOCK_N / W;
-        uint8_t* wg_d = smem_d + wg * 64 * BLOCK_N * 2;
+        // one 64-row buffer per (wave, warpgroup): rows w * 128 + wg * 64 of the tile
+        auto sub_d = [&](uint32_t w) { return smem_d + (w * Cfg::kNumMathWG + wg) * 64 * BLOCK_N * 2; };
         const bool leader = threadIdx.x % 128 == 0;
         // The previous tile's TMA stores must have finished reading this warpgroup's buffer.
         if (leader) tma_store_wait_read<0>();
@@ -360,41 +379,53 @@ gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constan
         // TMA swizzle: 16-byte unit index XOR address bits [7, 7 + log2(S/16)) (the row, scaled).
         const uint32_t swz = (row_l * S / 128) % (S / 16);
 #pragma unroll
-        for (uint32_t p = 0; p < BLOCK_N / 16; ++p) {
-          const uint32_t j = p / (W / 16);
-          const uint32_t unit = (p % (W / 16)) * 2 + half;
-          stmatrix_x4(wg_d + j * kChunkBytes + row_l * S + ((unit ^ swz) * 16),
-                      pack_bf16x2(res[8 * p + 0], res[8 * p + 1]), pack_bf16x2(res[8 * p + 2], res[8 * p + 3]),
-                      pack_bf16x2(res[8 * p + 4], res[8 * p + 5]), pack_bf16x2(res[8 * p + 6], res[8 * p + 7]));
+        for (uint32_t w = 0; w < kWaves; ++w) {
+          const float* rw = res + w * kAcc;
+#pragma unroll
+          for (uint32_t p = 0; p < BLOCK_N / 16; ++p) {
+            const uint32_t j = p / (W / 16);
+            const uint32_t unit = (p % (W / 16)) * 2 + half;
+            stmatrix_x4(sub_d(w) + j * kChunkBytes + row_l * S + ((unit ^ swz) * 16),
+                        pack_bf16x2(rw[8 * p + 0], rw[8 * p + 1]), pack_bf16x2(rw[8 * p + 2], rw[8 * p + 3]),
+                        pack_bf16x2(rw[8 * p + 4], rw[8 * p + 5]), pack_bf16x2(rw[8 * p + 6], rw[8 * p + 7]));
+          }
         }
         fence_proxy_async_shared();
         named_barrier_sync(1 + wg, 128);
         if (leader) {
 #pragma unroll
-          for (uint32_t j = 0; j < kChunks; ++j)
-            if (n0 + j * W < kN) tma_store_2d(&tma_d, wg_d + j * kChunkBytes, n0 + j * W, row0 + wg * 64);
+          for (uint32_t w = 0; w < kWaves; ++w) {
+#pragma unroll
+            for (uint32_t j = 0; j < kChunks; ++j)
+              if (n0 + j * W < kN)
+                tma_store_2d(&tma_d, sub_d(w) + j * kChunkBytes, n0 + j * W, row0 + w * 128 + wg * 64);
+          }
           tma_store_commit();
         }
       } else {
-        const uint32_t local0 = m_blk * BLOCK_M + row_in_tile;  // row inside the group (dense: in D)
-        const uint32_t grow0 = row0 + row_in_tile;               // row of D
         const uint32_t col_l = (lane % 4) * 2;
 #pragma unroll
-        for (uint32_t g = 0; g < BLOCK_N / 8; ++g) {
-          const uint32_t col = n0 + g * 8 + col_l;
-          if (n0 + g * 8 >= kN) break;  // N % 8 == 0: a group is all in or all out
+        for (uint32_t w = 0; w < kWaves; ++w) {
+          const uint32_t local0 = m_blk * BLOCK_M + w * 128 + row_in_tile;  // row inside the group (dense: in D)
+          const uint32_t grow0 = row0 + w * 128 + row_in_tile;               // row of D
+          const float* rw = res + w * kAcc;
 #pragma unroll
-          for (uint32_t h = 0; h < 2; ++h) {
-            const uint32_t row = grow0 + h * 8;
-            if (local0 + h * 8 < rows_end) {
-              const float x = res[g * 4 + 2 * h], y = res[g * 4 + 2 * h + 1];
-              if constexpr (kAccum) {
-                const float2 cv = *reinterpret_cast<const float2*>(c + size_t(row) * ldc + col);
-                *reinterpret_cast<float2*>(reinterpret_cast<float*>(d) + size_t(row) * ldd + col) =
-                    make_float2(x + cv.x, y + cv.y);
-              } else {
-                *reinterpret_cast<uint32_t*>(reinterpret_cast<__nv_bfloat16*>(d) + size_t(row) * ldd + col) =
-                    pack_bf16x2(x, y);
+          for (uint32_t g = 0; g < BLOCK_N / 8; ++g) {
+            const uint32_t col = n0 + g * 8 + col_l;
+            if (n0 + g * 8 >= kN) break;  // N % 8 == 0: a group is all in or all out
+#pragma unroll
+            for (uint32_t h = 0; h < 2; ++h) {
+              const uint32_t row = grow0 + h * 8;
+              if (local0 + h * 8 < rows_end) {
+                const float x = rw[g * 4 + 2 * h], y = rw[g * 4 + 2 * h + 1];
+                if constexpr (kAccum) {
+                  const float2 cv = *reinterpret_cast<const float2*>(c + size_t(row) * ldc + col);
+                  *reinterpret_cast<float2*>(reinterpret_cast<float*>(d) + size_t(row) * ldd + col) =
+                      make_float2(x + cv.x, y + cv.y);
+                } else {
+                  *reinterpret_cast<uint32_t*>(reinterpret_cast<__nv_bfloat16*>(d) + size_t(row) * ldd + col) =
+                      pack_bf16x2(x, y);
+                }
               }
             }
           }
