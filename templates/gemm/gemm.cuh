@@ -146,12 +146,15 @@ gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constan
   constexpr uint32_t kAcc = BLOCK_N / 2;  // accumulator floats per thread (m64nN wgmma)
   constexpr uint32_t kWaves = Cfg::kWaves;
   // FP8 promotion pipelined behind the tensor cores (two wgmma accumulators) where the registers
-  // allow: two accumulators + kWaves promoted copies of kAcc floats within 192 per thread.
-  // JITKERN_GEMM_PIPELINE=0 turns it off (A/B timing).
+  // allow (two accumulators + kWaves promoted copies of kAcc floats within 192 per thread) and the
+  // tile needs one B scale per k-block. Measured on H200 against JITKERN_GEMM_PIPELINE=0 (the A/B
+  // switch), same run: 128x128 4096x4096x7168 196.5 vs 206.3 us, 128x7168x16384 58.4 vs 64.3 us;
+  // 64x128 4096x24576x1536 350 vs 435 us; but 128x112 and 256x96 (per-8-column scale select on top
+  // of twice the scale registers) 4-6% slower, so those stay unpipelined.
 #ifndef JITKERN_GEMM_PIPELINE
 #define JITKERN_GEMM_PIPELINE 1
 #endif
-  constexpr bool kPipelined = kFp8 && JITKERN_GEMM_PIPELINE && (2 + kWaves) * kAcc <= 192;
+  constexpr bool kPipelined = kFp8 && JITKERN_GEMM_PIPELINE && (2 + kWaves) * kAcc <= 192 && 128 % BLOCK_N == 0;
   // Register split: 128 * producer + 128 * kNumMathWG * math <= 64K. The producer's cluster
   // index math needs more than the customary 40 registers to stay spill-free.
   // The masked scheduler's group cursor costs the producer more registers.
