@@ -33,9 +33,15 @@ class GemmConfig:
     num_sms: int = 132   # persistent grid size cap
     cluster_m: int = 1   # 2: CTA pairs along M share (multicast) the B tile
     cluster_n: int = 1   # 2: CTA pairs along N share (multicast) the A tile
+    split_k: int = 1     # > 1: that many CTAs per output tile, each over a slice of K (dense, no cluster)
 
     def as_dict(self):
         return dataclasses.asdict(self)
+
+    def label(self) -> str:
+        """Short name for tables: ``BMxBNxSTAGES`` + ``cMN`` (cluster) + ``sS`` (split-K, if any)."""
+        return (f"{self.block_m}x{self.block_n}x{self.stages}c{self.cluster_m}{self.cluster_n}"
+                + (f"s{self.split_k}" if self.split_k > 1 else ""))
 
 
 def gemm_block_k(kind: str) -> int:
@@ -47,7 +53,8 @@ def gemm_stage_bytes(kind: str, block_m: int, block_n: int) -> int:
 
 
 def gemm_out_bytes(block_m: int, block_n: int, accum: bool = False) -> int:
-    # bf16 output is staged in smem for the TMA store; the fp32 accumulate path stores directly
+    # bf16 output is staged in smem for the TMA store; the fp32 accumulate path (and split-K, and
+    # the masked layout: pass accum=True for those) stores directly
     return 0 if accum else block_m * block_n * 2
 
 
@@ -118,7 +125,7 @@ def _tuned_table(gpu_name: str) -> dict:
         try:
             table[(e["kind"], int(e["n"]), int(e["k"]), int(e["m_bucket"]))] = GemmConfig(
                 int(e["block_m"]), int(e["block_n"]), int(e["stages"]), int(e.get("group_n", 16)), 132,
-                int(e.get("cluster_m", 1)), int(e.get("cluster_n", 1)))
+                int(e.get("cluster_m", 1)), int(e.get("cluster_n", 1)), int(e.get("split_k", 1)))
         except (KeyError, ValueError, TypeError):
             continue
     return table
@@ -152,6 +159,7 @@ def gemm_config(kind: str, m: int, n: int, k: int, num_sms: int = 132, gpu_name:
     """Config for ``kind`` ("fp8" | "bf16") and shape (M, N, K) on a GPU named ``gpu_name``."""
     tuned = _tuned_table(gpu_name).get((kind, n, k, m_bucket(m))) if gpu_name else None
     if tuned is not None:
-        stages = min(tuned.stages, gemm_max_stages(kind, tuned.block_m, tuned.block_n, smem_limit))  # bf16-out budget
+        stages = min(tuned.stages, gemm_max_stages(kind, tuned.block_m, tuned.block_n, smem_limit,
+                                                   tuned.split_k > 1))  # bf16-out budget unless split-K
         return dataclasses.replace(tuned, stages=stages, num_sms=num_sms)
     return heuristic_gemm_config(kind, m, n, k, num_sms, smem_limit)

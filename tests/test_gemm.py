@@ -95,7 +95,9 @@ COMPILE_CASES = [("fp8", 4096, 7168, 7168, None), ("fp8", 64, 2112, 7168, None),
                  ("bf16", 0, 2112, 7168, heuristics.GemmConfig(128, 256, 3, 16, 132, 2, 1)),
                  ("fp8", 0, 7168, 16384, heuristics.GemmConfig(256, 128, 3, 16, 132, 2, 1)),
                  ("fp8", 0, 4096, 7168, heuristics.GemmConfig(256, 96, 3, 16, 132, 1, 2)),
-                 ("fp8", 0, 7168, 2048, heuristics.GemmConfig(128, 192, 4, 16, 132, 1, 1))]
+                 ("fp8", 0, 7168, 2048, heuristics.GemmConfig(128, 192, 4, 16, 132, 1, 1)),
+                 ("fp8", 0, 2112, 7168, heuristics.GemmConfig(64, 64, 12, split_k=4)),
+                 ("bf16", 0, 4096, 7168, heuristics.GemmConfig(128, 128, 6, split_k=2))]
 
 
 @pytest.mark.parametrize("kind,m,n,k,cfg", COMPILE_CASES)
@@ -254,6 +256,51 @@ def test_wide_fp8_tiles(cfg, m, n, k):
 @pytest.mark.parametrize("cfg", WIDE_FP8_CFGS[:2] + WIDE_FP8_CFGS[4:5], ids=lambda c: f"{c.block_m}x{c.block_n}c{c.cluster_m}{c.cluster_n}")
 def test_wide_fp8_tiles_accumulate(cfg):
     _check_fp8(300, 2112, 1536, random.randrange(1 << 30), accum=True, config=cfg)
+
+
+# Split-K: several CTAs per output tile over slices of K, fp32 partials reduced by the last CTA.
+SPLIT_CFGS = [heuristics.GemmConfig(64, 64, 12, split_k=4), heuristics.GemmConfig(128, 64, 8, split_k=2),
+              heuristics.GemmConfig(64, 32, 12, split_k=3), heuristics.GemmConfig(128, 128, 6, split_k=8),
+              heuristics.GemmConfig(64, 48, 12, 16, 8, split_k=6)]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("cfg", SPLIT_CFGS, ids=lambda c: c.label())
+@pytest.mark.parametrize("m,n,k", [(64, 2112, 7168), (77, 576, 7168), (130, 4104, 1552)])
+def test_split_k(cfg, m, n, k):
+    from jitkern.ops.gemm import gemm_fp8_nt
+    _check_fp8(m, n, k, random.randrange(1 << 30), config=cfg)
+    _check_fp8(m, n, k, random.randrange(1 << 30), accum=True, config=cfg)
+    _check_bf16(m, n, k, random.randrange(1 << 30), config=cfg)
+    # the partials are summed in split order and the tile counters reset: same bits every call
+    a, b = _fp8_inputs(m, n, k, "cuda")
+    first = gemm_fp8_nt(a, b, config=cfg)
+    again = torch.full_like(first, float("nan"))
+    for _ in range(3):
+        gemm_fp8_nt(a, b, out=again, config=cfg)
+    assert torch.equal(first, again)
+
+
+@pytest.mark.gpu
+def test_split_k_graph_replay_and_config_errors():
+    from jitkern.ops.gemm import gemm_fp8_nt
+    cfg = heuristics.GemmConfig(64, 64, 12, split_k=4)
+    a, b = _fp8_inputs(96, 2112, 7168, "cuda")
+    out = torch.empty(96, 2112, device="cuda", dtype=torch.bfloat16)
+    gemm_fp8_nt(a, b, out=out, config=cfg)
+    torch.cuda.synchronize()
+    g = torch.cuda.CUDAGraph()
+    s = torch.cuda.Stream()
+    with torch.cuda.stream(s), torch.cuda.graph(g, stream=s):
+        gemm_fp8_nt(a, b, out=out, config=cfg)
+    want = ref.gemm_fp8_nt_ref(a, b)
+    for _ in range(2):
+        out.fill_(float("nan"))
+        g.replay()
+        torch.cuda.synchronize()
+        assert ref.rel_err(out, want) <= ref.bf16_output_bound(want)
+    with pytest.raises(ValueError, match="^config"):
+        gemm_fp8_nt(a, b, config=heuristics.GemmConfig(64, 64, 12, 16, 132, 2, 1, split_k=2))
 
 
 @pytest.mark.gpu

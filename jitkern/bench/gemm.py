@@ -51,6 +51,14 @@ def sweep_configs(kind: str, m: int, n: int, k: int, num_sms: int = 132):
                     out.append(H.GemmConfig(bm, bn, st, 16, num_sms, 1, 2))
             elif -(-n // bn) >= 2:
                 out.append(H.GemmConfig(bm, bn, st, 16, num_sms, 1, 2))
+            if m <= 256:
+                # few output tiles: split K over more CTAs (fp32 partials, last CTA reduces)
+                tiles = -(-m // bm) * -(-n // bn)
+                kblocks = -(-k // H.gemm_block_k(kind))
+                for split in (2, 3, 4, 6, 8):
+                    if tiles * split <= 2 * num_sms and kblocks >= 4 * split and bn >= 32:
+                        out.append(H.GemmConfig(bm, bn, H.gemm_max_stages(kind, bm, bn, accum=True), 16, num_sms,
+                                                split_k=split))
     base = H.heuristic_gemm_config(kind, m, n, k, num_sms)
     if base not in out:
         out.append(base)
@@ -140,7 +148,7 @@ def run(args):
                 if err > 2e-3:
                     print(f"  WRONG {kind} {m}x{n}x{k} {cfg}: rel err {err:.2e}")
                     continue
-                sweep.append([f"{cfg.block_m}x{cfg.block_n}x{cfg.stages}c{cfg.cluster_m}{cfg.cluster_n}", round(us, 3)])
+                sweep.append([cfg.label(), round(us, 3)])
                 if best is None or us < best[0]:
                     best = (us, cfg, err)
             if args.tune:
@@ -150,14 +158,15 @@ def run(args):
                 continue
             us, cfg, err = best
             rec.update({f"{kind}_us": us, f"{kind}_tflops": flops / us / 1e6, f"{kind}_err": err,
-                        f"{kind}_cfg": f"{cfg.block_m}x{cfg.block_n}x{cfg.stages}c{cfg.cluster_m}{cfg.cluster_n}",
+                        f"{kind}_cfg": cfg.label(),
                         f"{kind}_peak_frac": flops / us / 1e6 / H100_PEAK_TFLOPS[kind]})
             elem = 1 if kind == "fp8" else 2
             rec[f"{kind}_gbps"] = ((m * k + n * k) * elem + m * n * 2) / us / 1e3
             if args.tune:
                 tuned.append({"kind": kind, "n": n, "k": k, "m_bucket": H.m_bucket(m), "block_m": cfg.block_m,
                               "block_n": cfg.block_n, "stages": cfg.stages, "group_n": cfg.group_n,
-                              "cluster_m": cfg.cluster_m, "cluster_n": cfg.cluster_n, "us": us})
+                              "cluster_m": cfg.cluster_m, "cluster_n": cfg.cluster_n, "split_k": cfg.split_k,
+                              "us": us})
             if args.compile_times:
                 from ..runtime.compiler import compile_cubin
                 t0 = time.perf_counter()

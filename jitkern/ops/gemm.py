@@ -43,9 +43,9 @@ def gemm_spec(kind: str, n: int, k: int, cfg: heuristics.GemmConfig, accum: bool
     """KernelSpec of the GEMM kernel for ``kind`` ("fp8" | "bf16"), N, K and ``cfg``;
     ``group_mode`` 0 dense, 1 grouped contiguous, 2 grouped masked (see gemm.cuh)."""
     fp8 = "true" if kind == "fp8" else "false"
+    tail = f", {group_mode}, {cfg.split_k}>" if cfg.split_k > 1 else (f", {group_mode}>" if group_mode else ">")
     name = (f"jitkern::gemm::gemm_nt_kernel<{fp8}, {n}, {k}, {cfg.block_m}, {cfg.block_n}, {cfg.stages}, "
-            f"{cfg.group_n}, {'true' if accum else 'false'}, {cfg.cluster_m}, {cfg.cluster_n}"
-            + (f", {group_mode}>" if group_mode else ">"))
+            f"{cfg.group_n}, {'true' if accum else 'false'}, {cfg.cluster_m}, {cfg.cluster_n}" + tail)
     return KernelSpec(TEMPLATE, name, family="gemm")
 
 
@@ -115,6 +115,9 @@ def _launch(kind, a, b, sfa, sfb, out, c, m, n, k, config=None, group_mode=0, la
     target = current_target(dev)
     cfg = config or heuristics.gemm_config(kind, m, n, k, target.num_sms, target.name, target.smem_per_block)
     accum = c is not None
+    split = cfg.split_k > 1
+    if split and (group_mode or cfg.cluster_m * cfg.cluster_n > 1):
+        raise ValueError(f"config: split_k > 1 needs a dense GEMM without clusters, got {cfg}")
     if accum:  # the fp32 path keeps no output tile in smem: same stages fit
         cfg = _fit_stages(kind, cfg, True, target.smem_per_block)
     spec = gemm_spec(kind, n, k, cfg, accum=accum, group_mode=group_mode)
@@ -126,7 +129,8 @@ def _launch(kind, a, b, sfa, sfb, out, c, m, n, k, config=None, group_mode=0, la
     ta = _desc(a, (k, m), (a.stride(0) * es,), (bk, cfg.block_m // cfg.cluster_n), 128)
     tb = _desc(b, (k, b.shape[0]), (b.stride(0) * es,), (bk, cfg.block_n // cfg.cluster_m), 128)
     w = 64 if cfg.block_n % 64 == 0 else (32 if cfg.block_n % 32 == 0 else 16)  # kStoreCols in gemm.cuh
-    td = ta if (accum or group_mode == 2) else _desc(out, (n, m), (out.stride(0) * 2,), (w, 64), 2 * w)
+    direct = accum or group_mode == 2 or split  # no TMA store: no output tile in smem
+    td = ta if direct else _desc(out, (n, m), (out.stride(0) * 2,), (w, 64), 2 * w)
     if kind == "fp8":
         kb = -(-k // GROUP)
         ld = sfa.stride(1) if kb > 1 else _align4(m)
@@ -138,19 +142,35 @@ def _launch(kind, a, b, sfa, sfb, out, c, m, n, k, config=None, group_mode=0, la
     if cluster > 1:
         max_clusters = min(max_clusters, _max_active_clusters(kern, threads_of(cfg), heuristics.gemm_smem_bytes(
             kind, cfg.block_m, cfg.block_n, cfg.stages, accum), cluster, cfg.num_sms))
-    grid = min(ctiles, max_clusters) * cluster
+    grid = min(ctiles * cfg.split_k, max_clusters) * cluster
     if group_mode == 2:  # tile count lives on the GPU (masked_m): one persistent CTA per SM
         grid = cfg.num_sms
     threads = threads_of(cfg)
-    # the masked layout stores directly (bounded per group): no output tile in smem
-    smem = heuristics.gemm_smem_bytes(kind, cfg.block_m, cfg.block_n, cfg.stages, accum or group_mode == 2)
+    smem = heuristics.gemm_smem_bytes(kind, cfg.block_m, cfg.block_n, cfg.stages, direct)
     cc = c if c is not None else out
     lay = layout if layout is not None else a
+    ws, ws_count = _split_workspace(dev, cfg.split_k * m * n, ctiles) if split else (a, a)
     kern.launch((grid,), (threads,), [ta, tb, tsfa, td, sfb, out, cc, ctypes.c_uint32(m),
                                       ctypes.c_uint32(out.stride(0)), ctypes.c_uint32(cc.stride(0)),
-                                      lay, ctypes.c_uint32(num_groups), ctypes.c_uint32(max_m)],
+                                      lay, ctypes.c_uint32(num_groups), ctypes.c_uint32(max_m), ws, ws_count],
                 smem=smem, cluster=(cluster, 1, 1) if cluster > 1 else None)
     return out
+
+
+# Split-K scratch per (device, stream): fp32 partials and one counter per output tile, which the
+# kernel leaves at zero. Stream order keeps consecutive GEMMs on one stream apart; a workspace is
+# never shared between streams (two replays of one captured graph must not run concurrently).
+_SPLIT_WS: dict = {}
+
+
+def _split_workspace(dev, floats: int, tiles: int):
+    key = (dev, torch.cuda.current_stream(dev).cuda_stream)
+    ws = _SPLIT_WS.get(key)
+    if ws is None or ws[0].numel() < floats or ws[1].numel() < tiles:
+        old = ws or (torch.empty(0), torch.empty(0))
+        ws = _SPLIT_WS[key] = (torch.empty(max(floats, old[0].numel()), dtype=torch.float32, device=dev),
+                               torch.zeros(max(tiles, old[1].numel(), 1024), dtype=torch.int32, device=dev))
+    return ws
 
 
 def threads_of(cfg) -> int:

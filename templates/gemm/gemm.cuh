@@ -89,7 +89,8 @@ struct MaskedCursor {
 };
 
 template <bool kFp8, uint32_t kN, uint32_t kK, uint32_t BLOCK_M, uint32_t BLOCK_N, uint32_t kStages,
-          uint32_t kGroupN, bool kAccum, uint32_t kClusterM, uint32_t kClusterN, uint32_t kGroupMode = 0>
+          uint32_t kGroupN, bool kAccum, uint32_t kClusterM, uint32_t kClusterN, uint32_t kGroupMode = 0,
+          uint32_t kSplitK = 1>
 struct GemmConfig {
   static constexpr uint32_t BLOCK_K = kFp8 ? 128 : 64;  // one 128-byte swizzle row of K
   static constexpr uint32_t kInstrK = kFp8 ? 32 : 16;
@@ -108,7 +109,8 @@ struct GemmConfig {
   // bf16 output goes registers -> smem (stmatrix) -> global (TMA store), in chunks of 64 rows x
   // kStoreCols columns (128/64/32-byte rows, swizzled to match: conflict-free stmatrix and the
   // widest TMA boxes BLOCK_N allows), one set per math warpgroup. Placed first in smem.
-  static constexpr bool kTmaStore = !kAccum && kGroupMode != 2;  // masked: bounded direct stores
+  // masked: bounded direct stores; split-K: fp32 partials, reduced by the last CTA of a tile
+  static constexpr bool kTmaStore = !kAccum && kGroupMode != 2 && kSplitK == 1;
   static constexpr uint32_t kStoreCols = BLOCK_N % 64 == 0 ? 64 : (BLOCK_N % 32 == 0 ? 32 : 16);
   static constexpr uint32_t kDBytes = kTmaStore ? BLOCK_M * BLOCK_N * 2 : 0;
   static constexpr uint32_t kSmemBytes = 1024 + kStages * kStageBytes + kDBytes + 2 * kStages * 8;
@@ -125,20 +127,30 @@ struct GemmConfig {
   static constexpr uint32_t kCluster = kClusterM * kClusterN;
   static_assert(kCluster == 1 || (kCluster == 2 && (kClusterM == 1 || kClusterN == 1)), "cluster: 1x1, 2x1 or 1x2");
   static_assert(kGroupMode <= 2 && (kGroupMode == 0 || kCluster == 1), "grouped layouts run without clusters");
+  // Split-K (small M, few output tiles): kSplitK CTAs share a tile, each over a contiguous range of
+  // k-blocks; every CTA writes its fp32 partial to a workspace, and the last to arrive (a per-tile
+  // counter) sums the partials in split order (deterministic) and writes D.
+  static_assert(kSplitK >= 1 && kSplitK <= kNumKBlocks, "split-K: 1 .. number of K blocks");
+  static_assert(kSplitK == 1 || (kGroupMode == 0 && kCluster == 1), "split-K: dense, no cluster");
   static constexpr uint32_t kMcastRowsA = kClusterN == 2 ? BLOCK_M / 2 : BLOCK_M;
   static constexpr uint32_t kMcastRowsB = kClusterM == 2 ? BLOCK_N / 2 : BLOCK_N;
 };
 
 template <bool kFp8, uint32_t kN, uint32_t kK, uint32_t BLOCK_M, uint32_t BLOCK_N, uint32_t kStages,
-          uint32_t kGroupN, bool kAccum, uint32_t kClusterM = 1, uint32_t kClusterN = 1, uint32_t kGroupMode = 0>
+          uint32_t kGroupN, bool kAccum, uint32_t kClusterM = 1, uint32_t kClusterN = 1, uint32_t kGroupMode = 0,
+          uint32_t kSplitK = 1>
 __global__ void __launch_bounds__(
-    GemmConfig<kFp8, kN, kK, BLOCK_M, BLOCK_N, kStages, kGroupN, kAccum, kClusterM, kClusterN, kGroupMode>::kThreads, 1)
+    GemmConfig<kFp8, kN, kK, BLOCK_M, BLOCK_N, kStages, kGroupN, kAccum, kClusterM, kClusterN, kGroupMode,
+               kSplitK>::kThreads, 1)
 gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constant__ TmaDescriptor tma_b,
                const __grid_constant__ TmaDescriptor tma_sfa, const __grid_constant__ TmaDescriptor tma_d,
                const float* __restrict__ sfb, void* __restrict__ d,
                const float* c, uint32_t M, uint32_t ldd, uint32_t ldc,
-               const int32_t* __restrict__ layout = nullptr, uint32_t num_groups = 1, uint32_t max_m = 0) {
-  using Cfg = GemmConfig<kFp8, kN, kK, BLOCK_M, BLOCK_N, kStages, kGroupN, kAccum, kClusterM, kClusterN, kGroupMode>;
+               const int32_t* __restrict__ layout = nullptr, uint32_t num_groups = 1, uint32_t max_m = 0,
+               float* __restrict__ ws = nullptr, int32_t* __restrict__ ws_count = nullptr) {
+  // ws: split-K partials [kSplitK, M, kN] fp32; ws_count: one zeroed int per output tile, left zeroed.
+  using Cfg = GemmConfig<kFp8, kN, kK, BLOCK_M, BLOCK_N, kStages, kGroupN, kAccum, kClusterM, kClusterN, kGroupMode,
+                         kSplitK>;
   constexpr uint32_t kCluster = Cfg::kCluster;
   using namespace sm90;
   constexpr uint32_t BLOCK_K = Cfg::BLOCK_K;
@@ -197,6 +209,8 @@ gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constan
   // Next tile of this CTA: false when done. row0: first A/D row of the tile; group: its group;
   // rows_end: rows of D that may be written are < rows_end (relative to the group's first row).
   MaskedCursor<BLOCK_M, Cfg::kNumNBlocks> cursor;
+  // split: which k-block range of the tile (split-K), kb_begin/kb_end: that range.
+  uint32_t split = 0, kb_begin = 0, kb_end = kNumKBlocks;
   auto next_tile = [&](uint32_t& t, uint32_t& m_blk, uint32_t& n_blk, uint32_t& group, uint32_t& row0,
                        uint32_t& rows_end) -> bool {
     if constexpr (kGroupMode == 2) {
@@ -205,8 +219,14 @@ gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constan
       return true;
     } else {
       const TileScheduler<Cfg::kNumNBlocks, kGroupN, kClusterM, kClusterN> sched((M + BLOCK_M - 1) / BLOCK_M);
-      for (; t < sched.num_tiles; t += cta_step()) {
-        sched.tile(t, rank(), m_blk, n_blk);
+      // split-K: the kSplitK units of a tile are adjacent, so they run in one wave
+      for (; t < sched.num_tiles * kSplitK; t += cta_step()) {
+        sched.tile(t / kSplitK, rank(), m_blk, n_blk);
+        if constexpr (kSplitK > 1) {
+          split = t % kSplitK;
+          kb_begin = split * kNumKBlocks / kSplitK;
+          kb_end = (split + 1) * kNumKBlocks / kSplitK;
+        }
         row0 = m_blk * BLOCK_M;
         rows_end = M;
         group = 0;
@@ -229,7 +249,7 @@ gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constan
       uint32_t m_blk, n_blk, group, row0, rows_end;
       for (uint32_t t = cta_first(); next_tile(t, m_blk, n_blk, group, row0, rows_end); t += cta_step()) {
         const uint32_t b_row0 = group * kN + n_blk * BLOCK_N;
-        for (uint32_t kb = 0; kb < kNumKBlocks; ++kb, ++it) {
+        for (uint32_t kb = kb_begin; kb < kb_end; ++kb, ++it) {
           const uint32_t s = it % kStages;
           mbar_wait(&empty_bar[s], ((it / kStages) & 1) ^ 1);
           // Full tile bytes: with multicast, the peer's half lands here and completes our barrier too.
@@ -345,13 +365,13 @@ gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constan
           float sb[kSpan];
         };
         Batch b0, b1;
-        constexpr uint32_t J = kNumKBlocks * kWaves;
+        const uint32_t J = (kb_end - kb_begin) * kWaves;
         const uint32_t it0 = it;
         auto issue = [&](uint32_t j, Batch& b) {
-          const uint32_t kb = j / kWaves, w = j % kWaves;
-          const uint32_t s = (it0 + kb) % kStages;
-          load_sb(kb, b.sb);
-          if (w == 0) mbar_wait(&full_bar[s], ((it0 + kb) / kStages) & 1);
+          const uint32_t kr = j / kWaves, w = j % kWaves;  // k-block kb_begin + kr, ring slot it0 + kr
+          const uint32_t s = (it0 + kr) % kStages;
+          load_sb(kb_begin + kr, b.sb);
+          if (w == 0) mbar_wait(&full_bar[s], ((it0 + kr) / kStages) & 1);
           b.sa0 = smem_sfa[s * BLOCK_M + w * 128 + row_in_tile];
           b.sa1 = smem_sfa[s * BLOCK_M + w * 128 + row_in_tile + 8];
           mma_batch(s, w, make_smem_desc_k_sw128(smem_b + s * Cfg::kBBytes), false, b.ac);
@@ -383,10 +403,10 @@ gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constan
             finish(j + 1, b1, Zero{}, kWaves - 1);
           }
         }
-        it += kNumKBlocks;
+        it += kb_end - kb_begin;
       } else {
         uint32_t prev_s = 0;
-        for (uint32_t kb = 0; kb < kNumKBlocks; ++kb, ++it) {
+        for (uint32_t kb = kb_begin; kb < kb_end; ++kb, ++it) {
           const uint32_t s = it % kStages;
           float sb[kSpan];
           if constexpr (kFp8) load_sb(kb, sb);
@@ -399,7 +419,7 @@ gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constan
               sa0 = smem_sfa[s * BLOCK_M + w * 128 + row_in_tile];
               sa1 = smem_sfa[s * BLOCK_M + w * 128 + row_in_tile + 8];
             }
-            mma_batch(s, w, db, !kFp8 && kb > 0, acc);
+            mma_batch(s, w, db, !kFp8 && kb > kb_begin, acc);
             if constexpr (kFp8) {
               wgmma_wait<0>();
 #pragma unroll
@@ -412,7 +432,7 @@ gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constan
           if constexpr (!kFp8) {
             // Keep one wgmma group in flight; the previous stage's group is done after this wait.
             wgmma_wait<1>();
-            if (kb > 0) release(prev_s);
+            if (kb > kb_begin) release(prev_s);
             prev_s = s;
           }
         }
@@ -483,32 +503,62 @@ gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constan
           tma_store_commit();
         }
       } else {
-        const uint32_t col_l = (lane % 4) * 2;
+        // Direct stores: fn(row of D, column, two values) for each of this thread's output pairs in range.
+        auto for_each_pair = [&](auto&& fn) {
+          const uint32_t col_l = (lane % 4) * 2;
 #pragma unroll
-        for (uint32_t w = 0; w < kWaves; ++w) {
-          const uint32_t local0 = m_blk * BLOCK_M + w * 128 + row_in_tile;  // row inside the group (dense: in D)
-          const uint32_t grow0 = row0 + w * 128 + row_in_tile;               // row of D
-          const float* rw = res + w * kAcc;
+          for (uint32_t w = 0; w < kWaves; ++w) {
+            const uint32_t local0 = m_blk * BLOCK_M + w * 128 + row_in_tile;  // row inside the group (dense: in D)
+            const uint32_t grow0 = row0 + w * 128 + row_in_tile;               // row of D
+            const float* rw = res + w * kAcc;
 #pragma unroll
-          for (uint32_t g = 0; g < BLOCK_N / 8; ++g) {
-            const uint32_t col = n0 + g * 8 + col_l;
-            if (n0 + g * 8 >= kN) break;  // N % 8 == 0: a group is all in or all out
+            for (uint32_t g = 0; g < BLOCK_N / 8; ++g) {
+              if (n0 + g * 8 >= kN) break;  // N % 8 == 0: a group is all in or all out
 #pragma unroll
-            for (uint32_t h = 0; h < 2; ++h) {
-              const uint32_t row = grow0 + h * 8;
-              if (local0 + h * 8 < rows_end) {
-                const float x = rw[g * 4 + 2 * h], y = rw[g * 4 + 2 * h + 1];
-                if constexpr (kAccum) {
-                  const float2 cv = *reinterpret_cast<const float2*>(c + size_t(row) * ldc + col);
-                  *reinterpret_cast<float2*>(reinterpret_cast<float*>(d) + size_t(row) * ldd + col) =
-                      make_float2(x + cv.x, y + cv.y);
-                } else {
-                  *reinterpret_cast<uint32_t*>(reinterpret_cast<__nv_bfloat16*>(d) + size_t(row) * ldd + col) =
-                      pack_bf16x2(x, y);
-                }
-              }
+              for (uint32_t h = 0; h < 2; ++h)
+                if (local0 + h * 8 < rows_end) fn(grow0 + h * 8, n0 + g * 8 + col_l, rw[g * 4 + 2 * h], rw[g * 4 + 2 * h + 1]);
             }
           }
+        };
+        auto store_pair = [&](uint32_t row, uint32_t col, float x, float y) {
+          if constexpr (kAccum) {
+            const float2 cv = *reinterpret_cast<const float2*>(c + size_t(row) * ldc + col);
+            *reinterpret_cast<float2*>(reinterpret_cast<float*>(d) + size_t(row) * ldd + col) =
+                make_float2(x + cv.x, y + cv.y);
+          } else {
+            *reinterpret_cast<uint32_t*>(reinterpret_cast<__nv_bfloat16*>(d) + size_t(row) * ldd + col) =
+                pack_bf16x2(x, y);
+          }
+        };
+        if constexpr (kSplitK > 1) {
+          __shared__ uint32_t split_last;
+          const size_t part_elems = size_t(M) * kN;
+          for_each_pair([&](uint32_t row, uint32_t col, float x, float y) {
+            __stcg(reinterpret_cast<float2*>(ws + split * part_elems + size_t(row) * kN + col), make_float2(x, y));
+          });
+          // threadFenceReduction pattern: partials visible device-wide before the tile's count moves
+          __threadfence();
+          named_barrier_sync(3, 128 * Cfg::kNumMathWG);
+          int32_t* count = ws_count + m_blk * Cfg::kNumNBlocks + n_blk;
+          if (threadIdx.x == 128) split_last = atomicAdd(count, 1) == int32_t(kSplitK - 1);
+          named_barrier_sync(3, 128 * Cfg::kNumMathWG);
+          if (split_last) {
+            __threadfence();
+            for_each_pair([&](uint32_t row, uint32_t col, float x, float y) {
+              float sx = 0.f, sy = 0.f;  // partials summed in split order: the same bits every run
+#pragma unroll
+              for (uint32_t sp = 0; sp < kSplitK; ++sp) {
+                const float2 v = sp == split ? make_float2(x, y)
+                                             : __ldcg(reinterpret_cast<const float2*>(ws + sp * part_elems + size_t(row) * kN + col));
+                sx += v.x;
+                sy += v.y;
+              }
+              store_pair(row, col, sx, sy);
+            });
+            if (threadIdx.x == 128) *count = 0;  // every split has arrived: ready for the next launch
+          }
+        } else {
+          for_each_pair(store_pair);
         }
       }
     }
