@@ -131,15 +131,29 @@ def _tuned_table(gpu_name: str) -> dict:
     return table
 
 
+# FP8 tiles for many output tiles (M > 256) and their throughput per wave slot relative to 256x128,
+# measured on H200 (bench gemm --tune, same run, K 2048..16384): 128x128 0.90-0.93, 128x192 0.96.
+_FP8_LARGE_M_TILES = {(256, 128): 1.0, (128, 192): 0.96, (128, 176): 0.94, (128, 128): 0.92}
+
+
 def heuristic_gemm_config(kind: str, m: int, n: int, k: int, num_sms: int = 132,
                           smem_limit: int = SMEM_LIMIT) -> GemmConfig:
     """Model-only choice (no table)."""
+    if kind == "fp8" and m > 256:
+        # fewest wave slots weighted by tile area over measured efficiency (wave quantisation decides
+        # between 256x128 and the 128-row tiles, e.g. N = 2112 takes 128x176)
+        def cost(t):
+            bm, bn = t
+            waves = -(-(-(-m // bm) * -(-n // bn)) // num_sms)
+            return waves * bm * bn / _FP8_LARGE_M_TILES[t]
+        bm, bn = min(_FP8_LARGE_M_TILES, key=cost)
+        return GemmConfig(bm, bn, gemm_max_stages(kind, bm, bn, smem_limit), 16, num_sms, 1, 1)
     block_m = 64 if m <= 64 else 128
     cands = block_n_candidates(kind, block_m)
     if m > 256:
-        # Measured on H100 (tuning/gemm_h100.json): with many tiles, fp8 is fastest at 128x128
-        # and bf16 at 128 x (176..256); narrower tiles lose to their extra A/B re-reads.
-        cands = [128] if kind == "fp8" else [c for c in cands if c >= 176]
+        # Measured on H100 (tuning/gemm_h100.json): with many tiles, bf16 is fastest at
+        # 128 x (176..256); narrower tiles lose to their extra A/B re-reads.
+        cands = [c for c in cands if c >= 176]
     best = None
     for bn in cands:
         tiles = -(-m // block_m) * -(-n // bn)

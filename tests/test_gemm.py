@@ -85,6 +85,32 @@ def test_heuristic_prefers_fewer_waves():
     assert -(-2112 // cfg.block_n) > 17
 
 
+def test_heuristic_large_m_fp8_tiles():
+    # 256x128 where waves quantise well, a 128-row tile where they do not (N = 2112: 272 tiles of
+    # 256x128 = 2.06 waves; 384 tiles of 128x176 = 2.9 waves), as measured on H200
+    assert heuristics.heuristic_gemm_config("fp8", 4096, 7168, 16384).label() == "256x128x3c11"
+    cfg = heuristics.heuristic_gemm_config("fp8", 4096, 2112, 7168)
+    assert cfg.block_m == 128 and cfg.block_n >= 176
+
+
+def test_h200_falls_back_to_h100_entries(tmp_path, monkeypatch):
+    import json
+    (tmp_path / "gemm_h100.json").write_text(json.dumps({"entries": [
+        {"kind": "fp8", "n": 64, "k": 128, "m_bucket": 64, "block_m": 64, "block_n": 32, "stages": 4},
+        {"kind": "fp8", "n": 64, "k": 256, "m_bucket": 64, "block_m": 64, "block_n": 32, "stages": 4}]}))
+    (tmp_path / "gemm_h200.json").write_text(json.dumps({"entries": [
+        {"kind": "fp8", "n": 64, "k": 256, "m_bucket": 64, "block_m": 64, "block_n": 64, "stages": 3, "split_k": 2}]}))
+    monkeypatch.setattr(heuristics, "tuning_dir", lambda: tmp_path)
+    heuristics._tuned_table.cache_clear()
+    try:
+        assert heuristics.gemm_config("fp8", 64, 64, 128, gpu_name="NVIDIA H200").block_n == 32  # H100's
+        own = heuristics.gemm_config("fp8", 64, 64, 256, gpu_name="NVIDIA H200")
+        assert (own.block_n, own.split_k) == (64, 2)  # its own entry wins
+        assert heuristics.gemm_config("fp8", 64, 64, 256, gpu_name="NVIDIA H100 80GB HBM3").block_n == 32
+    finally:
+        heuristics._tuned_table.cache_clear()
+
+
 # ----------------------------------------------------------------------------- CPU: compile
 
 
