@@ -327,6 +327,8 @@ def test_split_k_graph_replay_and_config_errors():
         assert ref.rel_err(out, want) <= ref.bf16_output_bound(want)
     with pytest.raises(ValueError, match="^config"):
         gemm_fp8_nt(a, b, config=heuristics.GemmConfig(64, 64, 12, 16, 132, 2, 1, split_k=2))
+    with pytest.raises(ValueError, match="^config: split_k must be in"):
+        gemm_fp8_nt(a, b, config=heuristics.GemmConfig(64, 64, 12, split_k=57))  # K = 7168: 56 blocks
 
 
 @pytest.mark.gpu

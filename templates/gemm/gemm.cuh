@@ -355,9 +355,10 @@ gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constan
       };
 
       if constexpr (kPipelined) {
-        // Batches j = kb * kWaves + w in order, two in flight: batch j + 1 is issued into the other
-        // accumulator before batch j is promoted, so the tensor cores never wait on the promotion
-        // (without it, promotion costs ~20%: measured on H200 with it skipped, 4096x4096x7168).
+        // Batches j = (kb - kb_begin) * kWaves + w in order, two in flight: batch j + 1 is issued
+        // into the other accumulator before batch j is promoted, so the tensor cores need not wait
+        // on the promotion. (Skipping the promotion altogether made 4096x4096x7168 ~20% faster on
+        // H200; this recovers ~5% of it: templates/gemm/NOTES.md.)
         // Buffer 0 always holds even batches (wave 0), buffer 1 odd ones (wave kWaves - 1).
         struct Batch {
           float ac[kAcc];
