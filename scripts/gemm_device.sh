@@ -22,7 +22,9 @@ for step in ${STEPS:-tests tune bench grouped san}; do
   tune)
     timeout ${T_TUNE:-300} python3 -m jitkern.cli bench gemm --tune --kinds ${TUNE_KINDS:-fp8} --m ${TUNE_M:-64,128,4096} \
       --json $OUT/tune.json > $OUT/tune.log 2>&1
-    echo "rc=$?"; tail -3 $OUT/tune.log; cp tuning/gemm_*.json $OUT/ ;;
+    echo "rc=$?"; tail -3 $OUT/tune.log
+    python3 -c "import torch; from jitkern.heuristics import tuning_path; print(tuning_path(torch.cuda.get_device_name()))" \
+      | xargs -I{} cp {} $OUT/ ;;  # this GPU's table only: the tool returns at most 8 files
   bench)
     timeout ${T_BENCH:-180} python3 -m jitkern.cli bench gemm --json $OUT/bench.json ${BENCH_ARGS} > $OUT/bench.log 2>&1
     echo "rc=$?"; tail -26 $OUT/bench.log ;;
