@@ -115,18 +115,17 @@ def _launch(kind, a, b, sfa, sfb, out, c, m, n, k, config=None, group_mode=0, la
     target = current_target(dev)
     cfg = config or heuristics.gemm_config(kind, m, n, k, target.num_sms, target.name, target.smem_per_block)
     accum = c is not None
+    bk = heuristics.gemm_block_k(kind)
     split = cfg.split_k > 1
-    if split and (group_mode or cfg.cluster_m * cfg.cluster_n > 1):
-        raise ValueError(f"config: split_k > 1 needs a dense GEMM without clusters, got {cfg}")
-    kblocks = -(-k // heuristics.gemm_block_k(kind))
-    if not 1 <= cfg.split_k <= kblocks:
-        raise ValueError(f"config: split_k must be in [1, {kblocks}] (K blocks of {heuristics.gemm_block_k(kind)}), "
-                         f"got {cfg.split_k}")
+    if cfg.split_k != 1:  # only explicit or tuned split-K configs pay for these checks
+        if group_mode or cfg.cluster_m * cfg.cluster_n > 1:
+            raise ValueError(f"config: split_k > 1 needs a dense GEMM without clusters, got {cfg}")
+        if not 1 <= cfg.split_k <= -(-k // bk):
+            raise ValueError(f"config: split_k must be in [1, {-(-k // bk)}] (K blocks of {bk}), got {cfg.split_k}")
     if accum:  # the fp32 path keeps no output tile in smem: same stages fit
         cfg = _fit_stages(kind, cfg, True, target.smem_per_block)
     spec = gemm_spec(kind, n, k, cfg, accum=accum, group_mode=group_mode)
     kern = get_kernel(spec, dev)
-    bk = heuristics.gemm_block_k(kind)
     es = a.element_size()
     cluster = cfg.cluster_m * cfg.cluster_n
     # with a CTA pair, each CTA loads (and multicasts) half of the shared operand's tile
