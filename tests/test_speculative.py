@@ -82,7 +82,8 @@ def test_configs():
             s, c, grid = ops.greedy_stream_config(rows, V, 132)
             assert c % 8 == 0 and (s - 1) * c < V <= s * c and 1 <= grid <= min(rows * s, 132 * ops.STREAM_MIN_BLOCKS)
     # the measured bench shapes fill the resident slots in whole waves
-    assert ops.greedy_stream_config(512, 129280, 132)[0] == 2
+    assert ops.greedy_stream_config(512, 129280, 132)[0] == 1  # 512 of 528 slots: whole rows
+    assert ops.greedy_stream_config(128, 129280, 132)[0] == 4
     assert ops.greedy_stream_config(1024, 129280, 132)[0] == 1
     for rows in (1, 8, 128, 512, 1024, 5000):
         for V in (2, 7, 1000, 129280, 152064):

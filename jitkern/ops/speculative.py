@@ -64,6 +64,9 @@ SAMPLED_MAX_CHUNK, SAMPLED_MIN_CHUNK = 65536, 2048
 # Defaults together (bench spec, same H100, floor = logits + q bytes at copy bandwidth): b=1 k=7
 # 15.5 us (8.2x), b=16 k=7 41.6 (1.37x), b=64 k=7 115.9 (0.95x), b=256 k=3 278.0 (1.25x).
 SAMPLED_TILES_PER_SLOT = 2
+# L2 prefetch distance of verify_sampled's streaming loops, in passes (0 = off): 2 CTAs x 256
+# threads x 4 loads = 32 KiB in flight per SM is below what the H200's bandwidth needs at DRAM latency.
+SAMPLED_AHEAD = 2
 TREE_SAMPLED_THREADS = 512
 _SMEM_LIMIT = 227 * 1024 - 1024  # Hopper opt-in shared memory per CTA, minus the static part
 
@@ -100,18 +103,22 @@ def greedy_spec(logit_dtype, tok_dtype, cu_dtype, vec: bool) -> KernelSpec:
 GREEDY_KERNEL = "stream"  # "stream" or "split" (the first kernel: one CTA per (row, chunk) tile)
 STREAM_THREADS, STREAM_UNROLL, STREAM_MIN_BLOCKS = 256, 8, 4
 STREAM_MIN_SPLITS = 1  # smaller tiles (more splits per row) shorten the tail of the last wave
+# L2 prefetch distance of the streaming kernel in passes of 32 KiB per CTA (0 = off): bytes in
+# flight beyond the registers' 8 loads per thread, and the next tile's first passes in flight
+# during a tile's reduction and arrival.
+STREAM_AHEAD = 2
 
 
 def greedy_stream_spec(logit_dtype, tok_dtype, cu_dtype) -> KernelSpec:
     return KernelSpec("spec/greedy.cuh",
                       f"jitkern::verify_greedy_stream<{_CTYPE[logit_dtype]}, {_CTYPE[tok_dtype]}, {_CTYPE[cu_dtype]}, "
-                      f"{STREAM_THREADS}, {STREAM_UNROLL}, {STREAM_MIN_BLOCKS}>", family="spec")
+                      f"{STREAM_THREADS}, {STREAM_UNROLL}, {STREAM_MIN_BLOCKS}, {STREAM_AHEAD}>", family="spec")
 
 
 def sampled_spec(logit_dtype, tok_dtype, cu_dtype, vec: bool) -> KernelSpec:
     return KernelSpec("spec/sampled.cuh",
                       f"jitkern::verify_sampled<{_CTYPE[logit_dtype]}, {_CTYPE[tok_dtype]}, {_CTYPE[cu_dtype]}, "
-                      f"{str(vec).lower()}, {SAMPLED_THREADS}, {SAMPLED_UNROLL}, {SAMPLED_MIN_BLOCKS}>", family="spec")
+                      f"{str(vec).lower()}, {SAMPLED_THREADS}, {SAMPLED_UNROLL}, {SAMPLED_MIN_BLOCKS}, {SAMPLED_AHEAD}>", family="spec")
 
 
 def tree_sampled_spec(logit_dtype, tok_dtype, cu_dtype, vec: bool) -> KernelSpec:
@@ -144,11 +151,16 @@ def markov_mtiles(b: int, rank: int) -> int:
     return min(cap, 1 if b <= 16 else (2 if b <= 32 else 4))
 
 
+# L2 prefetch of the next position's base logits (each CTA its slice) during the current position.
+MARKOV_PREFETCH = True
+
+
 def markov_spec(base_dtype, tok_dtype, rank: int, sampled: bool = False, mtiles: int = 4,
                 vec: bool = True) -> KernelSpec:
+    pf = MARKOV_PREFETCH and vec
     return KernelSpec("spec/markov.cuh",
                       f"jitkern::markov_draft<{_CTYPE[base_dtype]}, {_CTYPE[tok_dtype]}, {rank}, {mtiles}, "
-                      f"{str(sampled).lower()}, {str(vec).lower()}>", family="spec")
+                      f"{str(sampled).lower()}, {str(vec).lower()}, {str(pf).lower()}>", family="spec")
 
 
 _MARKOV_SMEM_LIMIT = 227 * 1024 - 6 * 1024  # opt-in shared memory minus the kernel's static arrays
@@ -235,14 +247,15 @@ def greedy_config(rows: int, V: int, num_sms: int, max_chunk: int | None = None)
 
 def greedy_stream_config(rows: int, V: int, num_sms: int, min_blocks: int | None = None,
                          min_splits: int | None = None):
-    """(splits, chunk, grid) for the streaming kernel: splits per row (at least ``min_splits``,
-    default STREAM_MIN_SPLITS) so that the tile count ``rows * splits`` fills the
-    ``num_sms * min_blocks`` resident CTA slots in whole waves (>= 93% of the last wave used) with
-    chunks of at least 2048 elements; grid = min(tiles, slots). Chunks are multiples of 8
+    """(splits, chunk, grid) for the streaming kernel: the fewest splits per row (at least
+    ``min_splits``, default STREAM_MIN_SPLITS) whose tile count ``rows * splits`` fills the
+    ``num_sms * min_blocks`` resident CTA slots in whole waves (>= 93% of the last wave used; a
+    partial first wave counts as one), chunks of at least 2048 elements; grid = min(tiles, slots).
+    Fewer, longer tiles mean fewer reductions and arrivals per CTA. Chunks are multiples of 8
     elements (16-byte vectors for bf16 and fp32)."""
     slots = num_sms * (min_blocks or STREAM_MIN_BLOCKS)
     max_splits = max(1, -(-V // 2048))
-    lo = max(1, min(max_splits, max(min_splits or STREAM_MIN_SPLITS, -(-slots // max(rows, 1)))))
+    lo = max(1, min(max_splits, min_splits or STREAM_MIN_SPLITS))
     pick, pick_eff = lo, -1.0
     for s in range(lo, min(max_splits, lo + 64) + 1):
         tiles = rows * s

@@ -177,16 +177,26 @@ __device__ __forceinline__ float vec_max(const uint4& u, const float*) {
 // thread keeps only (max, first vector holding it, that vector) so there is no re-read and no
 // divergent branch in the loop; the element inside the winning vector is located once at the end.
 // Vectors a thread sees come in increasing index order, so "strictly better" keeps the lowest.
-template <typename T, int kThreads, int kUnroll>
-__device__ __forceinline__ void chunk_argmax_stream(const T* __restrict__ row, int c0, int c1, float& best, int& bidx) {
+// kAhead > 0: thread 0 keeps the L2 fetching kAhead passes (kThreads * kUnroll vectors each) ahead
+// of the demand loads; `tail()` runs once after the full passes (where the CTA's next tile can be
+// prefetched, so that its first passes are in flight during this tile's reduction and arrival).
+template <typename T, int kThreads, int kUnroll, int kAhead = 0, typename Tail = NoTail>
+__device__ __forceinline__ void chunk_argmax_stream(const T* __restrict__ row, int c0, int c1, float& best, int& bidx,
+                                                    Tail&& tail = Tail()) {
   constexpr int N = Vec<T>::n;
+  constexpr int kWin = kThreads * kUnroll;  // vectors per pass
   const int nvec = (c1 - c0) / N;
   const uint4* p = reinterpret_cast<const uint4*>(row + c0);
   float bm = 0.0f;
   int bvi = -1;
   uint4 bu = make_uint4(0u, 0u, 0u, 0u);
   int base = threadIdx.x;
-  for (; base + (kUnroll - 1) * kThreads < nvec; base += kThreads * kUnroll) {
+  if constexpr (kAhead > 0) {
+#pragma unroll
+    for (int w = 1; w < kAhead; ++w) prefetch_vecs(p, nvec, w * kWin, kWin);
+  }
+  for (int pass = kAhead; base + (kUnroll - 1) * kThreads < nvec; base += kThreads * kUnroll, ++pass) {
+    if constexpr (kAhead > 0) prefetch_vecs(p, nvec, pass * kWin, kWin);  // CTA-uniform address
     uint4 u[kUnroll];
 #pragma unroll
     for (int r = 0; r < kUnroll; ++r) u[r] = __ldcs(p + base + r * kThreads);
@@ -209,6 +219,7 @@ __device__ __forceinline__ void chunk_argmax_stream(const T* __restrict__ row, i
       }
     }
   }
+  tail();
   if (bvi >= 0) {
     float v[N];
     unpack(bu, (const T*)nullptr, v);
@@ -235,7 +246,8 @@ __device__ __forceinline__ void chunk_argmax_stream(const T* __restrict__ row, i
 // CTA walks tiles (row, chunk) with a grid stride, so a launch is about one wave of long-lived CTAs
 // each keeping kUnroll 16-byte loads per thread in flight. Requires 16-byte aligned rows and a
 // chunk that is a multiple of the vector width (the host falls back to verify_greedy otherwise).
-template <typename T, typename TokT, typename CuT, int kThreads, int kUnroll, int kMinBlocks>
+// kAhead: L2 prefetch distance in passes (0 = off), see chunk_argmax_stream.
+template <typename T, typename TokT, typename CuT, int kThreads, int kUnroll, int kMinBlocks, int kAhead>
 __global__ void __launch_bounds__(kThreads, kMinBlocks) verify_greedy_stream(
     const T* __restrict__ logits, int64_t ld, int V, int chunk, int splits, int tiles, const TokT* __restrict__ draft,
     const CuT* __restrict__ cu, int b, uint64_t* __restrict__ partial, int* __restrict__ counters,
@@ -255,7 +267,16 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) verify_greedy_stream(
     }
     float best = 0.0f;
     int bidx = -1;
-    spec::chunk_argmax_stream<T, kThreads, kUnroll>(logits + (int64_t)row * ld, c0, c1, best, bidx);
+    // After the full passes, thread 0 asks L2 for the first passes of the CTA's next tile.
+    auto tail = [&]() {
+      const int nt = tile + gridDim.x;
+      if (kAhead > 0 && threadIdx.x == 0 && nt < tiles) {
+        const int nrow = nt / splits, nc0 = (nt - nrow * splits) * chunk;
+        spec::prefetch_vecs(logits + (int64_t)nrow * ld + nc0, (min(V, nc0 + chunk) - nc0) / spec::Vec<T>::n, 0,
+                            kAhead * kThreads * kUnroll);
+      }
+    };
+    spec::chunk_argmax_stream<T, kThreads, kUnroll, kAhead>(logits + (int64_t)row * ld, c0, c1, best, bidx, tail);
     const uint64_t key = spec::block_max_u64<kThreads>(spec::argmax_key(best, bidx), red);
     if (threadIdx.x == 0) partial[tile] = key;
     const int req = s_req;  // visible: block_max_u64 synchronised after the write

@@ -286,17 +286,32 @@ __device__ __forceinline__ PStat row_stats_inl(const T* __restrict__ row, int V,
 // Exponential race over row[c0, c1) with weights w_i = p(i) (qrow null) or max(0, p(i) - q_i):
 // returns the CTA's winning key (~0 if no positive weight). Rows 16-byte aligned when kVec, c0 a
 // multiple of 8.
-template <typename T, bool kVec, int kThreads>
+// kAhead > 0: thread 0 keeps the L2 fetching kAhead passes ahead (prefetch_window), which adds
+// bytes in flight without registers.
+template <typename T, bool kVec, int kThreads, int kAhead = 0>
 __device__ __forceinline__ uint64_t race_range_inl(const T* __restrict__ lrow, const float* __restrict__ qrow, int c0, int c1,
                                const PStat& st, uint64_t seed, int request, int position, uint64_t* red) {
   uint64_t best = ~0ull;
   if (kVec) {
     constexpr int N = 16 / sizeof(T);
+    constexpr int kWin = 2 * kThreads, QV = 4 / (int)sizeof(T);  // logits vectors per pass; q vectors per logits vector
     const int nvec = (c1 - c0) / N;
     const uint4* p = reinterpret_cast<const uint4*>(lrow + c0);
     const float4* qp = qrow ? reinterpret_cast<const float4*>(qrow + c0) : nullptr;
+    const int nq = qp ? nvec * QV : 0;
+    if constexpr (kAhead > 0) {
+#pragma unroll
+      for (int w = 1; w < kAhead; ++w) {
+        prefetch_vecs(p, nvec, w * kWin, kWin);
+        prefetch_vecs(qp, nq, w * kWin * QV, kWin * QV);
+      }
+    }
     // Two vectors per thread in flight (logits + q loads issued before the RNG-heavy math).
-    for (int v0 = threadIdx.x; v0 < nvec; v0 += 2 * kThreads) {
+    for (int v0 = threadIdx.x, pass = kAhead; v0 < nvec; v0 += 2 * kThreads, ++pass) {
+      if constexpr (kAhead > 0) {  // CTA-uniform addresses
+        prefetch_vecs(p, nvec, pass * kWin, kWin);
+        prefetch_vecs(qp, nq, pass * kWin * QV, kWin * QV);
+      }
       uint4 lu[2];
       float4 qf[2][N / 4];
 #pragma unroll
@@ -369,20 +384,27 @@ __device__ __noinline__ PStat row_stats(const T* __restrict__ row, int V, bool g
                                         RowSmem& sm) {
   return row_stats_inl<T, kVec, kThreads>(row, V, greedy, s2, topk, topp, sm);
 }
-template <typename T, bool kVec, int kThreads>
+template <typename T, bool kVec, int kThreads, int kAhead>
 __device__ __noinline__ uint64_t race_range(const T* __restrict__ lrow, const float* __restrict__ qrow, int c0, int c1,
                                             const PStat& st, uint64_t seed, int request, int position, uint64_t* red) {
-  return race_range_inl<T, kVec, kThreads>(lrow, qrow, c0, c1, st, seed, request, position, red);
+  return race_range_inl<T, kVec, kThreads, kAhead>(lrow, qrow, c0, c1, st, seed, request, position, red);
 }
 
 // Per-thread online softmax partial over row[c0, c1) (16-byte vectors, kUnroll loads in flight).
-template <typename T, int kThreads, int kUnroll>
+// kAhead: L2 prefetch distance in passes; `tail()` runs once after the loop (chunk_argmax_stream).
+template <typename T, int kThreads, int kUnroll, int kAhead = 0, typename Tail = NoTail>
 __device__ __forceinline__ void chunk_softmax_stream(const T* __restrict__ row, int c0, int c1, float scale,
-                                                     float& m, float& s) {
+                                                     float& m, float& s, Tail&& tail = Tail()) {
   constexpr int N = 16 / sizeof(T);
+  constexpr int kWin = kThreads * kUnroll;  // vectors per pass
   const int nvec = (c1 - c0) / N;
   const uint4* p = reinterpret_cast<const uint4*>(row + c0);
-  for (int base = threadIdx.x; base < nvec; base += kThreads * kUnroll) {
+  if constexpr (kAhead > 0) {
+#pragma unroll
+    for (int w = 1; w < kAhead; ++w) prefetch_vecs(p, nvec, w * kWin, kWin);
+  }
+  for (int base = threadIdx.x, pass = kAhead; base < nvec; base += kThreads * kUnroll, ++pass) {
+    if constexpr (kAhead > 0) prefetch_vecs(p, nvec, pass * kWin, kWin);  // CTA-uniform address
     uint4 u[kUnroll];
 #pragma unroll
     for (int r = 0; r < kUnroll; ++r)
@@ -402,6 +424,7 @@ __device__ __forceinline__ void chunk_softmax_stream(const T* __restrict__ row, 
       }
     }
   }
+  tail();
   for (int i = c0 + nvec * N + threadIdx.x; i < c1; i += kThreads) softmax_add(m, s, (float)row[i], scale);
 }
 
@@ -449,7 +472,8 @@ constexpr int kModeDone = 0, kModeResidual = 1, kModeBonus = 2;
 // sync [3b + 2] int32: A counters, B counters, ready flags, work counter, exit counter: zero on
 // entry, zero again on exit. partial [rows * splits] 8 bytes; rowstat [rows] 16 bytes;
 // dec [b] 32 bytes; partial_b [b * splits_b] 8 bytes.
-template <typename T, typename TokT, typename CuT, bool kVec, int kThreads, int kUnroll, int kMinBlocks>
+// kAhead: L2 prefetch distance in passes of the streaming loops (0 = off).
+template <typename T, typename TokT, typename CuT, bool kVec, int kThreads, int kUnroll, int kMinBlocks, int kAhead>
 __global__ void __launch_bounds__(kThreads, kMinBlocks) verify_sampled(
     const T* __restrict__ logits, int64_t ld, const float* __restrict__ q, int64_t qld, int V, int rows,
     int chunk, int splits, int chunk_b, int splits_b, const TokT* __restrict__ draft, const CuT* __restrict__ cu,
@@ -492,6 +516,17 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) verify_sampled(
       knobs.get(req, V, temp, topk, topp, greedy, filtered);
       const float s2 = greedy ? 0.0f : 1.4426950408889634f / temp;
       const T* lrow = logits + (int64_t)row * ld;
+      // After its streaming loop, thread 0 asks L2 for the first passes of the CTA's next tile when
+      // that is an A tile (a B tile's row is not known before its decision). s_next is thread 0's
+      // own write; its claim has had the whole loop to return.
+      auto tail = [&]() {
+        const int nxt = s_next;
+        if (kAhead > 0 && threadIdx.x == 0 && nxt < tiles_a) {
+          const int nrow = nxt / splits, nc0 = (nxt - nrow * splits) * chunk;
+          spec::prefetch_vecs(logits + (int64_t)nrow * ld + nc0, (min(V, nc0 + chunk) - nc0) / (16 / (int)sizeof(T)), 0,
+                              kAhead * kThreads * kUnroll);
+        }
+      };
       if (filtered) {
         if (sp == 0) {
           const spec::PStat st = spec::row_stats<T, kVec, kThreads>(lrow, V, false, s2, topk, topp, sm);
@@ -501,13 +536,13 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) verify_sampled(
       } else if (greedy) {
         float best = 0.0f;
         int bidx = -1;
-        if (kVec) spec::chunk_argmax_stream<T, kThreads, kUnroll>(lrow, c0, c1, best, bidx);
+        if (kVec) spec::chunk_argmax_stream<T, kThreads, kUnroll, kAhead>(lrow, c0, c1, best, bidx, tail);
         else spec::chunk_argmax<T, false, kThreads, 4>(lrow, c0, c1, best, bidx);
         const uint64_t key = spec::block_max_u64<kThreads>(spec::argmax_key(best, bidx), sm.red);
         if (threadIdx.x == 0) partial[tile] = make_uint2((uint32_t)key, (uint32_t)(key >> 32));
       } else {
         float m = spec::neg_inf(), s = 0.0f;
-        if (kVec) spec::chunk_softmax_stream<T, kThreads, kUnroll>(lrow, c0, c1, s2, m, s);
+        if (kVec) spec::chunk_softmax_stream<T, kThreads, kUnroll, kAhead>(lrow, c0, c1, s2, m, s, tail);
         else for (int i = c0 + threadIdx.x; i < c1; i += kThreads) spec::softmax_add(m, s, (float)lrow[i], s2);
         const float bm = spec::block_max_f<kThreads>(m, reinterpret_cast<float*>(sm.red));
         const float bs = spec::block_sum<kThreads>(s > 0.0f ? s * exp2f((m - bm) * s2) : 0.0f,
@@ -638,7 +673,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) verify_sampled(
       const T* lrow = logits + (int64_t)db.x * ld;
       const float* qrow = mode == spec::kModeResidual ? q + (int64_t)db.y * qld : nullptr;
       if (mode != spec::kModeDone) {
-        const uint64_t key = spec::race_range<T, kVec, kThreads>(lrow, qrow, c0, c1, st, seed, req, db.z, sm.red);
+        const uint64_t key = spec::race_range<T, kVec, kThreads, kAhead>(lrow, qrow, c0, c1, st, seed, req, db.z, sm.red);
         if (threadIdx.x == 0) partial_b[tb] = key;
       }
       if (!spec::arrive_last(cnt_b + req, splits_b, &s_flag)) goto next_tile;
@@ -649,7 +684,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) verify_sampled(
         best = spec::block_min_u64<kThreads>(best, sm.red);
         if (best == ~0ull) {
           // Zero residual mass (p <= q everywhere up to rounding): draw from p instead.
-          best = spec::race_range<T, kVec, kThreads>(lrow, nullptr, 0, V, st, seed, req, db.z, sm.red);
+          best = spec::race_range<T, kVec, kThreads, kAhead>(lrow, nullptr, 0, V, st, seed, req, db.z, sm.red);
         }
         if (threadIdx.x == 0) {
           const int acc = db.z;
