@@ -126,17 +126,6 @@ def run(args) -> list[dict]:
                              "matches_torch": torch.equal(a2, acc) and torch.equal(o2, out)})
             ops.GREEDY_KERNEL, ops.STREAM_UNROLL, ops.STREAM_MIN_BLOCKS = saved
             saved_ms = ops.STREAM_MIN_SPLITS
-            saved_ahead = ops.STREAM_AHEAD
-            for ahead in (0, 1, 4):  # L2 prefetch distance (passes)
-                if ahead == saved_ahead or ops.GREEDY_KERNEL != "stream":
-                    continue
-                ops.STREAM_AHEAD = ahead
-                a2, o2 = ops.verify_greedy(logits[0], drafts[0], cu, max_num_draft=k)
-                us2, _ = _time(lambda i: ops.verify_greedy(logits[i], drafts[i], cu, max_num_draft=k), rot)
-                recs.append({"kind": f"greedy stream ahead {ahead}", "b": b, "k": k, "V": V, "us": us2,
-                             "floor_us": floor, "pct_floor": 100 * floor / us2, "gbps": lbytes / us2 / 1e3,
-                             "matches_torch": torch.equal(a2, acc) and torch.equal(o2, out)})
-            ops.STREAM_AHEAD = saved_ahead
             for ms in (2, 4, 8, 16):  # finer tiles: shorter tail of the last wave, more partials
                 if ms == saved_ms or ops.GREEDY_KERNEL != "stream":
                     continue
@@ -245,15 +234,6 @@ def run(args) -> list[dict]:
                          "agree_torch": float((got == ref.torch_markov_draft(base, prev, w_in, w_out)).float().mean())})
             recs.append({"kind": f"markov sampled r{r}", "b": b, "k": k, "V": V, "us": sus, "floor_us": floor,
                          "pct_floor": 100 * floor / sus, "gbps": nbytes / sus / 1e3})
-            saved, ops.MARKOV_PREFETCH = ops.MARKOV_PREFETCH, not ops.MARKOV_PREFETCH
-            try:
-                same = torch.equal(ops.markov_draft(base, prev, w_in, w_out, 0.0), got)
-                us2, _ = _time(lambda i: ops.markov_draft(base, prev, w_in, w_out, 0.0), 1)
-            finally:
-                ops.MARKOV_PREFETCH = saved
-            recs.append({"kind": f"markov greedy r{r} prefetch {not saved}", "b": b, "k": k, "V": V, "us": us2,
-                         "floor_us": floor, "pct_floor": 100 * floor / us2, "gbps": nbytes / us2 / 1e3,
-                         "matches_torch": same})
             del base
     print_table(recs, [("kind", "kind", ""), ("b", "b", ""), ("k", "k", ""), ("jitkern us", "us", ".2f"),
                        ("floor us", "floor_us", ".2f"), ("% of floor", "pct_floor", ".1f"), ("GB/s", "gbps", ".0f"),

@@ -103,16 +103,15 @@ def greedy_spec(logit_dtype, tok_dtype, cu_dtype, vec: bool) -> KernelSpec:
 GREEDY_KERNEL = "stream"  # "stream" or "split" (the first kernel: one CTA per (row, chunk) tile)
 STREAM_THREADS, STREAM_UNROLL, STREAM_MIN_BLOCKS = 256, 8, 4
 STREAM_MIN_SPLITS = 1  # smaller tiles (more splits per row) shorten the tail of the last wave
-# L2 prefetch distance of the streaming kernel in passes of 32 KiB per CTA (0 = off): bytes in
-# flight beyond the registers' 8 loads per thread, and the next tile's first passes in flight
-# during a tile's reduction and arrival.
-STREAM_AHEAD = 2
+# H200 (bench spec, copy 4194 GB/s): whole-row tiles where rows fill >= 93% of the slots (b=64 k=7:
+# 512 rows on 528 slots) 34.1 us = 92.5% of the read floor; the earlier rule (at least one tile per
+# slot, so 2 splits per row) 38.5 us = 81.8% (previous session, same kernel otherwise).
 
 
 def greedy_stream_spec(logit_dtype, tok_dtype, cu_dtype) -> KernelSpec:
     return KernelSpec("spec/greedy.cuh",
                       f"jitkern::verify_greedy_stream<{_CTYPE[logit_dtype]}, {_CTYPE[tok_dtype]}, {_CTYPE[cu_dtype]}, "
-                      f"{STREAM_THREADS}, {STREAM_UNROLL}, {STREAM_MIN_BLOCKS}, {STREAM_AHEAD}>", family="spec")
+                      f"{STREAM_THREADS}, {STREAM_UNROLL}, {STREAM_MIN_BLOCKS}>", family="spec")
 
 
 def sampled_spec(logit_dtype, tok_dtype, cu_dtype, vec: bool) -> KernelSpec:
@@ -151,16 +150,11 @@ def markov_mtiles(b: int, rank: int) -> int:
     return min(cap, 1 if b <= 16 else (2 if b <= 32 else 4))
 
 
-# L2 prefetch of the next position's base logits (each CTA its slice) during the current position.
-MARKOV_PREFETCH = True
-
-
 def markov_spec(base_dtype, tok_dtype, rank: int, sampled: bool = False, mtiles: int = 4,
                 vec: bool = True) -> KernelSpec:
-    pf = MARKOV_PREFETCH and vec
     return KernelSpec("spec/markov.cuh",
                       f"jitkern::markov_draft<{_CTYPE[base_dtype]}, {_CTYPE[tok_dtype]}, {rank}, {mtiles}, "
-                      f"{str(sampled).lower()}, {str(vec).lower()}, {str(pf).lower()}>", family="spec")
+                      f"{str(sampled).lower()}, {str(vec).lower()}>", family="spec")
 
 
 _MARKOV_SMEM_LIMIT = 227 * 1024 - 6 * 1024  # opt-in shared memory minus the kernel's static arrays

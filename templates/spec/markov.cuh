@@ -187,10 +187,7 @@ __device__ __forceinline__ float margin(float a, float E) { return E + fabsf(a) 
 // k-steps: lane (g, t) holds columns 32q + 8t .. 32q + 8t + 7 of chunk q. The n dimension is
 // permuted so that lane t owns EPT = 2 * NT consecutive vocabulary rows of the block: n-tile j,
 // column n maps to block row EPT * (n / 2) + 2j + n % 2.
-// kPrefetch (needs kVec): each CTA asks L2 for its slice of the next position's base logits
-// while the current position runs (they do not depend on the tokens), so the per-block base
-// loads after each grid barrier hit L2 instead of DRAM.
-template <typename TB, typename TokT, int R, int MT, bool kSampled, bool kVec, bool kPrefetch>
+template <typename TB, typename TokT, int R, int MT, bool kSampled, bool kVec>
 __global__ void __launch_bounds__(256, 1) markov_draft(
     const TB* __restrict__ base, int64_t bs, int V, int k, int b, const TokT* __restrict__ first_prev,
     const __nv_bfloat16* __restrict__ w_in, const __nv_bfloat16* __restrict__ w_out, float temp, uint64_t seed,
@@ -235,16 +232,7 @@ __global__ void __launch_bounds__(256, 1) markov_draft(
   float wsq = 0.0f;  // this thread's largest squared row norm (greedy, first pass only)
   bool filled = false;
 
-  auto prefetch_base = [&](int pos) {
-    if constexpr (kPrefetch && kVec) {
-      const int64_t bytes = (int64_t)(v_hi - v_lo) * (int64_t)sizeof(TB) & ~15ll;
-      for (int row = tid; row < b && pos < k && bytes > 0; row += kThreads)
-        spec::prefetch_l2(base + (int64_t)row * bs + (int64_t)pos * V + v_lo, (uint32_t)bytes);
-    }
-  };
-  prefetch_base(0);
   for (int t = 0; t < k; ++t) {
-    prefetch_base(t + 1);
     for (int p0 = 0; p0 < b; p0 += BP) {
       const int nb = min(BP, b - p0);
       __syncthreads();  // previous pass done with sh_h and the s_ arrays
