@@ -168,16 +168,6 @@ def run(args) -> list[dict]:
             recs.append({"kind": "sampled", "b": b, "k": k, "V": V, "us": us, "floor_us": floor,
                          "pct_floor": 100 * floor / us, "gbps": (lbytes + qbytes) / us / 1e3, "torch_us": tus,
                          "torch_timing": how, "speedup": tus / us, "rotate": rot})
-            saved = ops.SAMPLED_AHEAD
-            for ahead in (0, 4):  # L2 prefetch distance (passes)
-                if ahead == saved:
-                    continue
-                ops.SAMPLED_AHEAD = ahead
-                us2, _ = _time(lambda i: ops.verify_sampled(logits[i], drafts[i], q[i], cu, 1.0, seed=i,
-                                                            max_num_draft=k), rot)
-                recs.append({"kind": f"sampled ahead {ahead}", "b": b, "k": k, "V": V, "us": us2,
-                             "floor_us": floor, "pct_floor": 100 * floor / us2, "gbps": (lbytes + qbytes) / us2 / 1e3})
-            ops.SAMPLED_AHEAD = saved
             saved = ops.SAMPLED_MAX_CHUNK
             for mc in (65536, 131072):  # larger vocab tiles: fewer per-tile latencies at large batch
                 ops.SAMPLED_MAX_CHUNK = mc

@@ -64,9 +64,6 @@ SAMPLED_MAX_CHUNK, SAMPLED_MIN_CHUNK = 65536, 2048
 # Defaults together (bench spec, same H100, floor = logits + q bytes at copy bandwidth): b=1 k=7
 # 15.5 us (8.2x), b=16 k=7 41.6 (1.37x), b=64 k=7 115.9 (0.95x), b=256 k=3 278.0 (1.25x).
 SAMPLED_TILES_PER_SLOT = 2
-# L2 prefetch distance of verify_sampled's streaming loops, in passes (0 = off): 2 CTAs x 256
-# threads x 4 loads = 32 KiB in flight per SM is below what the H200's bandwidth needs at DRAM latency.
-SAMPLED_AHEAD = 2
 TREE_SAMPLED_THREADS = 512
 _SMEM_LIMIT = 227 * 1024 - 1024  # Hopper opt-in shared memory per CTA, minus the static part
 
@@ -117,7 +114,7 @@ def greedy_stream_spec(logit_dtype, tok_dtype, cu_dtype) -> KernelSpec:
 def sampled_spec(logit_dtype, tok_dtype, cu_dtype, vec: bool) -> KernelSpec:
     return KernelSpec("spec/sampled.cuh",
                       f"jitkern::verify_sampled<{_CTYPE[logit_dtype]}, {_CTYPE[tok_dtype]}, {_CTYPE[cu_dtype]}, "
-                      f"{str(vec).lower()}, {SAMPLED_THREADS}, {SAMPLED_UNROLL}, {SAMPLED_MIN_BLOCKS}, {SAMPLED_AHEAD}>", family="spec")
+                      f"{str(vec).lower()}, {SAMPLED_THREADS}, {SAMPLED_UNROLL}, {SAMPLED_MIN_BLOCKS}>", family="spec")
 
 
 def tree_sampled_spec(logit_dtype, tok_dtype, cu_dtype, vec: bool) -> KernelSpec:
@@ -350,13 +347,17 @@ def _check_seed(seed):
         raise ValueError(f"seed: expected an int in [0, 2**64), got {seed!r}")
 
 
+RACE_BLOCK = 256  # tokens per race block of verify_sampled (32 lanes x 8 bf16; fp32 blocks are 128)
+
+
 def sampled_tiles(rows: int, V: int, slots: int, max_chunk: int | None = None, min_chunk: int | None = None,
-                  per_slot: float | None = None):
+                  per_slot: float | None = None, align: int = 8):
     """(splits, chunk) of verify_sampled's vocab tiles for ``rows`` rows: about ``per_slot``
     (default SAMPLED_TILES_PER_SLOT) tiles per resident CTA slot (the work queue balances them),
     or one per slot where that many would need chunks below ``min_chunk`` (default
-    SAMPLED_MIN_CHUNK); chunks at most ``max_chunk`` (SAMPLED_MAX_CHUNK) elements, multiples of 8
-    (16-byte vectors for bf16 and fp32)."""
+    SAMPLED_MIN_CHUNK); chunks at most ``max_chunk`` (SAMPLED_MAX_CHUNK) elements, multiples of
+    ``align`` (8: 16-byte vectors for bf16 and fp32; the sampling tiles use RACE_BLOCK so that a
+    tile holds whole race blocks)."""
     max_chunk = max_chunk or SAMPLED_MAX_CHUNK
     min_chunk = min_chunk or SAMPLED_MIN_CHUNK
     per_slot = per_slot or SAMPLED_TILES_PER_SLOT
@@ -366,7 +367,7 @@ def sampled_tiles(rows: int, V: int, slots: int, max_chunk: int | None = None, m
         want = max(1, -(-slots // max(rows, 1)))
     splits = max(-(-V // max_chunk), min(want, max_splits))
     chunk = -(-V // splits)
-    chunk = -(-chunk // 8) * 8
+    chunk = -(-chunk // align) * align
     return -(-V // chunk), chunk
 
 
@@ -397,10 +398,12 @@ def verify_sampled(target_logits: torch.Tensor, draft_tokens: torch.Tensor, draf
     >= 0 or fp32 tensor [b]. top_k: None, int >= 1, or int32 tensor [b] (entries < 1 or >= V:
     no top-k for that request). top_p: None, float in (0, 1], or fp32 tensor [b] (entries >= 1 or
     NaN: no top-p; entries <= 0 keep only the most probable token and its ties). seed: int in
-    [0, 2**64); random numbers are Philox4x32-10 of (seed, request, position[, token]), so a
+    [0, 2**64); random numbers are Philox4x32-10 of (seed, request, position[, token block]), so a
     result depends on the seed and the inputs only (not on batch composition beyond the
-    request's index, nor on the launch configuration). Sampling is an exponential race
-    (argmin E_i / w_i), so only the row that is sampled is read a second time.
+    request's index, nor on the launch configuration). Sampling is a two-level race in one
+    pass: fixed blocks of 256 tokens (128 for fp32 logits) race exponentially with their summed
+    weights, then the winning block is inverted by its CDF (templates/spec/sampled.cuh), so only
+    the row that is sampled is read a second time, plus one block of it.
     Layout and outputs (and ``out=``): module docstring and :func:`verify_greedy`.
     Cost: without top-k/top-p the logits are read once plus one row per request (and q at the
     draft tokens plus one q row per rejecting request). A row of a request with top-k/top-p is
@@ -419,7 +422,7 @@ def verify_sampled(target_logits: torch.Tensor, draft_tokens: torch.Tensor, draf
         return accepted, out
     slots = _num_sms(dev.index if dev.index is not None else torch.cuda.current_device()) * SAMPLED_MIN_BLOCKS
     splits, chunk = sampled_tiles(rows, V, slots)
-    splits_b, chunk_b = sampled_tiles(b, V, slots)
+    splits_b, chunk_b = sampled_tiles(b, V, slots, align=RACE_BLOCK)
     grid = min(slots, rows * splits + b * splits_b)
     # One scratch allocation: rowstat [rows] 16 B, dec [b] 32 B, partial [rows*splits] 8 B,
     # partial_b [b*splits_b] 8 B (in that order: every piece stays 16- or 8-byte aligned).

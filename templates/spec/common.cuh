@@ -32,24 +32,6 @@ __device__ __forceinline__ bool better(float v, float best) { return best == bes
 
 __device__ __forceinline__ uint64_t u64max(uint64_t a, uint64_t b) { return a > b ? a : b; }
 
-// Asks L2 to fetch [p, p + bytes) ahead of the demand loads (p and bytes multiples of 16; one thread
-// issues it). A hint with no completion to wait for: it cannot change a result, only how many
-// bytes are in flight without spending registers on them.
-__device__ __forceinline__ void prefetch_l2(const void* p, uint32_t bytes) {
-  if (bytes) asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" :: "l"(p), "r"(bytes) : "memory");
-}
-
-// Vectors [v0, v0 + n) of the 16-byte vectors p[0, nvec) (nothing past the end), by thread 0.
-__device__ __forceinline__ void prefetch_vecs(const void* p, int nvec, int v0, int n) {
-  if (threadIdx.x == 0 && v0 < nvec)
-    prefetch_l2(static_cast<const uint4*>(p) + v0, (uint32_t)(nvec - v0 < n ? nvec - v0 : n) * 16u);
-}
-
-// No-op tail hook of the streaming loops (see chunk_argmax_stream).
-struct NoTail {
-  __device__ __forceinline__ void operator()() const {}
-};
-
 template <int kThreads>
 __device__ __forceinline__ uint64_t block_max_u64(uint64_t v, uint64_t* red) {
 #pragma unroll

@@ -177,26 +177,16 @@ __device__ __forceinline__ float vec_max(const uint4& u, const float*) {
 // thread keeps only (max, first vector holding it, that vector) so there is no re-read and no
 // divergent branch in the loop; the element inside the winning vector is located once at the end.
 // Vectors a thread sees come in increasing index order, so "strictly better" keeps the lowest.
-// kAhead > 0: thread 0 keeps the L2 fetching kAhead passes (kThreads * kUnroll vectors each) ahead
-// of the demand loads; `tail()` runs once after the full passes (where the CTA's next tile can be
-// prefetched, so that its first passes are in flight during this tile's reduction and arrival).
-template <typename T, int kThreads, int kUnroll, int kAhead = 0, typename Tail = NoTail>
-__device__ __forceinline__ void chunk_argmax_stream(const T* __restrict__ row, int c0, int c1, float& best, int& bidx,
-                                                    Tail&& tail = Tail()) {
+template <typename T, int kThreads, int kUnroll>
+__device__ __forceinline__ void chunk_argmax_stream(const T* __restrict__ row, int c0, int c1, float& best, int& bidx) {
   constexpr int N = Vec<T>::n;
-  constexpr int kWin = kThreads * kUnroll;  // vectors per pass
   const int nvec = (c1 - c0) / N;
   const uint4* p = reinterpret_cast<const uint4*>(row + c0);
   float bm = 0.0f;
   int bvi = -1;
   uint4 bu = make_uint4(0u, 0u, 0u, 0u);
   int base = threadIdx.x;
-  if constexpr (kAhead > 0) {
-#pragma unroll
-    for (int w = 1; w < kAhead; ++w) prefetch_vecs(p, nvec, w * kWin, kWin);
-  }
-  for (int pass = kAhead; base + (kUnroll - 1) * kThreads < nvec; base += kThreads * kUnroll, ++pass) {
-    if constexpr (kAhead > 0) prefetch_vecs(p, nvec, pass * kWin, kWin);  // CTA-uniform address
+  for (; base + (kUnroll - 1) * kThreads < nvec; base += kThreads * kUnroll) {
     uint4 u[kUnroll];
 #pragma unroll
     for (int r = 0; r < kUnroll; ++r) u[r] = __ldcs(p + base + r * kThreads);
@@ -219,7 +209,6 @@ __device__ __forceinline__ void chunk_argmax_stream(const T* __restrict__ row, i
       }
     }
   }
-  tail();
   if (bvi >= 0) {
     float v[N];
     unpack(bu, (const T*)nullptr, v);
@@ -246,8 +235,9 @@ __device__ __forceinline__ void chunk_argmax_stream(const T* __restrict__ row, i
 // CTA walks tiles (row, chunk) with a grid stride, so a launch is about one wave of long-lived CTAs
 // each keeping kUnroll 16-byte loads per thread in flight. Requires 16-byte aligned rows and a
 // chunk that is a multiple of the vector width (the host falls back to verify_greedy otherwise).
-// No L2 prefetch here (chunk_argmax_stream's kAhead): measured on the H200 (bench spec, whole-row
-// tiles), 0 / 1 / 4 passes ahead: b=64 k=7 34.1 / 39.2 / 48.2 us, b=256 k=3 64.4 / 76.2 / 93.8 us.
+// No L2 prefetch (cp.async.bulk.prefetch.L2 passes ahead of the loads): measured on the H200 (bench
+// spec, whole-row tiles), 0 / 1 / 4 passes ahead: b=64 k=7 34.1 / 39.2 / 48.2 us, b=256 k=3
+// 64.4 / 76.2 / 93.8 us.
 template <typename T, typename TokT, typename CuT, int kThreads, int kUnroll, int kMinBlocks>
 __global__ void __launch_bounds__(kThreads, kMinBlocks) verify_greedy_stream(
     const T* __restrict__ logits, int64_t ld, int V, int chunk, int splits, int tiles, const TokT* __restrict__ draft,

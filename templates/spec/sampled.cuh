@@ -2,10 +2,14 @@
 // and Eagle-style token trees, one launch each. Semantics: jitkern/ops/speculative.py
 // (verify_sampled, verify_tree_sampled); oracle: jitkern/reference/speculative.py.
 //
-// Sampling is an exponential race: token = argmin_i E_i / w_i over w_i > 0 with E_i ~ Exp(1)
-// from Philox keyed by (seed, request, position, token): exact for any weights w (the winner is
-// i with probability w_i / sum w), one pass, no normaliser needed, and deterministic for a seed
-// whatever the launch split (ties: lowest index).
+// Sampling from unnormalised weights w (p, or the residual max(0, p - q)) is a two-level race in
+// one pass over the row: tokens form fixed blocks of 32 * N (N tokens per 16-byte logits vector:
+// one warp-wide load per block). Blocks race exponentially (block B's key E_B / W_B, W_B = sum of
+// its weights in a fixed order, E_B ~ Exp(1)), so B wins with probability W_B / sum W; inside the
+// winning block an inverse-CDF step picks token i with probability w_i / W_B. Together: w_i / sum w,
+// exactly as a race of every token, but with one Philox call per block (keyed by seed, request,
+// position, block) instead of one per 4 tokens. Deterministic for a seed whatever the launch split
+// (vocab tiles are whole blocks; ties: lowest block).
 //
 // Top-k / top-p: a row's threshold key tau (keep tokens whose logit key is >= tau) comes from a
 // 16-way threshold search over the order-preserving bit pattern of the logits (counts for top-k,
@@ -54,15 +58,11 @@ __device__ __forceinline__ float accept_uniform(uint64_t seed, int request, int 
   return uniform01(r.x);
 }
 
-// Exp(1) variates of tokens 4g .. 4g+3 when sampling at (request, position).
-__device__ __forceinline__ void race_exp4(uint64_t seed, int request, int position, int g, float (&e)[4]) {
-  uint4 r = philox4x32_10(make_uint4((uint32_t)g, (uint32_t)request, (uint32_t)position, 0xE4ACE000u),
-                          make_uint2((uint32_t)seed, (uint32_t)(seed >> 32)));
-  e[0] = -logf(open01(r.x)); e[1] = -logf(open01(r.y)); e[2] = -logf(open01(r.z)); e[3] = -logf(open01(r.w));
-}
-
-__device__ __forceinline__ float pick4(const float (&e)[4], int i) {
-  return i == 0 ? e[0] : (i == 1 ? e[1] : (i == 2 ? e[2] : e[3]));
+// Random numbers of race block `blk` when sampling at (request, position): .x drives the block's
+// Exp(1) variate, .y the inverse-CDF step inside it.
+__device__ __forceinline__ uint4 race_block_random(uint64_t seed, int request, int position, int blk) {
+  return philox4x32_10(make_uint4((uint32_t)blk, (uint32_t)request, (uint32_t)position, 0xB10C4ACEu),
+                       make_uint2((uint32_t)seed, (uint32_t)(seed >> 32)));
 }
 
 // Race key: smaller wins; (E / w) bits (positive float: monotone as uint), then lowest index.
@@ -283,98 +283,180 @@ __device__ __forceinline__ PStat row_stats_inl(const T* __restrict__ row, int V,
   return st;
 }
 
-// Exponential race over row[c0, c1) with weights w_i = p(i) (qrow null) or max(0, p(i) - q_i):
-// returns the CTA's winning key (~0 if no positive weight). Rows 16-byte aligned when kVec, c0 a
-// multiple of 8.
-// kAhead > 0: thread 0 keeps the L2 fetching kAhead passes ahead (prefetch_window), which adds
-// bytes in flight without registers.
-template <typename T, bool kVec, int kThreads, int kAhead = 0>
-__device__ __forceinline__ uint64_t race_range_inl(const T* __restrict__ lrow, const float* __restrict__ qrow, int c0, int c1,
-                               const PStat& st, uint64_t seed, int request, int position, uint64_t* red) {
+// ---- two-level race (file comment) ----
+template <typename T> struct RaceBlock {
+  static constexpr int N = 16 / sizeof(T);  // tokens per lane
+  static constexpr int size = 32 * N;       // tokens per block
+};
+
+// A lane's N weights summed in index order, then the warp's in a fixed butterfly; every lane gets
+// lane 0's value, so the same block always gets the same bits.
+template <int N>
+__device__ __forceinline__ float lane_sum(const float (&w)[N]) {
+  float s = 0.0f;
+#pragma unroll
+  for (int e = 0; e < N; ++e) s = __fadd_rn(s, w[e]);
+  return s;
+}
+__device__ __forceinline__ float warp_total(float s) {
+#pragma unroll
+  for (int o = 16; o; o >>= 1) s = __fadd_rn(s, __shfl_xor_sync(0xffffffffu, s, o));
+  return __shfl_sync(0xffffffffu, s, 0);
+}
+
+// Logits of tokens [tok, tok + N) as one raw 16-byte vector (-inf at or past `end`) and q as floats
+// (0 past `end`, or everywhere without qrow). kVec: 16-byte aligned rows, tok a multiple of N.
+template <typename T, bool kVec, int N>
+__device__ __forceinline__ void load_lq(const T* __restrict__ lrow, const float* __restrict__ qrow, int tok, int end,
+                                        uint4& lu, float (&qv)[N]) {
+  if (kVec && tok + N <= end) {
+    lu = __ldcs(reinterpret_cast<const uint4*>(lrow + tok));
+    if (qrow) {
+#pragma unroll
+      for (int h = 0; h < N / 4; ++h) {
+        const float4 f = __ldcs(reinterpret_cast<const float4*>(qrow + tok) + h);
+        qv[4 * h] = f.x; qv[4 * h + 1] = f.y; qv[4 * h + 2] = f.z; qv[4 * h + 3] = f.w;
+      }
+    } else {
+#pragma unroll
+      for (int e = 0; e < N; ++e) qv[e] = 0.0f;
+    }
+  } else {  // element loads packed into the vector's bit layout (no local array)
+    uint32_t wd[4] = {0u, 0u, 0u, 0u};
+#pragma unroll
+    for (int e = 0; e < N; ++e) {
+      const bool in = tok + e < end;
+      uint32_t bits;
+      if constexpr (sizeof(T) == 2) bits = in ? (uint32_t)__bfloat16_as_ushort(lrow[tok + e]) : 0xFF80u;
+      else bits = in ? __float_as_uint((float)lrow[tok + e]) : 0xFF800000u;
+      wd[e * sizeof(T) / 4] |= bits << (8 * ((e * sizeof(T)) % 4));
+      qv[e] = in && qrow ? qrow[tok + e] : 0.0f;
+    }
+    lu = make_uint4(wd[0], wd[1], wd[2], wd[3]);
+  }
+}
+
+// Weights of tokens [tok, tok + N): p (q_mode false) or max(0, p - q); anything not > 0 (NaN
+// included) is 0.
+template <typename T, int N>
+__device__ __forceinline__ void race_weights(const uint4& lu, const float (&qv)[N], bool q_mode, const PStat& st,
+                                             int tok, float (&w)[N]) {
+  float l[N];
+  unpack(lu, (const T*)nullptr, l);
+#pragma unroll
+  for (int e = 0; e < N; ++e) {
+    const float pp = st.p(l[e], tok + e, fkey<T>(l[e]));
+    const float x = q_mode ? fmaxf(__fsub_rn(pp, qv[e]), 0.0f) : pp;
+    w[e] = x > 0.0f ? x : 0.0f;
+  }
+}
+
+// Stage 1 bookkeeping of one warp: block j of the warp's sequence parks its weight in lane j % 32;
+// every 32 blocks (and at the end) the lanes draw their blocks' variates at once, so the Philox
+// and log cost is spread over the warp instead of repeated per block. best: smallest key seen
+// ((E / W bits) << 32 | block), ~0 if no block had weight.
+struct BlockRace {
+  float w = 0.0f;
+  int blk = 0, n = 0;
   uint64_t best = ~0ull;
-  if (kVec) {
-    constexpr int N = 16 / sizeof(T);
-    constexpr int kWin = 2 * kThreads, QV = 4 / (int)sizeof(T);  // logits vectors per pass; q vectors per logits vector
-    const int nvec = (c1 - c0) / N;
-    const uint4* p = reinterpret_cast<const uint4*>(lrow + c0);
-    const float4* qp = qrow ? reinterpret_cast<const float4*>(qrow + c0) : nullptr;
-    const int nq = qp ? nvec * QV : 0;
-    if constexpr (kAhead > 0) {
-#pragma unroll
-      for (int w = 1; w < kAhead; ++w) {
-        prefetch_vecs(p, nvec, w * kWin, kWin);
-        prefetch_vecs(qp, nq, w * kWin * QV, kWin * QV);
-      }
+  __device__ __forceinline__ void flush(uint64_t seed, int request, int position) {
+    if ((int)(threadIdx.x & 31) < n && w > 0.0f) {
+      const float e = -logf(open01(race_block_random(seed, request, position, blk).x));
+      best = u64min(best, race_key(e, w, blk));
     }
-    // Two vectors per thread in flight (logits + q loads issued before the RNG-heavy math).
-    for (int v0 = threadIdx.x, pass = kAhead; v0 < nvec; v0 += 2 * kThreads, ++pass) {
-      if constexpr (kAhead > 0) {  // CTA-uniform addresses
-        prefetch_vecs(p, nvec, pass * kWin, kWin);
-        prefetch_vecs(qp, nq, pass * kWin * QV, kWin * QV);
-      }
-      uint4 lu[2];
-      float4 qf[2][N / 4];
+    n = 0;
+  }
+  // Warp-uniform call: every lane passes the block's total weight W and index.
+  __device__ __forceinline__ void add(float W, int b, uint64_t seed, int request, int position) {
+    if ((int)(threadIdx.x & 31) == n) { w = W; blk = b; }
+    if (++n == 32) flush(seed, request, position);
+  }
+};
+
+// Stage 1 over the blocks of row[c0, c1) (c0 a multiple of RaceBlock<T>::size, c1 the tile end or
+// V) with weights p (qrow null) or max(0, p - q): the CTA's winning block key. Each warp takes
+// whole blocks, two per pass in flight.
+template <typename T, bool kVec, int kThreads>
+__device__ __forceinline__ uint64_t race_blocks_inl(const T* __restrict__ lrow, const float* __restrict__ qrow, int c0,
+                                                    int c1, const PStat st, uint64_t seed, int request, int position,
+                                                    uint64_t* red) {
+  constexpr int N = RaceBlock<T>::N, BS = RaceBlock<T>::size, kWarps = kThreads / 32;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int nblk = (c1 - c0 + BS - 1) / BS, blk0 = c0 / BS;
+  BlockRace br;
+  for (int b0 = warp; b0 < nblk; b0 += 2 * kWarps) {
+    uint4 lu[2];
+    float qv[2][N];
 #pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        const int vi = v0 + r * kThreads;
-        if (vi < nvec) {
-          lu[r] = __ldcs(p + vi);
-#pragma unroll
-          for (int h = 0; h < N / 4; ++h)
-            qf[r][h] = qp ? __ldcs(qp + vi * (N / 4) + h) : make_float4(0.f, 0.f, 0.f, 0.f);
-        }
-      }
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        const int vi = v0 + r * kThreads;
-        if (vi >= nvec) break;
-        float v[N];
-        unpack(lu[r], (const T*)nullptr, v);
-        const int i0 = c0 + vi * N;
-#pragma unroll
-        for (int h = 0; h < N / 4; ++h) {
-          const float qv[4] = {qf[r][h].x, qf[r][h].y, qf[r][h].z, qf[r][h].w};
-          float w[4];
-          bool any = false;
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const float l = v[4 * h + e];
-            const float pp = st.p(l, i0 + 4 * h + e, fkey<T>(l));
-            w[e] = qrow ? fmaxf(__fsub_rn(pp, qv[e]), 0.0f) : pp;
-            any |= w[e] > 0.0f;
-          }
-          if (any) {
-            float ex[4];
-            race_exp4(seed, request, position, (i0 + 4 * h) >> 2, ex);
-#pragma unroll
-            for (int e = 0; e < 4; ++e) best = u64min(best, race_key(ex[e], w[e], i0 + 4 * h + e));
-          }
-        }
-      }
+    for (int r = 0; r < 2; ++r) {
+      const int tok = c0 + (b0 + r * kWarps) * BS + lane * N;
+      if (b0 + r * kWarps < nblk) load_lq<T, kVec, N>(lrow, qrow, tok, c1, lu[r], qv[r]);
     }
-    for (int i = c0 + nvec * N + threadIdx.x; i < c1; i += kThreads) {
-      const float l = (float)lrow[i];
-      const float pp = st.p(l, i, fkey<T>(l));
-      const float w = qrow ? fmaxf(__fsub_rn(pp, qrow[i]), 0.0f) : pp;
-      if (w > 0.0f) {
-        float ex[4];
-        race_exp4(seed, request, position, i >> 2, ex);
-        best = u64min(best, race_key(pick4(ex, i & 3), w, i));
-      }
-    }
-  } else {
-    for (int i = c0 + threadIdx.x; i < c1; i += kThreads) {
-      const float l = (float)lrow[i];
-      const float pp = st.p(l, i, fkey<T>(l));
-      const float w = qrow ? fmaxf(__fsub_rn(pp, qrow[i]), 0.0f) : pp;
-      if (w > 0.0f) {
-        float ex[4];
-        race_exp4(seed, request, position, i >> 2, ex);
-        best = u64min(best, race_key(pick4(ex, i & 3), w, i));
-      }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int b = b0 + r * kWarps;
+      if (b >= nblk) break;  // warp-uniform
+      float w[N];
+      race_weights<T, N>(lu[r], qv[r], qrow != nullptr, st, c0 + b * BS + lane * N, w);
+      br.add(warp_total(lane_sum(w)), blk0 + b, seed, request, position);
     }
   }
-  return block_min_u64<kThreads>(best, red);
+  br.flush(seed, request, position);
+  return block_min_u64<kThreads>(br.best, red);
+}
+
+// Stage 2 by one full warp: lane l holds the weights w of tokens blk * 32N + l * N + e. Inverse CDF
+// with the block's second uniform over the fixed-order prefix sums; returns the token (every lane),
+// or -1 if the block has no weight.
+template <int N>
+__device__ __forceinline__ int race_pick_warp(const float (&w)[N], int blk, uint64_t seed, int request, int position) {
+  const int lane = threadIdx.x & 31;
+  const float s = lane_sum(w);
+  float incl = s;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const float y = __shfl_up_sync(0xffffffffu, incl, o);
+    if (lane >= o) incl = __fadd_rn(incl, y);
+  }
+  float excl = __shfl_up_sync(0xffffffffu, incl, 1);
+  if (lane == 0) excl = 0.0f;
+  const unsigned any = __ballot_sync(0xffffffffu, s > 0.0f);
+  if (!any) return -1;
+  const float total = __shfl_sync(0xffffffffu, incl, 31);
+  const float target = __fmul_rn(uniform01(race_block_random(seed, request, position, blk).y), total);
+  const unsigned own = __ballot_sync(0xffffffffu, s > 0.0f && excl <= target && target < incl);
+  // The lane whose prefix interval holds the target, else (rounding at the top) the last lane with weight.
+  const int owner = own ? __ffs(own) - 1 : 31 - __clz(any);
+  int pick = -1;
+  if (lane == owner) {
+    const float rel = own ? __fsub_rn(target, excl) : __int_as_float(0x7F800000);
+    float acc = 0.0f;
+    int last = -1;
+#pragma unroll
+    for (int e = 0; e < N; ++e) {
+      if (w[e] > 0.0f) {
+        acc = __fadd_rn(acc, w[e]);
+        last = e;
+        if (pick < 0 && rel < acc) pick = e;
+      }
+    }
+    if (pick < 0) pick = last;
+  }
+  pick = __shfl_sync(0xffffffffu, pick, owner);
+  return blk * 32 * N + owner * N + pick;
+}
+
+// Stage 2 for the winning block of a logits row (warp-wide; key from race_blocks_inl, not ~0).
+template <typename T, bool kVec>
+__device__ __forceinline__ int race_pick_row(const T* __restrict__ lrow, const float* __restrict__ qrow, int V,
+                                             uint64_t key, const PStat& st, uint64_t seed, int request, int position) {
+  constexpr int N = RaceBlock<T>::N;
+  const int blk = (int)(uint32_t)key, tok = blk * RaceBlock<T>::size + (threadIdx.x & 31) * N;
+  uint4 lu;
+  float qv[N], w[N];
+  load_lq<T, kVec, N>(lrow, qrow, tok, V, lu, qv);
+  race_weights<T, N>(lu, qv, qrow != nullptr, st, tok, w);
+  return race_pick_warp<N>(w, blk, seed, request, position);
 }
 
 // Out-of-line copies for the persistent chain kernel: separate register allocation keeps its
@@ -384,27 +466,20 @@ __device__ __noinline__ PStat row_stats(const T* __restrict__ row, int V, bool g
                                         RowSmem& sm) {
   return row_stats_inl<T, kVec, kThreads>(row, V, greedy, s2, topk, topp, sm);
 }
-template <typename T, bool kVec, int kThreads, int kAhead>
-__device__ __noinline__ uint64_t race_range(const T* __restrict__ lrow, const float* __restrict__ qrow, int c0, int c1,
-                                            const PStat& st, uint64_t seed, int request, int position, uint64_t* red) {
-  return race_range_inl<T, kVec, kThreads, kAhead>(lrow, qrow, c0, c1, st, seed, request, position, red);
+template <typename T, bool kVec, int kThreads>
+__device__ __noinline__ uint64_t race_blocks(const T* __restrict__ lrow, const float* __restrict__ qrow, int c0, int c1,
+                                             const PStat st, uint64_t seed, int request, int position, uint64_t* red) {
+  return race_blocks_inl<T, kVec, kThreads>(lrow, qrow, c0, c1, st, seed, request, position, red);
 }
 
 // Per-thread online softmax partial over row[c0, c1) (16-byte vectors, kUnroll loads in flight).
-// kAhead: L2 prefetch distance in passes; `tail()` runs once after the loop (chunk_argmax_stream).
-template <typename T, int kThreads, int kUnroll, int kAhead = 0, typename Tail = NoTail>
+template <typename T, int kThreads, int kUnroll>
 __device__ __forceinline__ void chunk_softmax_stream(const T* __restrict__ row, int c0, int c1, float scale,
-                                                     float& m, float& s, Tail&& tail = Tail()) {
+                                                     float& m, float& s) {
   constexpr int N = 16 / sizeof(T);
-  constexpr int kWin = kThreads * kUnroll;  // vectors per pass
   const int nvec = (c1 - c0) / N;
   const uint4* p = reinterpret_cast<const uint4*>(row + c0);
-  if constexpr (kAhead > 0) {
-#pragma unroll
-    for (int w = 1; w < kAhead; ++w) prefetch_vecs(p, nvec, w * kWin, kWin);
-  }
-  for (int base = threadIdx.x, pass = kAhead; base < nvec; base += kThreads * kUnroll, ++pass) {
-    if constexpr (kAhead > 0) prefetch_vecs(p, nvec, pass * kWin, kWin);  // CTA-uniform address
+  for (int base = threadIdx.x; base < nvec; base += kThreads * kUnroll) {
     uint4 u[kUnroll];
 #pragma unroll
     for (int r = 0; r < kUnroll; ++r)
@@ -424,7 +499,6 @@ __device__ __forceinline__ void chunk_softmax_stream(const T* __restrict__ row, 
       }
     }
   }
-  tail();
   for (int i = c0 + nvec * N + threadIdx.x; i < c1; i += kThreads) softmax_add(m, s, (float)row[i], scale);
 }
 
@@ -472,8 +546,7 @@ constexpr int kModeDone = 0, kModeResidual = 1, kModeBonus = 2;
 // sync [3b + 2] int32: A counters, B counters, ready flags, work counter, exit counter: zero on
 // entry, zero again on exit. partial [rows * splits] 8 bytes; rowstat [rows] 16 bytes;
 // dec [b] 32 bytes; partial_b [b * splits_b] 8 bytes.
-// kAhead: L2 prefetch distance in passes of the streaming loops (0 = off).
-template <typename T, typename TokT, typename CuT, bool kVec, int kThreads, int kUnroll, int kMinBlocks, int kAhead>
+template <typename T, typename TokT, typename CuT, bool kVec, int kThreads, int kUnroll, int kMinBlocks>
 __global__ void __launch_bounds__(kThreads, kMinBlocks) verify_sampled(
     const T* __restrict__ logits, int64_t ld, const float* __restrict__ q, int64_t qld, int V, int rows,
     int chunk, int splits, int chunk_b, int splits_b, const TokT* __restrict__ draft, const CuT* __restrict__ cu,
@@ -516,17 +589,6 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) verify_sampled(
       knobs.get(req, V, temp, topk, topp, greedy, filtered);
       const float s2 = greedy ? 0.0f : 1.4426950408889634f / temp;
       const T* lrow = logits + (int64_t)row * ld;
-      // After its streaming loop, thread 0 asks L2 for the first passes of the CTA's next tile when
-      // that is an A tile (a B tile's row is not known before its decision). s_next is thread 0's
-      // own write; its claim has had the whole loop to return.
-      auto tail = [&]() {
-        const int nxt = s_next;
-        if (kAhead > 0 && threadIdx.x == 0 && nxt < tiles_a) {
-          const int nrow = nxt / splits, nc0 = (nxt - nrow * splits) * chunk;
-          spec::prefetch_vecs(logits + (int64_t)nrow * ld + nc0, (min(V, nc0 + chunk) - nc0) / (16 / (int)sizeof(T)), 0,
-                              kAhead * kThreads * kUnroll);
-        }
-      };
       if (filtered) {
         if (sp == 0) {
           const spec::PStat st = spec::row_stats<T, kVec, kThreads>(lrow, V, false, s2, topk, topp, sm);
@@ -536,13 +598,13 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) verify_sampled(
       } else if (greedy) {
         float best = 0.0f;
         int bidx = -1;
-        if (kVec) spec::chunk_argmax_stream<T, kThreads, kUnroll, kAhead>(lrow, c0, c1, best, bidx, tail);
+        if (kVec) spec::chunk_argmax_stream<T, kThreads, kUnroll>(lrow, c0, c1, best, bidx);
         else spec::chunk_argmax<T, false, kThreads, 4>(lrow, c0, c1, best, bidx);
         const uint64_t key = spec::block_max_u64<kThreads>(spec::argmax_key(best, bidx), sm.red);
         if (threadIdx.x == 0) partial[tile] = make_uint2((uint32_t)key, (uint32_t)(key >> 32));
       } else {
         float m = spec::neg_inf(), s = 0.0f;
-        if (kVec) spec::chunk_softmax_stream<T, kThreads, kUnroll, kAhead>(lrow, c0, c1, s2, m, s, tail);
+        if (kVec) spec::chunk_softmax_stream<T, kThreads, kUnroll>(lrow, c0, c1, s2, m, s);
         else for (int i = c0 + threadIdx.x; i < c1; i += kThreads) spec::softmax_add(m, s, (float)lrow[i], s2);
         const float bm = spec::block_max_f<kThreads>(m, reinterpret_cast<float*>(sm.red));
         const float bs = spec::block_sum<kThreads>(s > 0.0f ? s * exp2f((m - bm) * s2) : 0.0f,
@@ -673,7 +735,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) verify_sampled(
       const T* lrow = logits + (int64_t)db.x * ld;
       const float* qrow = mode == spec::kModeResidual ? q + (int64_t)db.y * qld : nullptr;
       if (mode != spec::kModeDone) {
-        const uint64_t key = spec::race_range<T, kVec, kThreads, kAhead>(lrow, qrow, c0, c1, st, seed, req, db.z, sm.red);
+        const uint64_t key = spec::race_blocks<T, kVec, kThreads>(lrow, qrow, c0, c1, st, seed, req, db.z, sm.red);
         if (threadIdx.x == 0) partial_b[tb] = key;
       }
       if (!spec::arrive_last(cnt_b + req, splits_b, &s_flag)) goto next_tile;
@@ -682,13 +744,15 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) verify_sampled(
         for (int s = threadIdx.x; s < splits_b; s += kThreads)
           best = spec::u64min(best, __ldcg(partial_b + (int64_t)req * splits_b + s));
         best = spec::block_min_u64<kThreads>(best, sm.red);
+        const float* wq = qrow;
         if (best == ~0ull) {
           // Zero residual mass (p <= q everywhere up to rounding): draw from p instead.
-          best = spec::race_range<T, kVec, kThreads, kAhead>(lrow, nullptr, 0, V, st, seed, req, db.z, sm.red);
+          wq = nullptr;
+          best = spec::race_blocks<T, kVec, kThreads>(lrow, nullptr, 0, V, st, seed, req, db.z, sm.red);
         }
-        if (threadIdx.x == 0) {
-          const int acc = db.z;
-          out[(int64_t)req * out_cols + acc] = best == ~0ull ? 0 : (int)(uint32_t)best;
+        if (warp == 0) {
+          const int tok = best == ~0ull ? -1 : spec::race_pick_row<T, kVec>(lrow, wq, V, best, st, seed, req, db.z);
+          if (lane == 0) out[(int64_t)req * out_cols + db.z] = tok < 0 ? 0 : tok;
         }
       }
       if (threadIdx.x == 0) {
@@ -708,6 +772,59 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) verify_sampled(
     }
   }
 }
+
+namespace spec {
+
+// Emit step of the tree kernel (whole CTA): the two-level race over W = p of logits row `lrow`
+// (wb null) or over the weight buffer wb [V] (a residual), with the same blocks, random numbers
+// and, for a chain, the same weights as the chain kernel. Returns the token, or -1 if W has no
+// mass. Out of line: the tree kernel's register budget is fixed at 128 by its 512 threads.
+template <typename T, bool kVec, int kThreads>
+__device__ __noinline__ int tree_emit(const T* __restrict__ lrow, const float* __restrict__ wb, int V, const PStat st,
+                                      uint64_t seed, int req, int position, uint64_t* red, int* s_tok) {
+  constexpr int N = RaceBlock<T>::N, BS = RaceBlock<T>::size;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  uint64_t best;
+  if (!wb) {
+    best = race_blocks_inl<T, kVec, kThreads>(lrow, nullptr, 0, V, st, seed, req, position, red);
+  } else {
+    BlockRace br;
+    for (int blk = warp; blk * BS < V; blk += kThreads / 32) {
+      float w[N];
+#pragma unroll
+      for (int e = 0; e < N; ++e) {
+        const int i = blk * BS + lane * N + e;
+        const float x = i < V ? __ldcg(wb + i) : 0.0f;
+        w[e] = x > 0.0f ? x : 0.0f;
+      }
+      br.add(warp_total(lane_sum(w)), blk, seed, req, position);
+    }
+    br.flush(seed, req, position);
+    best = block_min_u64<kThreads>(br.best, red);
+  }
+  if (best == ~0ull) return -1;  // CTA-uniform
+  if (warp == 0) {
+    int tok;
+    if (!wb) {
+      tok = race_pick_row<T, kVec>(lrow, nullptr, V, best, st, seed, req, position);
+    } else {
+      const int blk = (int)(uint32_t)best;
+      float w[N];
+#pragma unroll
+      for (int e = 0; e < N; ++e) {
+        const int i = blk * BS + lane * N + e;
+        const float x = i < V ? __ldcg(wb + i) : 0.0f;
+        w[e] = x > 0.0f ? x : 0.0f;
+      }
+      tok = race_pick_warp<N>(w, blk, seed, req, position);
+    }
+    if (lane == 0) *s_tok = tok;
+  }
+  __syncthreads();
+  return *s_tok;
+}
+
+}  // namespace spec
 
 // Tree verification (Eagle-style token trees, multi-candidate recursive rejection sampling), one
 // CTA per request. Request i owns nodes [cu[i], cu[i+1]) (node 0 of a request = root, token
@@ -760,7 +877,7 @@ __global__ void __maxnreg__(128) verify_tree_sampled(
   int cur = 0, len = 1, emit = -1;
   while (true) {
     const T* lrow = logits + (int64_t)(n0 + cur) * ld;
-    const spec::PStat st = spec::row_stats_inl<T, kVec, kThreads>(lrow, V, greedy, s2, filtered ? topk : 0,
+    const spec::PStat st = spec::row_stats<T, kVec, kThreads>(lrow, V, greedy, s2, filtered ? topk : 0,
                                                                filtered ? topp : 1.0f, sm);
     int res = -1;  // -1: W = p; else W = buf0 / buf1
     float R = 1.0f;
@@ -805,27 +922,9 @@ __global__ void __maxnreg__(128) verify_tree_sampled(
       continue;
     }
     // Emit from W at position `cur` (a leaf: the bonus from p; else the final residual).
-    uint64_t best;
-    if (res < 0) {
-      best = spec::race_range_inl<T, kVec, kThreads>(lrow, nullptr, 0, V, st, seed, req, cur, sm.red);
-    } else {
-      uint64_t bt = ~0ull;
-      const float* wb = res ? buf1 : buf0;
-      for (int i0 = threadIdx.x * 4; i0 < V; i0 += kThreads * 4) {
-        float ex[4];
-        bool any = false;
-        float w[4];
-#pragma unroll
-        for (int e = 0; e < 4; ++e) { w[e] = i0 + e < V ? __ldcg(wb + i0 + e) : 0.0f; any |= w[e] > 0.0f; }
-        if (any) {
-          spec::race_exp4(seed, req, cur, i0 >> 2, ex);
-#pragma unroll
-          for (int e = 0; e < 4; ++e) bt = spec::u64min(bt, spec::race_key(ex[e], w[e], i0 + e));
-        }
-      }
-      best = spec::block_min_u64<kThreads>(bt, sm.red);
-    }
-    emit = best == ~0ull ? st.amax : (int)(uint32_t)best;
+    const int tok = spec::tree_emit<T, kVec, kThreads>(lrow, res < 0 ? nullptr : (res ? buf1 : buf0), V, st, seed, req,
+                                                       cur, sm.red, &s_ok);
+    emit = tok < 0 ? st.amax : tok;
     break;
   }
   __syncthreads();
