@@ -388,3 +388,48 @@ def test_tree_sampled_structure(sizes, V, dtype, temp, top_p, seed):
         w = dists[i].get(tuple(pth[:a + 1]))
         assert w is not None and float(w[int(out[i, a])]) > 0
         assert all(x == -1 for x in pth[a + 1:]) and torch.all(out[i, a + 1:] == -1)
+
+
+def _block_bins(V, hot, block):
+    """Histogram bins of a token: each hot token alone, every other token pooled by race block."""
+    bins = torch.empty(V, dtype=torch.long)
+    nb = -(-V // block)
+    bins[:] = len(hot) + torch.arange(V) // block
+    for i, t in enumerate(hot):
+        bins[t] = i
+    return bins, len(hot) + nb
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_sampled_multi_block_chi_square(dtype):
+    """The two-level race over several race blocks (256 tokens bf16 / 128 fp32, the last one
+    partial): with the mass on tokens at block edges and inside blocks of different weights, the
+    (accepted, emitted) histogram matches the enumerated distribution, residual and bonus alike."""
+    V, k, temp, N = 700, 1, 1.0, 4_000_000
+    block = 256 if dtype == torch.bfloat16 else 128
+    hot = [0, 3, 127, 128, 255, 256, 300, 511, 512, 640, 698, 699]
+    g = torch.Generator().manual_seed(2024)
+    base = torch.full((k + 1, V), -2.0) + 0.3 * torch.randn(k + 1, V, generator=g)
+    for i, t in enumerate(hot):
+        base[:, t] = 2.0 + 0.25 * (i % 5)
+    base = base.to(dtype)
+    q = torch.softmax(torch.randn(k, V, generator=g) * 2.0, -1)
+    q[0, hot[::3]] += 0.05  # part of the hot mass is proposed too, so residuals differ from p
+    q[0, hot[1]] += 0.3  # the draft token, over-proposed: rejected about half the time
+    q = q / q.sum(-1, keepdim=True)
+    drafts = torch.tensor([hot[1]])
+    (dist,) = ref.sampled_outcome_probs(base, drafts, q, torch.tensor([0, k]), temp)
+    bins, nbins = _block_bins(V, hot, block)
+    exp = torch.zeros((k + 1) * nbins, dtype=torch.float64)
+    for a in range(k + 1):
+        exp.index_add_(0, a * nbins + bins, dist[a] * N)
+    cu = torch.arange(N + 1, device="cuda", dtype=torch.int32) * k
+    acc, out = ops.verify_sampled(base.cuda().repeat(N, 1), drafts.cuda().repeat(N), q.cuda().repeat(N, 1), cu,
+                                  temp, seed=13, max_num_draft=k, out=_poison(N, k + 1))
+    acc, out = acc.long(), out.long()
+    assert torch.all((acc >= 0) & (acc <= k))
+    emitted = out.gather(1, acc.view(-1, 1)).view(-1)
+    assert torch.all((emitted >= 0) & (emitted < V))
+    obs = torch.bincount((acc * nbins + bins.cuda()[emitted]).cpu(), minlength=(k + 1) * nbins)
+    assert_counts_follow(obs, exp, N)

@@ -25,6 +25,22 @@
 #include "common/hopper.cuh"
 #include "spec/common.cuh"
 
+// Diagnostic timeline (scripts/markov_trace.py compiles with -DJITKERN_MARKOV_TRACE=1): thread 0 of
+// the first and the last CTA stamps %globaltimer at phase points of the first pass of each
+// position into u64 slots after the keys (the script allocates them). Off: compiles to nothing.
+#if defined(JITKERN_MARKOV_TRACE) && JITKERN_MARKOV_TRACE
+#define MARKOV_STAMP(slot)                                                                             \
+  do {                                                                                                 \
+    if (tid == 0 && (cta == 0 || cta == G - 1)) {                                                      \
+      unsigned long long ns;                                                                           \
+      asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(ns));                                           \
+      keys[(int64_t)k * b + (cta ? 64 : 0) + (slot)] = ns;                                             \
+    }                                                                                                  \
+  } while (0)
+#else
+#define MARKOV_STAMP(slot) do {} while (0)
+#endif
+
 namespace jitkern {
 namespace spec {
 
@@ -232,6 +248,7 @@ __global__ void __launch_bounds__(256, 1) markov_draft(
   float wsq = 0.0f;  // this thread's largest squared row norm (greedy, first pass only)
   bool filled = false;
 
+  MARKOV_STAMP(0);
   for (int t = 0; t < k; ++t) {
     for (int p0 = 0; p0 < b; p0 += BP) {
       const int nb = min(BP, b - p0);
@@ -249,6 +266,7 @@ __global__ void __launch_bounds__(256, 1) markov_draft(
       if (tid < BP) { s_amax[tid] = 0u; s_fb[tid] = 0; s_key[tid] = 0ull; }
       if (tid == 0) s_ncand = 0;
       __syncthreads();
+      if (p0 == 0) MARKOV_STAMP(1 + 5 * t);  // h loaded
       if constexpr (!kSampled) {
         for (int row = warp; row < BP; row += kWarps) {  // ||h||_2 in fp32, inflated below
           float sum = 0.0f;
@@ -404,6 +422,7 @@ __global__ void __launch_bounds__(256, 1) markov_draft(
         }
         __syncwarp();  // stage st fully read before it is refilled
       }
+      if (p0 == 0) MARKOV_STAMP(2 + 5 * t);  // warp 0's scan done
 
       // ---- CTA combine for this pass ----
       if constexpr (kSampled) {
@@ -435,6 +454,7 @@ __global__ void __launch_bounds__(256, 1) markov_draft(
             if (t4 == 0 && row < nb && o) atomicMax(&s_amax[row], o);
           }
         __syncthreads();
+        if (p0 == 0) MARKOV_STAMP(3 + 5 * t);  // every warp's scan done
         // Candidates (approximate value within the margin of the CTA's lower bound) go to a list that
         // the whole CTA recomputes in parallel; an overflowing list or a doubtful dropped value sends
         // the request to the exact slice pass.
@@ -479,10 +499,12 @@ __global__ void __launch_bounds__(256, 1) markov_draft(
         }
       }
       __syncthreads();
+      if (p0 == 0) MARKOV_STAMP(4 + 5 * t);  // candidates recomputed
       if (tid < nb && s_key[tid]) atomicMax(keys + (int64_t)t * b + p0 + tid, s_key[tid]);
       if (t == 0 && p0 == 0) filled = true;
     }
     spec::grid_barrier(sync, (unsigned)G * (t + 1));
+    MARKOV_STAMP(5 + 5 * t);  // past the grid barrier
     if (cta == 0)
       for (int i = tid; i < b; i += kThreads) out[(int64_t)i * k + t] = spec::key_index(__ldcg(keys + (int64_t)t * b + i));
   }

@@ -1,0 +1,44 @@
+"""Phase timeline of one markov_draft launch (diagnostic): python3 scripts/markov_trace.py B K [T].
+
+Compiles the kernel with -DJITKERN_MARKOV_TRACE=1 (thread 0 of the first and last CTA stamps
+%globaltimer at phase points, templates/spec/markov.cuh) and prints per position, in us from the
+first CTA's start: h loaded, warp 0's scan done, all scans done, candidates recomputed, past the
+grid barrier."""
+import dataclasses
+import sys
+
+import torch
+
+from jitkern.ops import speculative as ops
+
+b, k = int(sys.argv[1]), int(sys.argv[2])
+temp = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
+V, r = 129280, 128
+g = torch.Generator(device="cuda").manual_seed(1)
+w_in = (torch.randn(V, r, device="cuda", generator=g) * 0.2).to(torch.bfloat16)
+w_out = (torch.randn(V, r, device="cuda", generator=g) * 0.2).to(torch.bfloat16)
+base = torch.randn(b, k, V, device="cuda", generator=g).to(torch.bfloat16)
+prev = torch.randint(0, V, (b,), device="cuda", generator=g)
+ref_out = ops.markov_draft(base, prev, w_in, w_out, temp)
+
+spec_fn, counters_fn = ops.markov_spec, ops._counters
+ops.markov_spec = lambda *a, **kw: dataclasses.replace(spec_fn(*a, **kw), defines=(("JITKERN_MARKOV_TRACE", "1"),))
+bufs = []
+ops._counters = lambda dev, n: bufs.append(torch.zeros(n + 2 * 128, dtype=torch.int32, device=dev)) or bufs[-1]
+for _ in range(5):
+    got = ops.markov_draft(base, prev, w_in, w_out, temp)
+torch.cuda.synchronize()
+assert torch.equal(got, ref_out), "traced kernel disagrees with the untraced one"
+stamps = bufs[-1][4 + 2 * k * b:].view(torch.int64).cpu()
+t0 = int(stamps[0])
+names = ["h loaded", "warp0 scan", "all scans", "candidates", "barrier"]
+print(f"markov_draft b={b} k={k} T={temp}: us since CTA 0 start (first CTA | last CTA)")
+prev_end = [0.0, (int(stamps[64]) - t0) / 1e3]
+for t in range(k):
+    row = []
+    for c, off in enumerate((0, 64)):
+        vals = [(int(stamps[off + 1 + 5 * t + i]) - t0) / 1e3 for i in range(5)]
+        row.append(" ".join(f"{n}={v:7.2f}" for n, v in zip(names, vals)))
+    print(f"t={t}: " + " | ".join(row))
+end = (int(stamps[5 + 5 * (k - 1)]) - t0) / 1e3
+print(f"total to last barrier {end:.2f} us, {end / k:.2f} us per position")
