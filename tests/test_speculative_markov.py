@@ -84,6 +84,10 @@ def _markov_compile_specs():
         specs.append(ops.markov_spec(dt, torch.int32, 128, True, 4, True))
     specs.append(ops.markov_spec(torch.bfloat16, torch.int64, 128, False, 1, False))
     specs.append(ops.markov_spec(torch.bfloat16, torch.int64, 128, True, 1, True))
+    for dt in (torch.bfloat16, torch.float32):
+        for r in (64, 128, 256):
+            specs.append(ops.markov_exact_spec(dt, torch.int64, r))
+    specs.append(ops.markov_exact_spec(torch.bfloat16, torch.int32, 128))
     return specs
 
 
@@ -93,7 +97,7 @@ def test_markov_compile_sm90a_no_spills():
         entry, _ = compile_spec(spec, "sm_90a")
         assert entry.meta["ptxas"].get("spill_stores", 0) == 0, (spec.name, entry.meta["ptxas"])
     kinds = [s.name for s in ops.warmup_specs([{"kinds": ["markov"], "rank": 128}], None)]
-    assert len(kinds) == 6 and all("markov_draft" in n for n in kinds)
+    assert len(kinds) == 7 and all("markov_draft" in n for n in kinds)  # 3 tile counts x greedy/sampled + exact
 
 
 def test_markov_validation_names_argument():
@@ -180,6 +184,23 @@ def test_markov_greedy_rounding_ties(b, r, adjacent, seed):
     spread = top8[:, 0] - top8[:, -1]
     assert bool(((spread > 0) & (spread < 1e-5 * top8[:, 0].abs())).any())
     del got
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("exact_max_b", [0, 2])  # 0: tensor-core kernel for every batch
+@pytest.mark.parametrize("b", [1, 2])
+@pytest.mark.parametrize("V,r,dtype,integer", [(5, 64, torch.float32, False), (4099, 128, torch.bfloat16, True),
+                                               (129280, 128, torch.bfloat16, False), (32000, 256, torch.float32, False)])
+def test_markov_small_batch_both_kernels(exact_max_b, b, V, r, dtype, integer, monkeypatch):
+    """Tiny greedy batches go to markov_draft_exact by default; both kernels agree with the
+    reference bit for bit (vocabularies with fewer rows than CTAs, not a multiple of 8, ties,
+    -inf / NaN base logits), and leave their scratch zeroed for the next call."""
+    monkeypatch.setattr(ops, "MARKOV_EXACT_MAX_B", exact_max_b)
+    base, prev, w_in, w_out = _inputs(b, 5, V, r, dtype, V + b, integer)
+    base[0, 1, ::3] = float("-inf")
+    base[-1, 2, V // 2] = float("nan")
+    got = _check_greedy(base, prev, w_in, w_out)
+    assert torch.equal(ops.markov_draft(base, prev, w_in, w_out, 0.0), got)
 
 
 @pytest.mark.gpu

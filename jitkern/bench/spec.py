@@ -19,9 +19,9 @@ def add_args(p):
     p.add_argument("--sweep", action="store_true", help="also time other greedy/sampled configs")
 
 
-# verify_sampled configs for --sweep: (unroll, tiles per CTA slot, max chunk)
-SAMPLED_SWEEP = [(u, a, mc) for u in (4, 8) for a in (1, 2, 4) for mc in (65536, 131072)]
-_SAMPLED_KNOBS = ("SAMPLED_UNROLL", "SAMPLED_TILES_PER_SLOT", "SAMPLED_MAX_CHUNK")
+# verify_sampled configs for --sweep: (unroll, A tiles per CTA slot, B tiles per slot, max chunk)
+SAMPLED_SWEEP = [(4, a, bb, mc) for a in (1, 2) for bb in (0.5, 1, 2) for mc in (65536, 131072)]
+_SAMPLED_KNOBS = ("SAMPLED_UNROLL", "SAMPLED_TILES_PER_SLOT", "SAMPLED_B_TILES_PER_SLOT", "SAMPLED_MAX_CHUNK")
 
 
 def _sampled_sweep(ops, logits, drafts, q, cu, b, k, V, floor, nbytes, rot):
@@ -44,8 +44,8 @@ def _sampled_sweep(ops, logits, drafts, q, cu, b, k, V, floor, nbytes, rot):
         finally:
             for n, v in zip(_SAMPLED_KNOBS, saved):
                 setattr(ops, n, v)
-        u, a, mc = cfg
-        recs.append({"kind": f"sampled u{u} a{a} mc{mc}", "b": b, "k": k,
+        u, a, bb, mc = cfg
+        recs.append({"kind": f"sampled u{u} a{a} b{bb} mc{mc}", "b": b, "k": k,
                      "V": V, "us": us, "floor_us": floor, "pct_floor": 100 * floor / us, "gbps": nbytes / us / 1e3,
                      "ratio": us / floor, "same": same, "config": list(cfg)})
         print(f"sweep b={b} k={k} {recs[-1]['kind']}: {us:.2f} us, {us / floor:.3f}x floor, same {same:.3f}",
@@ -224,6 +224,16 @@ def run(args) -> list[dict]:
                          "agree_torch": float((got == ref.torch_markov_draft(base, prev, w_in, w_out)).float().mean())})
             recs.append({"kind": f"markov sampled r{r}", "b": b, "k": k, "V": V, "us": sus, "floor_us": floor,
                          "pct_floor": 100 * floor / sus, "gbps": nbytes / sus / 1e3})
+            if b <= ops.MARKOV_EXACT_MAX_B:  # the same batch on the tensor-core kernel
+                saved, ops.MARKOV_EXACT_MAX_B = ops.MARKOV_EXACT_MAX_B, 0
+                try:
+                    same = torch.equal(ops.markov_draft(base, prev, w_in, w_out, 0.0), got)
+                    us2, _ = _time(lambda i: ops.markov_draft(base, prev, w_in, w_out, 0.0), 1)
+                finally:
+                    ops.MARKOV_EXACT_MAX_B = saved
+                recs.append({"kind": f"markov greedy r{r} tensor-core kernel", "b": b, "k": k, "V": V, "us": us2,
+                             "floor_us": floor, "pct_floor": 100 * floor / us2, "gbps": nbytes / us2 / 1e3,
+                             "matches_torch": same})
             del base
     print_table(recs, [("kind", "kind", ""), ("b", "b", ""), ("k", "k", ""), ("jitkern us", "us", ".2f"),
                        ("floor us", "floor_us", ".2f"), ("% of floor", "pct_floor", ".1f"), ("GB/s", "gbps", ".0f"),

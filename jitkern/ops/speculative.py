@@ -64,6 +64,9 @@ SAMPLED_MAX_CHUNK, SAMPLED_MIN_CHUNK = 65536, 2048
 # Defaults together (bench spec, same H100, floor = logits + q bytes at copy bandwidth): b=1 k=7
 # 15.5 us (8.2x), b=16 k=7 41.6 (1.37x), b=64 k=7 115.9 (0.95x), b=256 k=3 278.0 (1.25x).
 SAMPLED_TILES_PER_SLOT = 2
+# Phase B (sampling) tiles per slot, separately: with the two-level race a B tile is as cheap per
+# byte as an A tile, so the old per-token-race balance need not hold (bench spec --sweep).
+SAMPLED_B_TILES_PER_SLOT = 2
 TREE_SAMPLED_THREADS = 512
 _SMEM_LIMIT = 227 * 1024 - 1024  # Hopper opt-in shared memory per CTA, minus the static part
 
@@ -155,6 +158,22 @@ def markov_spec(base_dtype, tok_dtype, rank: int, sampled: bool = False, mtiles:
 
 
 _MARKOV_SMEM_LIMIT = 227 * 1024 - 6 * 1024  # opt-in shared memory minus the kernel's static arrays
+
+# Greedy batches up to this size take markov_draft_exact (CUDA-core logits in the reference's
+# order, w_out cached in shared memory): exact by construction, no candidate pass. 0 = always the
+# tensor-core kernel.
+MARKOV_EXACT_MAX_B = 2
+
+
+def markov_exact_spec(base_dtype, tok_dtype, rank: int) -> KernelSpec:
+    return KernelSpec("spec/markov.cuh",
+                      f"jitkern::markov_draft_exact<{_CTYPE[base_dtype]}, {_CTYPE[tok_dtype]}, {rank}, "
+                      f"{max(MARKOV_EXACT_MAX_B, 1)}>", family="spec")
+
+
+def markov_exact_cache_rows(V: int, num_sms: int, rank: int) -> int:
+    """w_out rows of each CTA's vocabulary slice kept in shared memory by markov_draft_exact."""
+    return min(-(-V // num_sms), _MARKOV_SMEM_LIMIT // (rank * 2))
 
 
 def markov_smem_bytes(base_bytes: int, rank: int, mtiles: int, cache_blocks: int = 0) -> int:
@@ -422,7 +441,7 @@ def verify_sampled(target_logits: torch.Tensor, draft_tokens: torch.Tensor, draf
         return accepted, out
     slots = _num_sms(dev.index if dev.index is not None else torch.cuda.current_device()) * SAMPLED_MIN_BLOCKS
     splits, chunk = sampled_tiles(rows, V, slots)
-    splits_b, chunk_b = sampled_tiles(b, V, slots, align=RACE_BLOCK)
+    splits_b, chunk_b = sampled_tiles(b, V, slots, per_slot=SAMPLED_B_TILES_PER_SLOT, align=RACE_BLOCK)
     grid = min(slots, rows * splits + b * splits_b)
     # One scratch allocation: rowstat [rows] 16 B, dec [b] 32 B, partial [rows*splits] 8 B,
     # partial_b [b*splits_b] 8 B (in that order: every piece stays 16- or 8-byte aligned).
@@ -600,7 +619,8 @@ def markov_draft(base_logits: torch.Tensor, first_prev: torch.Tensor, w_in: torc
     int32/int64 in [0, V) (clamped). w_in, w_out: [V, r] bf16 contiguous, 16-byte aligned, r in
     {64, 128, 256}. Returns int32 [b, k]. The kernel is persistent (one CTA per SM, a software
     grid barrier between positions) and needs a whole SM per CTA: kernels on other streams only
-    delay it. Batches above 64 requests (32 for r = 256) take several passes over w_out per
+    delay it. Greedy batches of at most MARKOV_EXACT_MAX_B (2) requests compute every logit on the
+    CUDA cores in the reference's order instead (exact by construction). Batches above 64 requests (32 for r = 256) take several passes over w_out per
     position. As much of each CTA's w_out slice as fits stays in shared memory across positions. ``out``: an int32 [b, k] contiguous tensor to write into.
     """
     check_tensor("base_logits", base_logits, dtype=_LOGIT_DTYPES, ndim=3, inner_contiguous=True)
@@ -631,15 +651,24 @@ def markov_draft(base_logits: torch.Tensor, first_prev: torch.Tensor, w_in: torc
         check_tensor("out", out, dtype=torch.int32, shape=(b, k), contiguous=True, device=dev)
     if b == 0 or k == 0:
         return out
-    mt = markov_mtiles(b, r)
     esz = base_logits.element_size()
     G = _num_sms(dev.index if dev.index is not None else torch.cuda.current_device())
+    sampled = temperature > 0.0
+    if not sampled and b <= MARKOV_EXACT_MAX_B:
+        rows = markov_exact_cache_rows(V, G, r)
+        sync = _counters(dev, 4 + 2 * k * b)
+        kern = get_kernel(markov_exact_spec(base_logits.dtype, first_prev.dtype, r), dev)
+        kern.launch((G,), (MARKOV_THREADS,),
+                    [base_logits, ctypes.c_int64(base_logits.stride(0)), ctypes.c_int32(V), ctypes.c_int32(k),
+                     ctypes.c_int32(b), first_prev, w_in, w_out, sync, out, ctypes.c_int32(rows)],
+                    smem=rows * r * 2)
+        return out
+    mt = markov_mtiles(b, r)
     cb = markov_cache_blocks(V, G, esz, r, mt)
     smem = markov_smem_bytes(esz, r, mt, cb)
     vec = (base_logits.data_ptr() % 16 == 0 and (V * esz) % 16 == 0
            and (b == 1 or (base_logits.stride(0) * esz) % 16 == 0))
     sync = _counters(dev, 4 + 2 * k * b)  # [barrier, exit, -, -] + k*b u64 keys, left zeroed
-    sampled = temperature > 0.0
     kern = get_kernel(markov_spec(base_logits.dtype, first_prev.dtype, r, sampled, mt, vec), dev)
     kern.launch((G,), (MARKOV_THREADS,),
                 [base_logits, ctypes.c_int64(base_logits.stride(0)), ctypes.c_int32(V), ctypes.c_int32(k),
@@ -692,4 +721,6 @@ def warmup_specs(entries, target) -> list:
                 r = int(e.get("rank", 128))
                 for mt in sorted({markov_mtiles(b, r) for b in (1, 32, 64)}):
                     specs += [markov_spec(dt, tk, r, sampled, mt, True) for sampled in (False, True)]
+                if MARKOV_EXACT_MAX_B:
+                    specs.append(markov_exact_spec(dt, tk, r))
     return specs

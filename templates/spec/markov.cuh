@@ -531,4 +531,128 @@ __global__ void __launch_bounds__(256, 1) markov_draft(
   }
 }
 
+namespace spec {
+
+// One vocabulary row's exact logits for the kernel below: acc_i = acc_i + w[c] * h_i[c] for c in
+// increasing order (each product rounded on its own: __fmul_rn / __fadd_rn forbid FMA), then
+// base + acc, exactly the reference's definition. kSmem: w row from the swizzled shared cache
+// (16-byte chunk c of row j stored at c ^ (j & 7): the 8 lanes of a quarter-warp read 8 rows'
+// chunk c from 8 different bank groups), else from global memory with the evict_last policy.
+template <int R, int kMaxB, bool kSmem>
+__device__ __forceinline__ void exact_row(const uint4* __restrict__ wsrc, int j, uint64_t pol, const float (*h)[R],
+                                          int b, float (&acc)[kMaxB]) {
+#pragma unroll
+  for (int i = 0; i < kMaxB; ++i) acc[i] = 0.0f;
+#pragma unroll 4
+  for (int c = 0; c < R / 8; ++c) {
+    const uint4 wu = kSmem ? wsrc[c ^ (j & 7)] : ld_hint(wsrc + c, pol);
+    const uint32_t ww[4] = {wu.x, wu.y, wu.z, wu.w};
+#pragma unroll
+    for (int i = 0; i < kMaxB; ++i) {
+      if (i >= b) break;
+      const float4 h0 = *reinterpret_cast<const float4*>(&h[i][8 * c]);
+      const float4 h1 = *reinterpret_cast<const float4*>(&h[i][8 * c + 4]);
+      const float hv[8] = {h0.x, h0.y, h0.z, h0.w, h1.x, h1.y, h1.z, h1.w};
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        acc[i] = __fadd_rn(acc[i], __fmul_rn(bf_lo(ww[q]), hv[2 * q]));
+        acc[i] = __fadd_rn(acc[i], __fmul_rn(bf_hi(ww[q]), hv[2 * q + 1]));
+      }
+    }
+  }
+}
+
+}  // namespace spec
+
+// Greedy markov_draft for tiny batches (b <= kMaxB): every logit computed exactly in the
+// reference's order on the CUDA cores, so the argmax is exact by construction (no error bound,
+// no candidate recompute, no fallback). At b = 1 the tensor-core kernel above is latency-bound
+// (16-row m-tiles for one request, then the candidate pass); here a position is one pass of
+// ~4 rows per thread over w_out held in shared memory. Same persistent grid, grid barrier, keys
+// and scratch protocol as markov_draft (sync: [0] barrier, [1] exit count, keys at sync + 4).
+// base [b, k, V] (request stride bs, position stride V; any alignment), first_prev [b], w_in / w_out
+// [V, R] bf16 contiguous 16-byte aligned, out [b, k] int32. Dynamic smem: cache_rows * R * 2 bytes.
+template <typename TB, typename TokT, int R, int kMaxB>
+__global__ void __launch_bounds__(256, 1) markov_draft_exact(
+    const TB* __restrict__ base, int64_t bs, int V, int k, int b, const TokT* __restrict__ first_prev,
+    const __nv_bfloat16* __restrict__ w_in, const __nv_bfloat16* __restrict__ w_out, unsigned* __restrict__ sync,
+    int* __restrict__ out, int cache_rows) {
+  constexpr int kThreads = 256, C8 = R / 8;
+  static_assert(C8 >= 8, "the cache swizzle needs at least 8 chunks per row");
+  extern __shared__ __align__(16) unsigned char smem[];
+  uint4* sh_w = reinterpret_cast<uint4*>(smem);  // [cache_rows][C8], swizzled
+  __shared__ __align__(16) float s_h[kMaxB][R];
+  __shared__ uint64_t red[kThreads / 32];
+  __shared__ int s_last;
+  const int G = gridDim.x, cta = blockIdx.x, tid = threadIdx.x;
+  const int v_lo = (int)((int64_t)cta * V / G), v_hi = (int)((int64_t)(cta + 1) * V / G);
+  const int n = v_hi - v_lo, nc = min(n, cache_rows);
+  unsigned long long* keys = reinterpret_cast<unsigned long long*>(sync + 4);
+  const uint64_t pol = sm90::l2_policy_evict_last();
+  const uint4* wg = reinterpret_cast<const uint4*>(w_out);
+
+  for (int e = tid; e < nc * C8; e += kThreads) {
+    const int j = e / C8, c = e % C8;
+    sh_w[j * C8 + (c ^ (j & 7))] = spec::ld_hint(wg + (int64_t)(v_lo + j) * C8 + c, pol);
+  }
+  for (int t = 0; t < k; ++t) {
+    __syncthreads();  // the cache is filled; the previous position is done with s_h
+    for (int e = tid; e < b * (R / 8); e += kThreads) {
+      const int i = e / (R / 8), c8 = e % (R / 8);
+      const int pv = t == 0 ? (int)first_prev[i] : spec::key_index(__ldcg(keys + (int64_t)(t - 1) * b + i));
+      const uint4 u = __ldg(reinterpret_cast<const uint4*>(w_in + (int64_t)min(max(pv, 0), V - 1) * R) + c8);
+      const uint32_t w4[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        s_h[i][8 * c8 + 2 * q] = spec::bf_lo(w4[q]);
+        s_h[i][8 * c8 + 2 * q + 1] = spec::bf_hi(w4[q]);
+      }
+    }
+    __syncthreads();
+    uint64_t best[kMaxB];
+#pragma unroll
+    for (int i = 0; i < kMaxB; ++i) best[i] = 0ull;
+    for (int j = tid; j < n; j += kThreads) {
+      const int v = v_lo + j;
+      float bv[kMaxB];
+#pragma unroll
+      for (int i = 0; i < kMaxB; ++i) bv[i] = i < b ? (float)base[(int64_t)i * bs + (int64_t)t * V + v] : 0.0f;
+      float acc[kMaxB];
+      if (j < nc) spec::exact_row<R, kMaxB, true>(sh_w + j * C8, j, pol, s_h, b, acc);
+      else spec::exact_row<R, kMaxB, false>(wg + (int64_t)v * C8, j, pol, s_h, b, acc);
+#pragma unroll
+      for (int i = 0; i < kMaxB; ++i) best[i] = spec::u64max(best[i], spec::argmax_key(__fadd_rn(bv[i], acc[i]), v));
+    }
+#pragma unroll
+    for (int i = 0; i < kMaxB; ++i) {
+      if (i >= b) break;
+      const uint64_t key = spec::block_max_u64<kThreads>(best[i], red);
+      if (tid == 0 && key) atomicMax(keys + (int64_t)t * b + i, (unsigned long long)key);
+    }
+    spec::grid_barrier(sync, (unsigned)G * (t + 1));
+    if (cta == 0 && tid < b) out[(int64_t)tid * k + t] = spec::key_index(__ldcg(keys + (int64_t)t * b + tid));
+  }
+
+  // As markov_draft: the slice's w_out lines back to normal L2 priority; the last CTA out resets.
+  {
+    const unsigned long long a0 = reinterpret_cast<unsigned long long>(w_out + (int64_t)v_lo * R) & ~127ull;
+    const unsigned long long a1 = reinterpret_cast<unsigned long long>(w_out + (int64_t)v_hi * R);
+    for (unsigned long long a = a0 + (unsigned long long)tid * 128; a < a1; a += kThreads * 128)
+      asm volatile("applypriority.global.L2::evict_normal [%0], 128;" :: "l"(a) : "memory");
+  }
+  __syncthreads();
+  if (tid == 0) {
+    __threadfence();
+    s_last = atomicAdd(sync + 1, 1u) == (unsigned)G - 1;
+    if (s_last) __threadfence();
+  }
+  __syncthreads();
+  if (s_last) {
+    for (int i = tid; i < k * b; i += kThreads) keys[i] = 0ull;
+    __syncthreads();
+    if (tid == 0) { sync[0] = 0u; sync[1] = 0u; __threadfence(); }
+  }
+}
+
+
 }  // namespace jitkern
