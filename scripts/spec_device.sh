@@ -1,6 +1,7 @@
 # Speculative kernels on the GPU host (source scripts/device_env.sh first): GPU tests, bench spec
 # (default configs plus the same-run variants), optional ncu and compute-sanitizer. Logs under $OUT.
-# STEPS (default "tests bench"), T_TEST / T_BENCH / T_SAN budgets in seconds, BENCH_ARGS extra flags.
+# STEPS (default "tests bench"), T_TEST / T_BENCH / T_SAN budgets in seconds, BENCH_ARGS extra flags,
+# SAN_TESTS the pytest selection run under compute-sanitizer.
 for step in ${STEPS:-tests bench}; do
   case $step in
     tests)
@@ -14,7 +15,7 @@ for step in ${STEPS:-tests bench}; do
     san)
       for tool in memcheck racecheck; do
         timeout ${T_SAN:-60} compute-sanitizer --tool $tool --report-api-errors no --print-limit 20 python3 -m pytest -m gpu -q \
-          -p no:cacheprovider tests/test_speculative_small.py > $OUT/san_$tool.log 2>&1
+          -p no:cacheprovider ${SAN_TESTS:-tests/test_speculative_small.py} > $OUT/san_$tool.log 2>&1
         echo "$tool rc=$?"; tail -2 $OUT/san_$tool.log
       done ;;
   esac

@@ -126,6 +126,17 @@ def run(args) -> list[dict]:
                              "matches_torch": torch.equal(a2, acc) and torch.equal(o2, out)})
             ops.GREEDY_KERNEL, ops.STREAM_UNROLL, ops.STREAM_MIN_BLOCKS = saved
             saved_ms = ops.STREAM_MIN_SPLITS
+            saved_ahead = ops.STREAM_AHEAD
+            for ahead in (1, 2):  # per-thread L2 prefetch distance (passes)
+                if ahead == saved_ahead or ops.GREEDY_KERNEL != "stream":
+                    continue
+                ops.STREAM_AHEAD = ahead
+                a2, o2 = ops.verify_greedy(logits[0], drafts[0], cu, max_num_draft=k)
+                us2, _ = _time(lambda i: ops.verify_greedy(logits[i], drafts[i], cu, max_num_draft=k), rot)
+                recs.append({"kind": f"greedy stream prefetch {ahead}", "b": b, "k": k, "V": V, "us": us2,
+                             "floor_us": floor, "pct_floor": 100 * floor / us2, "gbps": lbytes / us2 / 1e3,
+                             "matches_torch": torch.equal(a2, acc) and torch.equal(o2, out)})
+            ops.STREAM_AHEAD = saved_ahead
             for ms in (2, 4, 8, 16):  # finer tiles: shorter tail of the last wave, more partials
                 if ms == saved_ms or ops.GREEDY_KERNEL != "stream":
                     continue
@@ -168,6 +179,16 @@ def run(args) -> list[dict]:
             recs.append({"kind": "sampled", "b": b, "k": k, "V": V, "us": us, "floor_us": floor,
                          "pct_floor": 100 * floor / us, "gbps": (lbytes + qbytes) / us / 1e3, "torch_us": tus,
                          "torch_timing": how, "speedup": tus / us, "rotate": rot})
+            saved = ops.SAMPLED_AHEAD
+            for ahead in (0, 1, 4):  # phase-A per-thread L2 prefetch distance (passes)
+                if ahead == saved:
+                    continue
+                ops.SAMPLED_AHEAD = ahead
+                us2, _ = _time(lambda i: ops.verify_sampled(logits[i], drafts[i], q[i], cu, 1.0, seed=i,
+                                                            max_num_draft=k), rot)
+                recs.append({"kind": f"sampled prefetch {ahead}", "b": b, "k": k, "V": V, "us": us2,
+                             "floor_us": floor, "pct_floor": 100 * floor / us2, "gbps": (lbytes + qbytes) / us2 / 1e3})
+            ops.SAMPLED_AHEAD = saved
             saved = ops.SAMPLED_MAX_CHUNK
             for mc in (65536, 131072):  # larger vocab tiles: fewer per-tile latencies at large batch
                 ops.SAMPLED_MAX_CHUNK = mc

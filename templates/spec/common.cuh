@@ -32,6 +32,11 @@ __device__ __forceinline__ bool better(float v, float best) { return best == bes
 
 __device__ __forceinline__ uint64_t u64max(uint64_t a, uint64_t b) { return a > b ? a : b; }
 
+// Per-thread L2 prefetch of the line holding p (no registers held, nothing to wait for).
+__device__ __forceinline__ void prefetch_l2_line(const void* p) {
+  asm volatile("prefetch.global.L2 [%0];" :: "l"(p));
+}
+
 template <int kThreads>
 __device__ __forceinline__ uint64_t block_max_u64(uint64_t v, uint64_t* red) {
 #pragma unroll

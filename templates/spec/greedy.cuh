@@ -177,7 +177,9 @@ __device__ __forceinline__ float vec_max(const uint4& u, const float*) {
 // thread keeps only (max, first vector holding it, that vector) so there is no re-read and no
 // divergent branch in the loop; the element inside the winning vector is located once at the end.
 // Vectors a thread sees come in increasing index order, so "strictly better" keeps the lowest.
-template <typename T, int kThreads, int kUnroll>
+// kAhead > 0: each thread also asks L2 for its vectors kAhead passes ahead (more bytes in flight
+// than kUnroll registers hold; the greedy kernel has enough in registers and passes 0).
+template <typename T, int kThreads, int kUnroll, int kAhead = 0>
 __device__ __forceinline__ void chunk_argmax_stream(const T* __restrict__ row, int c0, int c1, float& best, int& bidx) {
   constexpr int N = Vec<T>::n;
   const int nvec = (c1 - c0) / N;
@@ -187,6 +189,13 @@ __device__ __forceinline__ void chunk_argmax_stream(const T* __restrict__ row, i
   uint4 bu = make_uint4(0u, 0u, 0u, 0u);
   int base = threadIdx.x;
   for (; base + (kUnroll - 1) * kThreads < nvec; base += kThreads * kUnroll) {
+    if constexpr (kAhead > 0) {
+#pragma unroll
+      for (int r = 0; r < kUnroll; ++r) {
+        const int vi = base + (kAhead * kUnroll + r) * kThreads;
+        if (vi < nvec) prefetch_l2_line(p + vi);
+      }
+    }
     uint4 u[kUnroll];
 #pragma unroll
     for (int r = 0; r < kUnroll; ++r) u[r] = __ldcs(p + base + r * kThreads);
@@ -235,10 +244,10 @@ __device__ __forceinline__ void chunk_argmax_stream(const T* __restrict__ row, i
 // CTA walks tiles (row, chunk) with a grid stride, so a launch is about one wave of long-lived CTAs
 // each keeping kUnroll 16-byte loads per thread in flight. Requires 16-byte aligned rows and a
 // chunk that is a multiple of the vector width (the host falls back to verify_greedy otherwise).
-// No L2 prefetch (cp.async.bulk.prefetch.L2 passes ahead of the loads): measured on the H200 (bench
-// spec, whole-row tiles), 0 / 1 / 4 passes ahead: b=64 k=7 34.1 / 39.2 / 48.2 us, b=256 k=3
-// 64.4 / 76.2 / 93.8 us.
-template <typename T, typename TokT, typename CuT, int kThreads, int kUnroll, int kMinBlocks>
+// kAhead: per-thread L2 prefetch distance in passes (chunk_argmax_stream). A bulk prefetch by one
+// thread (cp.async.bulk.prefetch.L2) measured slower on the H200 (bench spec, whole-row tiles),
+// 0 / 1 / 4 passes ahead: b=64 k=7 34.1 / 39.2 / 48.2 us, b=256 k=3 64.4 / 76.2 / 93.8 us.
+template <typename T, typename TokT, typename CuT, int kThreads, int kUnroll, int kMinBlocks, int kAhead>
 __global__ void __launch_bounds__(kThreads, kMinBlocks) verify_greedy_stream(
     const T* __restrict__ logits, int64_t ld, int V, int chunk, int splits, int tiles, const TokT* __restrict__ draft,
     const CuT* __restrict__ cu, int b, uint64_t* __restrict__ partial, int* __restrict__ counters,
@@ -258,7 +267,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) verify_greedy_stream(
     }
     float best = 0.0f;
     int bidx = -1;
-    spec::chunk_argmax_stream<T, kThreads, kUnroll>(logits + (int64_t)row * ld, c0, c1, best, bidx);
+    spec::chunk_argmax_stream<T, kThreads, kUnroll, kAhead>(logits + (int64_t)row * ld, c0, c1, best, bidx);
     const uint64_t key = spec::block_max_u64<kThreads>(spec::argmax_key(best, bidx), red);
     if (threadIdx.x == 0) partial[tile] = key;
     const int req = s_req;  // visible: block_max_u64 synchronised after the write

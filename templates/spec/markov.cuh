@@ -168,6 +168,13 @@ struct Top2 {
   // goes to a3 (an upper bound of the dropped values is all the exactness argument needs).
   template <int N>
   __device__ __forceinline__ void update(const float (&x)[N], int idx0) {
+    // Fast path (nearly every block once the top two are warm): no element beats a2, so all are
+    // dropped and their maximum bounds them (a NaN fails the test and takes the full path; equal
+    // to a2 is not better, as in insert()).
+    float mx = x[0];
+#pragma unroll
+    for (int e = 1; e < N; ++e) mx = max_nan(mx, x[e]);
+    if (mx <= a2) { a3 = nanmax(a3, mx); return; }  // nanmax: a NaN already in a3 stays
     float run = x[0], m2 = -__int_as_float(0x7F800000), bm = x[0];
 #pragma unroll
     for (int e = 1; e < N; ++e) {

@@ -473,13 +473,21 @@ __device__ __noinline__ uint64_t race_blocks(const T* __restrict__ lrow, const f
 }
 
 // Per-thread online softmax partial over row[c0, c1) (16-byte vectors, kUnroll loads in flight).
-template <typename T, int kThreads, int kUnroll>
+// kAhead: per-thread L2 prefetch distance in passes, as in chunk_argmax_stream.
+template <typename T, int kThreads, int kUnroll, int kAhead = 0>
 __device__ __forceinline__ void chunk_softmax_stream(const T* __restrict__ row, int c0, int c1, float scale,
                                                      float& m, float& s) {
   constexpr int N = 16 / sizeof(T);
   const int nvec = (c1 - c0) / N;
   const uint4* p = reinterpret_cast<const uint4*>(row + c0);
   for (int base = threadIdx.x; base < nvec; base += kThreads * kUnroll) {
+    if constexpr (kAhead > 0) {
+#pragma unroll
+      for (int r = 0; r < kUnroll; ++r) {
+        const int vi = base + (kAhead * kUnroll + r) * kThreads;
+        if (vi < nvec) prefetch_l2_line(p + vi);
+      }
+    }
     uint4 u[kUnroll];
 #pragma unroll
     for (int r = 0; r < kUnroll; ++r)
@@ -546,7 +554,8 @@ constexpr int kModeDone = 0, kModeResidual = 1, kModeBonus = 2;
 // sync [3b + 2] int32: A counters, B counters, ready flags, work counter, exit counter: zero on
 // entry, zero again on exit. partial [rows * splits] 8 bytes; rowstat [rows] 16 bytes;
 // dec [b] 32 bytes; partial_b [b * splits_b] 8 bytes.
-template <typename T, typename TokT, typename CuT, bool kVec, int kThreads, int kUnroll, int kMinBlocks>
+// kAhead: per-thread L2 prefetch distance (passes) of the phase-A streaming loops (0 = off).
+template <typename T, typename TokT, typename CuT, bool kVec, int kThreads, int kUnroll, int kMinBlocks, int kAhead>
 __global__ void __launch_bounds__(kThreads, kMinBlocks) verify_sampled(
     const T* __restrict__ logits, int64_t ld, const float* __restrict__ q, int64_t qld, int V, int rows,
     int chunk, int splits, int chunk_b, int splits_b, const TokT* __restrict__ draft, const CuT* __restrict__ cu,
@@ -598,13 +607,13 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) verify_sampled(
       } else if (greedy) {
         float best = 0.0f;
         int bidx = -1;
-        if (kVec) spec::chunk_argmax_stream<T, kThreads, kUnroll>(lrow, c0, c1, best, bidx);
+        if (kVec) spec::chunk_argmax_stream<T, kThreads, kUnroll, kAhead>(lrow, c0, c1, best, bidx);
         else spec::chunk_argmax<T, false, kThreads, 4>(lrow, c0, c1, best, bidx);
         const uint64_t key = spec::block_max_u64<kThreads>(spec::argmax_key(best, bidx), sm.red);
         if (threadIdx.x == 0) partial[tile] = make_uint2((uint32_t)key, (uint32_t)(key >> 32));
       } else {
         float m = spec::neg_inf(), s = 0.0f;
-        if (kVec) spec::chunk_softmax_stream<T, kThreads, kUnroll>(lrow, c0, c1, s2, m, s);
+        if (kVec) spec::chunk_softmax_stream<T, kThreads, kUnroll, kAhead>(lrow, c0, c1, s2, m, s);
         else for (int i = c0 + threadIdx.x; i < c1; i += kThreads) spec::softmax_add(m, s, (float)lrow[i], s2);
         const float bm = spec::block_max_f<kThreads>(m, reinterpret_cast<float*>(sm.red));
         const float bs = spec::block_sum<kThreads>(s > 0.0f ? s * exp2f((m - bm) * s2) : 0.0f,
