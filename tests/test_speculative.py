@@ -129,7 +129,8 @@ def test_compile_sm90a_no_spills():
     for spec in _all_specs():
         entry, _ = compile_spec(spec, "sm_90a")
         # Known exceptions, kept exact so that growth fails. verify_sampled is capped at 128
-        # registers (2 CTAs/SM, which its streaming needs) and spills 64 (vectorised, bf16 and fp32)
+        # registers (2 CTAs/SM, which its streaming needs) and spills 64 (vectorised fp32) / 68
+        # (vectorised bf16: +4 with the phase-A prefetch, which measured 3% faster at b=64 and 256)
         # / 16 (scalar) bytes at unroll 4 (136 / 152 at unroll 8), partly around its out-of-line
         # filter call, partly local arrays. verify_tree_sampled (512 threads, so 128 registers)
         # spills 48 (vectorised) / 92 (scalar) bytes of values hoisted for its filter (top-k/top-p)
@@ -137,7 +138,7 @@ def test_compile_sm90a_no_spills():
         # spill-free (SASS). Every other kernel must be spill-free.
         limit = 0
         if "verify_sampled<" in spec.name:
-            limit = 64
+            limit = 68 if spec.name.startswith("jitkern::verify_sampled<__nv_bfloat16") and ", true, 256" in spec.name else 64
         elif "verify_tree_sampled<" in spec.name:
             limit = 48 if ", true, 512" in spec.name else 92
         assert entry.meta["ptxas"].get("spill_stores", 0) <= limit, (spec.name, entry.meta["ptxas"])

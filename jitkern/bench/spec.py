@@ -126,17 +126,6 @@ def run(args) -> list[dict]:
                              "matches_torch": torch.equal(a2, acc) and torch.equal(o2, out)})
             ops.GREEDY_KERNEL, ops.STREAM_UNROLL, ops.STREAM_MIN_BLOCKS = saved
             saved_ms = ops.STREAM_MIN_SPLITS
-            saved_ahead = ops.STREAM_AHEAD
-            for ahead in (1, 2):  # per-thread L2 prefetch distance (passes)
-                if ahead == saved_ahead or ops.GREEDY_KERNEL != "stream":
-                    continue
-                ops.STREAM_AHEAD = ahead
-                a2, o2 = ops.verify_greedy(logits[0], drafts[0], cu, max_num_draft=k)
-                us2, _ = _time(lambda i: ops.verify_greedy(logits[i], drafts[i], cu, max_num_draft=k), rot)
-                recs.append({"kind": f"greedy stream prefetch {ahead}", "b": b, "k": k, "V": V, "us": us2,
-                             "floor_us": floor, "pct_floor": 100 * floor / us2, "gbps": lbytes / us2 / 1e3,
-                             "matches_torch": torch.equal(a2, acc) and torch.equal(o2, out)})
-            ops.STREAM_AHEAD = saved_ahead
             for ms in (2, 4, 8, 16):  # finer tiles: shorter tail of the last wave, more partials
                 if ms == saved_ms or ops.GREEDY_KERNEL != "stream":
                     continue

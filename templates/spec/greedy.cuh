@@ -244,10 +244,11 @@ __device__ __forceinline__ void chunk_argmax_stream(const T* __restrict__ row, i
 // CTA walks tiles (row, chunk) with a grid stride, so a launch is about one wave of long-lived CTAs
 // each keeping kUnroll 16-byte loads per thread in flight. Requires 16-byte aligned rows and a
 // chunk that is a multiple of the vector width (the host falls back to verify_greedy otherwise).
-// kAhead: per-thread L2 prefetch distance in passes (chunk_argmax_stream). A bulk prefetch by one
-// thread (cp.async.bulk.prefetch.L2) measured slower on the H200 (bench spec, whole-row tiles),
-// 0 / 1 / 4 passes ahead: b=64 k=7 34.1 / 39.2 / 48.2 us, b=256 k=3 64.4 / 76.2 / 93.8 us.
-template <typename T, typename TokT, typename CuT, int kThreads, int kUnroll, int kMinBlocks, int kAhead>
+// No L2 prefetch: its 8 loads per thread already keep enough in flight. Measured on the H200 (bench
+// spec, whole-row tiles): a bulk prefetch by one thread (cp.async.bulk.prefetch.L2) 0 / 1 / 4
+// passes ahead: b=64 k=7 34.1 / 39.2 / 48.2 us, b=256 k=3 64.4 / 76.2 / 93.8 us; per-thread
+// prefetch.global.L2 0 / 1 / 2 passes ahead: b=64 34.9 / 40.1 / 42.7 us, b=256 66.4 / 79.6 / 85.0 us.
+template <typename T, typename TokT, typename CuT, int kThreads, int kUnroll, int kMinBlocks>
 __global__ void __launch_bounds__(kThreads, kMinBlocks) verify_greedy_stream(
     const T* __restrict__ logits, int64_t ld, int V, int chunk, int splits, int tiles, const TokT* __restrict__ draft,
     const CuT* __restrict__ cu, int b, uint64_t* __restrict__ partial, int* __restrict__ counters,
@@ -267,7 +268,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) verify_greedy_stream(
     }
     float best = 0.0f;
     int bidx = -1;
-    spec::chunk_argmax_stream<T, kThreads, kUnroll, kAhead>(logits + (int64_t)row * ld, c0, c1, best, bidx);
+    spec::chunk_argmax_stream<T, kThreads, kUnroll>(logits + (int64_t)row * ld, c0, c1, best, bidx);
     const uint64_t key = spec::block_max_u64<kThreads>(spec::argmax_key(best, bidx), red);
     if (threadIdx.x == 0) partial[tile] = key;
     const int req = s_req;  // visible: block_max_u64 synchronised after the write

@@ -74,6 +74,7 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, uint64_
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
 __device__ __forceinline__ void cp_async_wait1() { asm volatile("cp.async.wait_group 1;" ::: "memory"); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;" ::: "memory"); }
 
 __device__ __forceinline__ void mma_bf16(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
                                          uint32_t b0, uint32_t b1) {
@@ -168,13 +169,6 @@ struct Top2 {
   // goes to a3 (an upper bound of the dropped values is all the exactness argument needs).
   template <int N>
   __device__ __forceinline__ void update(const float (&x)[N], int idx0) {
-    // Fast path (nearly every block once the top two are warm): no element beats a2, so all are
-    // dropped and their maximum bounds them (a NaN fails the test and takes the full path; equal
-    // to a2 is not better, as in insert()).
-    float mx = x[0];
-#pragma unroll
-    for (int e = 1; e < N; ++e) mx = max_nan(mx, x[e]);
-    if (mx <= a2) { a3 = nanmax(a3, mx); return; }  // nanmax: a NaN already in a3 stays
     float run = x[0], m2 = -__int_as_float(0x7F800000), bm = x[0];
 #pragma unroll
     for (int e = 1; e < N; ++e) {
@@ -545,14 +539,21 @@ namespace spec {
 // base + acc, exactly the reference's definition. kSmem: w row from the swizzled shared cache
 // (16-byte chunk c of row j stored at c ^ (j & 7): the 8 lanes of a quarter-warp read 8 rows'
 // chunk c from 8 different bank groups), else from global memory with the evict_last policy.
+// From global memory the row is read 8 chunks at a time, all 8 loads issued before the first is
+// used (one L2 round trip per 8 chunks instead of one per chunk).
 template <int R, int kMaxB, bool kSmem>
 __device__ __forceinline__ void exact_row(const uint4* __restrict__ wsrc, int j, uint64_t pol, const float (*h)[R],
                                           int b, float (&acc)[kMaxB]) {
 #pragma unroll
   for (int i = 0; i < kMaxB; ++i) acc[i] = 0.0f;
-#pragma unroll 4
+  uint4 buf[8];
+#pragma unroll 8
   for (int c = 0; c < R / 8; ++c) {
-    const uint4 wu = kSmem ? wsrc[c ^ (j & 7)] : ld_hint(wsrc + c, pol);
+    if (!kSmem && c % 8 == 0) {
+#pragma unroll
+      for (int q = 0; q < 8; ++q) buf[q] = ld_hint(wsrc + c + q, pol);
+    }
+    const uint4 wu = kSmem ? wsrc[c ^ (j & 7)] : buf[c % 8];
     const uint32_t ww[4] = {wu.x, wu.y, wu.z, wu.w};
 #pragma unroll
     for (int i = 0; i < kMaxB; ++i) {
@@ -598,10 +599,14 @@ __global__ void __launch_bounds__(256, 1) markov_draft_exact(
   const uint64_t pol = sm90::l2_policy_evict_last();
   const uint4* wg = reinterpret_cast<const uint4*>(w_out);
 
+  // Fill the cache asynchronously (every copy in flight at once; a register round trip per chunk
+  // would serialise ~50 DRAM latencies per thread).
   for (int e = tid; e < nc * C8; e += kThreads) {
     const int j = e / C8, c = e % C8;
-    sh_w[j * C8 + (c ^ (j & 7))] = spec::ld_hint(wg + (int64_t)(v_lo + j) * C8 + c, pol);
+    spec::cp_async16(sh_w + j * C8 + (c ^ (j & 7)), wg + (int64_t)(v_lo + j) * C8 + c, pol);
   }
+  spec::cp_async_commit();
+  spec::cp_async_wait_all();
   for (int t = 0; t < k; ++t) {
     __syncthreads();  // the cache is filled; the previous position is done with s_h
     for (int e = tid; e < b * (R / 8); e += kThreads) {
