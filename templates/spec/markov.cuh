@@ -607,7 +607,21 @@ __global__ void __launch_bounds__(256, 1) markov_draft_exact(
   }
   spec::cp_async_commit();
   spec::cp_async_wait_all();
+  constexpr int kRows = 4;  // rows per thread whose base logits are loaded together
+  auto load_base = [&](int t, int j0, float (&bv)[kRows][kMaxB]) {
+#pragma unroll
+    for (int q = 0; q < kRows; ++q) {
+      const int j = j0 + q * kThreads;
+#pragma unroll
+      for (int i = 0; i < kMaxB; ++i)
+        bv[q][i] = (i < b && j < n) ? (float)base[(int64_t)i * bs + (int64_t)t * V + v_lo + j] : 0.0f;
+    }
+  };
   for (int t = 0; t < k; ++t) {
+    // The first rows' base logits do not depend on the previous token: in flight during the
+    // barrier's tail and the h load below.
+    float bv[kRows][kMaxB];
+    load_base(t, tid, bv);
     __syncthreads();  // the cache is filled; the previous position is done with s_h
     for (int e = tid; e < b * (R / 8); e += kThreads) {
       const int i = e / (R / 8), c8 = e % (R / 8);
@@ -624,16 +638,19 @@ __global__ void __launch_bounds__(256, 1) markov_draft_exact(
     uint64_t best[kMaxB];
 #pragma unroll
     for (int i = 0; i < kMaxB; ++i) best[i] = 0ull;
-    for (int j = tid; j < n; j += kThreads) {
-      const int v = v_lo + j;
-      float bv[kMaxB];
+    for (int j0 = tid; j0 < n; j0 += kRows * kThreads) {
+      if (j0 != tid) load_base(t, j0, bv);  // slices longer than kRows * kThreads rows
 #pragma unroll
-      for (int i = 0; i < kMaxB; ++i) bv[i] = i < b ? (float)base[(int64_t)i * bs + (int64_t)t * V + v] : 0.0f;
-      float acc[kMaxB];
-      if (j < nc) spec::exact_row<R, kMaxB, true>(sh_w + j * C8, j, pol, s_h, b, acc);
-      else spec::exact_row<R, kMaxB, false>(wg + (int64_t)v * C8, j, pol, s_h, b, acc);
+      for (int q = 0; q < kRows; ++q) {
+        const int j = j0 + q * kThreads, v = v_lo + j;
+        if (j >= n) break;
+        float acc[kMaxB];
+        if (j < nc) spec::exact_row<R, kMaxB, true>(sh_w + j * C8, j, pol, s_h, b, acc);
+        else spec::exact_row<R, kMaxB, false>(wg + (int64_t)v * C8, j, pol, s_h, b, acc);
 #pragma unroll
-      for (int i = 0; i < kMaxB; ++i) best[i] = spec::u64max(best[i], spec::argmax_key(__fadd_rn(bv[i], acc[i]), v));
+        for (int i = 0; i < kMaxB; ++i)
+          best[i] = spec::u64max(best[i], spec::argmax_key(__fadd_rn(bv[q][i], acc[i]), v));
+      }
     }
 #pragma unroll
     for (int i = 0; i < kMaxB; ++i) {
