@@ -96,7 +96,7 @@ def test_configs():
     assert ops.sampled_tiles(8, 129280, 264) == (33, 3920)      # b=1, k=7: one wave of tiles
     assert ops.sampled_tiles(1, 129280, 264) == (64, 2024)      # b=1 phase B: 2048-element tiles
     assert ops.sampled_tiles(128, 129280, 264) == (5, 25856)    # b=16, k=7: about two tiles per slot
-    assert ops.sampled_tiles(1024, 129280, 264) == (2, 64640)   # large batches: 64K-element tiles
+    assert ops.sampled_tiles(1024, 129280, 264) == (1, 129280)  # large batches: whole rows (max chunk 128K)
     for rows in (1, 16, 64, 256):  # sampling tiles hold whole race blocks
         s, c = ops.sampled_tiles(rows, 129280, 264, align=ops.RACE_BLOCK)
         assert c % ops.RACE_BLOCK == 0 and (s - 1) * c < 129280 <= s * c

@@ -52,7 +52,9 @@ GREEDY_MAX_CHUNK = 65536
 SAMPLED_THREADS, SAMPLED_UNROLL, SAMPLED_MIN_BLOCKS = 256, 4, 2
 # Measured on H100 (bench spec, V=129280 bf16, 2 CTAs/SM): max chunk 65536 vs 16384: b=64 k=7
 # 124.0 vs 149.4 us; b=256 k=3 306.4 vs 355.3 us; b=16 44.0 vs 45.5; b=1 18.9 vs 19.0.
-SAMPLED_MAX_CHUNK, SAMPLED_MIN_CHUNK = 65536, 2048
+# H200 (bench spec, three runs), 131072 (whole rows) vs 65536 at b=256 k=3: 169.8 / 178.7 / 178.6 vs
+# 179.2 / 184.5 / 184.3 us; b=1, 16, 64 within 1%.
+SAMPLED_MAX_CHUNK, SAMPLED_MIN_CHUNK = 131072, 2048
 # Vocab tiles per resident CTA slot (phase A rows and phase B rows alike). Measured on H100 (bench
 # spec --sweep, unroll 8), 2 vs 1 / 4 / 8: b=16 k=7 43.7 vs 46.9 / 47.0 / 57.6 us; b=64 k=7 124.8
 # vs 124.0 / 130.9 / 142.1; b=256 k=3 305.2 vs 304.3 / 304.2 / 316.1. Where 2 per slot would need
@@ -166,8 +168,9 @@ _MARKOV_SMEM_LIMIT = 227 * 1024 - 6 * 1024  # opt-in shared memory minus the ker
 
 # Greedy batches up to this size take markov_draft_exact (CUDA-core logits in the reference's
 # order, w_out cached in shared memory): exact by construction, no candidate pass. 0 = always the
-# tensor-core kernel.
-MARKOV_EXACT_MAX_B = 2
+# tensor-core kernel. H200 (bench spec, r=128, k=7, same run): b=1 70.7 vs 79.5 us (tensor-core);
+# b=2 87.4 vs 80.2 us, so only single requests take it.
+MARKOV_EXACT_MAX_B = 1
 
 
 def markov_exact_spec(base_dtype, tok_dtype, rank: int) -> KernelSpec:
@@ -624,8 +627,8 @@ def markov_draft(base_logits: torch.Tensor, first_prev: torch.Tensor, w_in: torc
     int32/int64 in [0, V) (clamped). w_in, w_out: [V, r] bf16 contiguous, 16-byte aligned, r in
     {64, 128, 256}. Returns int32 [b, k]. The kernel is persistent (one CTA per SM, a software
     grid barrier between positions) and needs a whole SM per CTA: kernels on other streams only
-    delay it. Greedy batches of at most MARKOV_EXACT_MAX_B (2) requests compute every logit on the
-    CUDA cores in the reference's order instead (exact by construction). Batches above 64 requests (32 for r = 256) take several passes over w_out per
+    delay it. A greedy batch of MARKOV_EXACT_MAX_B (1) request computes every logit on the CUDA
+    cores in the reference's order instead (exact by construction). Batches above 64 requests (32 for r = 256) take several passes over w_out per
     position. As much of each CTA's w_out slice as fits stays in shared memory across positions. ``out``: an int32 [b, k] contiguous tensor to write into.
     """
     check_tensor("base_logits", base_logits, dtype=_LOGIT_DTYPES, ndim=3, inner_contiguous=True)
