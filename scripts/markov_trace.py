@@ -1,9 +1,10 @@
-"""Phase timeline of one markov_draft launch (diagnostic): python3 scripts/markov_trace.py B K [T].
+"""Phase timeline of one markov_draft launch (diagnostic): python3 scripts/markov_trace.py B K [T] [exact].
 
 Compiles the kernel with -DJITKERN_MARKOV_TRACE=1 (thread 0 of the first and last CTA stamps
 %globaltimer at phase points, templates/spec/markov.cuh) and prints per position, in us from the
 first CTA's start: h loaded, warp 0's scan done, all scans done, candidates recomputed, past the
-grid barrier."""
+grid barrier. With "exact" (B = 1): markov_draft_exact, whose stamps are h loaded, thread 0's rows
+done, rows reduced (twice), past the barrier."""
 import dataclasses
 import sys
 
@@ -11,10 +12,11 @@ import torch
 
 from jitkern.ops import speculative as ops
 
-ops.MARKOV_EXACT_MAX_B = 0  # the trace points are in the tensor-core kernel
-
 b, k = int(sys.argv[1]), int(sys.argv[2])
 temp = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
+exact = len(sys.argv) > 4 and sys.argv[4] == "exact"
+if not exact:
+    ops.MARKOV_EXACT_MAX_B = 0  # every batch on the tensor-core kernel
 V, r = 129280, 128
 g = torch.Generator(device="cuda").manual_seed(1)
 w_in = (torch.randn(V, r, device="cuda", generator=g) * 0.2).to(torch.bfloat16)
@@ -23,8 +25,10 @@ base = torch.randn(b, k, V, device="cuda", generator=g).to(torch.bfloat16)
 prev = torch.randint(0, V, (b,), device="cuda", generator=g)
 ref_out = ops.markov_draft(base, prev, w_in, w_out, temp)
 
-spec_fn, counters_fn = ops.markov_spec, ops._counters
-ops.markov_spec = lambda *a, **kw: dataclasses.replace(spec_fn(*a, **kw), defines=(("JITKERN_MARKOV_TRACE", "1"),))
+spec_name = "markov_exact_spec" if exact else "markov_spec"
+spec_fn = getattr(ops, spec_name)
+setattr(ops, spec_name,
+        lambda *a, **kw: dataclasses.replace(spec_fn(*a, **kw), defines=(("JITKERN_MARKOV_TRACE", "1"),)))
 bufs = []
 ops._counters = lambda dev, n: bufs.append(torch.zeros(n + 2 * 128, dtype=torch.int32, device=dev)) or bufs[-1]
 for _ in range(5):

@@ -607,6 +607,7 @@ __global__ void __launch_bounds__(256, 1) markov_draft_exact(
   }
   spec::cp_async_commit();
   spec::cp_async_wait_all();
+  MARKOV_STAMP(0);
   constexpr int kRows = 4;  // rows per thread whose base logits are loaded together
   auto load_base = [&](int t, int j0, float (&bv)[kRows][kMaxB]) {
 #pragma unroll
@@ -635,6 +636,7 @@ __global__ void __launch_bounds__(256, 1) markov_draft_exact(
       }
     }
     __syncthreads();
+    MARKOV_STAMP(1 + 5 * t);  // h loaded
     uint64_t best[kMaxB];
 #pragma unroll
     for (int i = 0; i < kMaxB; ++i) best[i] = 0ull;
@@ -652,13 +654,17 @@ __global__ void __launch_bounds__(256, 1) markov_draft_exact(
           best[i] = spec::u64max(best[i], spec::argmax_key(__fadd_rn(bv[q][i], acc[i]), v));
       }
     }
+    MARKOV_STAMP(2 + 5 * t);  // thread 0's rows done
 #pragma unroll
     for (int i = 0; i < kMaxB; ++i) {
       if (i >= b) break;
       const uint64_t key = spec::block_max_u64<kThreads>(best[i], red);
       if (tid == 0 && key) atomicMax(keys + (int64_t)t * b + i, (unsigned long long)key);
     }
+    MARKOV_STAMP(3 + 5 * t);  // every thread's rows reduced
+    MARKOV_STAMP(4 + 5 * t);
     spec::grid_barrier(sync, (unsigned)G * (t + 1));
+    MARKOV_STAMP(5 + 5 * t);  // past the grid barrier
     if (cta == 0 && tid < b) out[(int64_t)tid * k + t] = spec::key_index(__ldcg(keys + (int64_t)t * b + tid));
   }
 
