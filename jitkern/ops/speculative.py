@@ -173,10 +173,15 @@ _MARKOV_SMEM_LIMIT = 227 * 1024 - 6 * 1024  # opt-in shared memory minus the ker
 MARKOV_EXACT_MAX_B = 1
 
 
+# Largest batch one markov_draft_exact kernel serves (its kMaxB). Kept at 2, the build that was
+# measured and GPU-tested, while the dispatch (MARKOV_EXACT_MAX_B) sends it single requests only.
+MARKOV_EXACT_KERNEL_B = 2
+
+
 def markov_exact_spec(base_dtype, tok_dtype, rank: int) -> KernelSpec:
     return KernelSpec("spec/markov.cuh",
                       f"jitkern::markov_draft_exact<{_CTYPE[base_dtype]}, {_CTYPE[tok_dtype]}, {rank}, "
-                      f"{max(MARKOV_EXACT_MAX_B, 1)}>", family="spec")
+                      f"{max(MARKOV_EXACT_MAX_B, MARKOV_EXACT_KERNEL_B)}>", family="spec")
 
 
 def markov_exact_cache_rows(V: int, num_sms: int, rank: int) -> int:
