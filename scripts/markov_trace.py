@@ -11,18 +11,14 @@ import sys
 import torch
 
 from jitkern.ops import speculative as ops
+from markov_profile import markov_inputs  # scripts/ is sys.path[0] when run as a script
 
 b, k = int(sys.argv[1]), int(sys.argv[2])
 temp = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
 exact = len(sys.argv) > 4 and sys.argv[4] == "exact"
 if not exact:
     ops.MARKOV_EXACT_MAX_B = 0  # every batch on the tensor-core kernel
-V, r = 129280, 128
-g = torch.Generator(device="cuda").manual_seed(1)
-w_in = (torch.randn(V, r, device="cuda", generator=g) * 0.2).to(torch.bfloat16)
-w_out = (torch.randn(V, r, device="cuda", generator=g) * 0.2).to(torch.bfloat16)
-base = torch.randn(b, k, V, device="cuda", generator=g).to(torch.bfloat16)
-prev = torch.randint(0, V, (b,), device="cuda", generator=g)
+base, prev, w_in, w_out = markov_inputs(b, k)
 ref_out = ops.markov_draft(base, prev, w_in, w_out, temp)
 
 spec_name = "markov_exact_spec" if exact else "markov_spec"

@@ -69,6 +69,21 @@ def _precompile_sampled():
         list(ex.map(lambda sp: compile_spec(sp, "sm_90a"), specs))
 
 
+def _knob_runs(ops, knob, values, measure, skip_current=False):
+    """[(value, measure())] with ``ops.<knob>`` set to each value (the current one left out when
+    skip_current), restored afterwards."""
+    saved, runs = getattr(ops, knob), []
+    try:
+        for v in values:
+            if skip_current and v == saved:
+                continue
+            setattr(ops, knob, v)
+            runs.append((v, measure()))
+    finally:
+        setattr(ops, knob, saved)
+    return runs
+
+
 def _time(fn, rotate):
     try:
         return graph_time_us(fn, rotate=rotate), "graph"
@@ -168,24 +183,17 @@ def run(args) -> list[dict]:
             recs.append({"kind": "sampled", "b": b, "k": k, "V": V, "us": us, "floor_us": floor,
                          "pct_floor": 100 * floor / us, "gbps": (lbytes + qbytes) / us / 1e3, "torch_us": tus,
                          "torch_timing": how, "speedup": tus / us, "rotate": rot})
-            saved = ops.SAMPLED_AHEAD
-            for ahead in (0, 1, 4):  # phase-A per-thread L2 prefetch distance (passes)
-                if ahead == saved:
-                    continue
-                ops.SAMPLED_AHEAD = ahead
-                us2, _ = _time(lambda i: ops.verify_sampled(logits[i], drafts[i], q[i], cu, 1.0, seed=i,
-                                                            max_num_draft=k), rot)
-                recs.append({"kind": f"sampled prefetch {ahead}", "b": b, "k": k, "V": V, "us": us2,
-                             "floor_us": floor, "pct_floor": 100 * floor / us2, "gbps": (lbytes + qbytes) / us2 / 1e3})
-            ops.SAMPLED_AHEAD = saved
-            saved = ops.SAMPLED_MAX_CHUNK
-            for mc in (65536, 131072):  # larger vocab tiles: fewer per-tile latencies at large batch
-                ops.SAMPLED_MAX_CHUNK = mc
-                us2, _ = _time(lambda i: ops.verify_sampled(logits[i], drafts[i], q[i], cu, 1.0, seed=i,
-                                                            max_num_draft=k), rot)
-                recs.append({"kind": f"sampled max_chunk {mc}", "b": b, "k": k, "V": V, "us": us2,
-                             "floor_us": floor, "pct_floor": 100 * floor / us2, "gbps": (lbytes + qbytes) / us2 / 1e3})
-            ops.SAMPLED_MAX_CHUNK = saved
+
+            def run_sampled(i):
+                return ops.verify_sampled(logits[i], drafts[i], q[i], cu, 1.0, seed=i, max_num_draft=k)
+            # phase-A per-thread L2 prefetch distance (passes); larger vocab tiles (fewer per-tile
+            # latencies at large batch)
+            for knob, label, values, skip in (("SAMPLED_AHEAD", "prefetch", (0, 1, 4), True),
+                                              ("SAMPLED_MAX_CHUNK", "max_chunk", (65536, 131072), False)):
+                for v, us2 in _knob_runs(ops, knob, values, lambda: _time(run_sampled, rot)[0], skip):
+                    recs.append({"kind": f"sampled {label} {v}", "b": b, "k": k, "V": V, "us": us2,
+                                 "floor_us": floor, "pct_floor": 100 * floor / us2,
+                                 "gbps": (lbytes + qbytes) / us2 / 1e3})
             if getattr(args, "sweep", False):
                 recs += _sampled_sweep(ops, logits, drafts, q, cu, b, k, V, floor, lbytes + qbytes, rot)
             # filtered rows: one CTA per row, threshold search through L2 (about 5-8 passes per row)

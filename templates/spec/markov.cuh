@@ -185,6 +185,34 @@ struct Top2 {
   }
 };
 
+// End of both markov kernels: hand the CTA's w_out slice [v_lo, v_hi) back to normal L2 priority,
+// then the last CTA out zeroes the nkeys keys and the barrier / exit counters (every CTA has read
+// every key by the time it arrives here), so the scratch is ready for the next launch.
+template <int R, int kThreads>
+__device__ __forceinline__ void markov_exit(const __nv_bfloat16* w_out, int v_lo, int v_hi, unsigned* sync, int nkeys) {
+  __shared__ int s_last;
+  const int tid = threadIdx.x;
+  {
+    const unsigned long long a0 = reinterpret_cast<unsigned long long>(w_out + (int64_t)v_lo * R) & ~127ull;
+    const unsigned long long a1 = reinterpret_cast<unsigned long long>(w_out + (int64_t)v_hi * R);
+    for (unsigned long long a = a0 + (unsigned long long)tid * 128; a < a1; a += kThreads * 128)
+      asm volatile("applypriority.global.L2::evict_normal [%0], 128;" :: "l"(a) : "memory");
+  }
+  __syncthreads();
+  if (tid == 0) {
+    __threadfence();
+    s_last = atomicAdd(sync + 1, 1u) == (unsigned)gridDim.x - 1;
+    if (s_last) __threadfence();
+  }
+  __syncthreads();
+  if (s_last) {
+    unsigned long long* keys = reinterpret_cast<unsigned long long*>(sync + 4);
+    for (int i = tid; i < nkeys; i += kThreads) keys[i] = 0ull;
+    __syncthreads();
+    if (tid == 0) { sync[0] = 0u; sync[1] = 0u; __threadfence(); }
+  }
+}
+
 // Margin m(a) (see the file comment): |approximate - exact| <= m(a) when E is the dot bound.
 __device__ __forceinline__ float margin(float a, float E) { return E + fabsf(a) * 0x1p-20f + 0x1p-100f; }
 
@@ -230,7 +258,6 @@ __global__ void __launch_bounds__(256, 1) markov_draft(
   __shared__ int2 s_cand[kMaxCand];       // (request row, token) to recompute exactly
   __shared__ int s_ncand;
   __shared__ unsigned s_w2;               // max squared w_out row norm of the slice (float bits)
-  __shared__ int s_last;
 
   const int G = gridDim.x, cta = blockIdx.x, tid = threadIdx.x;
   const int warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
@@ -510,26 +537,7 @@ __global__ void __launch_bounds__(256, 1) markov_draft(
       for (int i = tid; i < b; i += kThreads) out[(int64_t)i * k + t] = spec::key_index(__ldcg(keys + (int64_t)t * b + i));
   }
 
-  // Hand the slice's w_out lines back to normal L2 priority, then the last CTA out resets the
-  // scratch (every CTA has read every key by the time it arrives here).
-  {
-    const unsigned long long a0 = reinterpret_cast<unsigned long long>(w_out + (int64_t)v_lo * R) & ~127ull;
-    const unsigned long long a1 = reinterpret_cast<unsigned long long>(w_out + (int64_t)v_hi * R);
-    for (unsigned long long a = a0 + (unsigned long long)tid * 128; a < a1; a += kThreads * 128)
-      asm volatile("applypriority.global.L2::evict_normal [%0], 128;" :: "l"(a) : "memory");
-  }
-  __syncthreads();
-  if (tid == 0) {
-    __threadfence();
-    s_last = atomicAdd(sync + 1, 1u) == (unsigned)G - 1;
-    if (s_last) __threadfence();
-  }
-  __syncthreads();
-  if (s_last) {
-    for (int i = tid; i < k * b; i += kThreads) keys[i] = 0ull;
-    __syncthreads();
-    if (tid == 0) { sync[0] = 0u; sync[1] = 0u; __threadfence(); }
-  }
+  spec::markov_exit<R, kThreads>(w_out, v_lo, v_hi, sync, k * b);
 }
 
 namespace spec {
@@ -591,7 +599,6 @@ __global__ void __launch_bounds__(256, 1) markov_draft_exact(
   uint4* sh_w = reinterpret_cast<uint4*>(smem);  // [cache_rows][C8], swizzled
   __shared__ __align__(16) float s_h[kMaxB][R];
   __shared__ uint64_t red[kThreads / 32];
-  __shared__ int s_last;
   const int G = gridDim.x, cta = blockIdx.x, tid = threadIdx.x;
   const int v_lo = (int)((int64_t)cta * V / G), v_hi = (int)((int64_t)(cta + 1) * V / G);
   const int n = v_hi - v_lo, nc = min(n, cache_rows);
@@ -668,25 +675,7 @@ __global__ void __launch_bounds__(256, 1) markov_draft_exact(
     if (cta == 0 && tid < b) out[(int64_t)tid * k + t] = spec::key_index(__ldcg(keys + (int64_t)t * b + tid));
   }
 
-  // As markov_draft: the slice's w_out lines back to normal L2 priority; the last CTA out resets.
-  {
-    const unsigned long long a0 = reinterpret_cast<unsigned long long>(w_out + (int64_t)v_lo * R) & ~127ull;
-    const unsigned long long a1 = reinterpret_cast<unsigned long long>(w_out + (int64_t)v_hi * R);
-    for (unsigned long long a = a0 + (unsigned long long)tid * 128; a < a1; a += kThreads * 128)
-      asm volatile("applypriority.global.L2::evict_normal [%0], 128;" :: "l"(a) : "memory");
-  }
-  __syncthreads();
-  if (tid == 0) {
-    __threadfence();
-    s_last = atomicAdd(sync + 1, 1u) == (unsigned)G - 1;
-    if (s_last) __threadfence();
-  }
-  __syncthreads();
-  if (s_last) {
-    for (int i = tid; i < k * b; i += kThreads) keys[i] = 0ull;
-    __syncthreads();
-    if (tid == 0) { sync[0] = 0u; sync[1] = 0u; __threadfence(); }
-  }
+  spec::markov_exit<R, kThreads>(w_out, v_lo, v_hi, sync, k * b);
 }
 
 

@@ -793,6 +793,15 @@ __device__ __noinline__ int tree_emit(const T* __restrict__ lrow, const float* _
                                       uint64_t seed, int req, int position, uint64_t* red, int* s_tok) {
   constexpr int N = RaceBlock<T>::N, BS = RaceBlock<T>::size;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  // This lane's weights of race block blk from the buffer (0 past V and where not > 0).
+  auto load_w = [&](int blk, float (&w)[N]) {
+#pragma unroll
+    for (int e = 0; e < N; ++e) {
+      const int i = blk * BS + lane * N + e;
+      const float x = i < V ? __ldcg(wb + i) : 0.0f;
+      w[e] = x > 0.0f ? x : 0.0f;
+    }
+  };
   uint64_t best;
   if (!wb) {
     best = race_blocks_inl<T, kVec, kThreads>(lrow, nullptr, 0, V, st, seed, req, position, red);
@@ -800,12 +809,7 @@ __device__ __noinline__ int tree_emit(const T* __restrict__ lrow, const float* _
     BlockRace br;
     for (int blk = warp; blk * BS < V; blk += kThreads / 32) {
       float w[N];
-#pragma unroll
-      for (int e = 0; e < N; ++e) {
-        const int i = blk * BS + lane * N + e;
-        const float x = i < V ? __ldcg(wb + i) : 0.0f;
-        w[e] = x > 0.0f ? x : 0.0f;
-      }
+      load_w(blk, w);
       br.add(warp_total(lane_sum(w)), blk, seed, req, position);
     }
     br.flush(seed, req, position);
@@ -819,12 +823,7 @@ __device__ __noinline__ int tree_emit(const T* __restrict__ lrow, const float* _
     } else {
       const int blk = (int)(uint32_t)best;
       float w[N];
-#pragma unroll
-      for (int e = 0; e < N; ++e) {
-        const int i = blk * BS + lane * N + e;
-        const float x = i < V ? __ldcg(wb + i) : 0.0f;
-        w[e] = x > 0.0f ? x : 0.0f;
-      }
+      load_w(blk, w);
       tok = race_pick_warp<N>(w, blk, seed, req, position);
     }
     if (lane == 0) *s_tok = tok;
