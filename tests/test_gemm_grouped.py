@@ -6,6 +6,7 @@ validation. GPU (`-m gpu`): per-group error vs float64 <= `reference.gemm.bf16_o
 padding rows zero (contiguous), rows past masked_m untouched (masked).
 """
 import os
+import random
 import subprocess
 
 import pytest
@@ -60,13 +61,12 @@ def test_grouped_refs_match_dense_ref():
 
 
 
-@pytest.mark.parametrize("kind", ["fp8", "bf16"])
-@pytest.mark.parametrize("mode", [1, 2])
-def test_grouped_kernels_compile(kind, mode, cache_dir, tmp_path):
+@pytest.mark.parametrize("kind,mode,bm", [("fp8", 1, 128), ("bf16", 1, 128), ("fp8", 2, 64), ("bf16", 2, 64),
+                                          ("fp8", 2, 256)])
+def test_grouped_kernels_compile(kind, mode, bm, cache_dir, tmp_path):
     from jitkern.ops.gemm import gemm_spec
     from jitkern.runtime import compile_spec
     bn = 128 if kind == "fp8" else 256
-    bm = 128 if mode == 1 else 64
     cfg = heuristics.GemmConfig(bm, bn, heuristics.gemm_max_stages(kind, bm, bn), 16, 132)
     entry, status = compile_spec(gemm_spec(kind, 7168, 2048, cfg, group_mode=mode), "sm_90a")
     p = entry.meta["ptxas"]
@@ -124,7 +124,7 @@ def _contiguous_case(kind, counts, n, k, seed):
         off += r
 
 
-def _masked_case(kind, masked, max_m, n, k, seed, expected_m=None):
+def _masked_case(kind, masked, max_m, n, k, seed, expected_m=None, config=None):
     from jitkern.ops.gemm import grouped_gemm_bf16_masked, grouped_gemm_fp8_masked
     dev = "cuda"
     gen = torch.Generator(device=dev).manual_seed(seed)
@@ -138,11 +138,11 @@ def _masked_case(kind, masked, max_m, n, k, seed, expected_m=None):
         qa, sa = quant_token_group(x)
         a = (qa.view(g, max_m, k), sa.view(g, max_m, -1))
         b = _quant_b(w)
-        grouped_gemm_fp8_masked(a, b, mm, em, out=out)
+        grouped_gemm_fp8_masked(a, b, mm, em, out=out, config=config)
         want = ref.grouped_masked_ref(a, b, mm)
     else:
         a, b = x.bfloat16().view(g, max_m, k), w.bfloat16()
-        grouped_gemm_bf16_masked(a, b, mm, em, out=out)
+        grouped_gemm_bf16_masked(a, b, mm, em, out=out, config=config)
         want = ref.grouped_masked_ref(a, b, mm, fp8=False)
     for i, c in enumerate(masked):
         c = max(0, min(c, max_m))
@@ -170,6 +170,33 @@ def test_grouped_contiguous_hypothesis(kind, counts, nk, seed):
        max_m=st.sampled_from([64, 128, 200, 256]), nk=st.sampled_from(NK), seed=st.integers(0, 2**31 - 1))
 def test_grouped_masked_hypothesis(kind, masked, max_m, nk, seed):
     _masked_case(kind, masked, max_m, *nk, seed)  # masked_m > max_m is clamped
+
+
+# Row counts on both sides of every 64-row wave edge of 128- and 256-row tiles: a wave (or a whole
+# warpgroup) past masked_m computes nothing but must keep the smem ring in step.
+WAVE_EDGE_COUNTS = [0, 1, 63, 64, 65, 127, 128, 129, 191, 192, 193, 255, 256, 257, 320, 999]
+MASKED_CFGS = [("fp8", heuristics.GemmConfig(256, 128, 4)), ("fp8", heuristics.GemmConfig(256, 96, 4)),
+               ("fp8", heuristics.GemmConfig(128, 128, 6)), ("fp8", heuristics.GemmConfig(128, 112, 6)),
+               ("bf16", heuristics.GemmConfig(128, 128, 5))]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kind,cfg", MASKED_CFGS, ids=lambda c: c if isinstance(c, str) else c.label())
+@pytest.mark.parametrize("n,k", [(576, 512), (2112, 1536)])
+def test_grouped_masked_wave_edges(kind, cfg, n, k):
+    # max_m 320 is not a multiple of 256: a group's second 256-row tile reads the next group's A rows
+    _masked_case(kind, random.sample(WAVE_EDGE_COUNTS, len(WAVE_EDGE_COUNTS)), 320, n, k,
+                 random.randrange(1 << 30), expected_m=192, config=cfg)
+
+
+def test_masked_fp8_default_tiles():
+    from jitkern.ops.gemm import _grouped_config
+    from jitkern.runtime.arch import target_for_arch
+    t = target_for_arch("sm_90a")
+    assert _grouped_config("fp8", 192, 32, 6144, 7168, t, None, masked=True).block_m == 256
+    assert _grouped_config("fp8", 100, 32, 6144, 7168, t, None, masked=True).block_m == 128
+    assert _grouped_config("bf16", 192, 32, 6144, 7168, t, None, masked=True).block_m == 128
+    assert _grouped_config("fp8", 192, 32, 6144, 7168, t, None).block_m == 128  # contiguous: 128-row groups
 
 
 @pytest.mark.gpu

@@ -33,9 +33,11 @@ def add_args(p):
 
 def sweep_configs(kind, layout, expected_m):
     """Candidate tiles for one case: BLOCK_M 128 (the contiguous alignment; masked with more than
-    64 rows per group) or 64, BLOCK_N over the spill-free range."""
+    64 rows per group, plus 256 for fp8) or 64, BLOCK_N over the spill-free range."""
     from .. import heuristics as H
     bms = [128] if layout == "contiguous" else ([64] if expected_m <= 64 else [64, 128])
+    if layout == "masked" and kind == "fp8" and expected_m > 64:
+        bms.append(256)
     out = []
     for bm in bms:
         for bn in H.block_n_candidates(kind, bm):
@@ -47,7 +49,8 @@ def sweep_configs(kind, layout, expected_m):
 def _default_config(kind, layout, g, rows_per_group, n, k):
     from ..ops import gemm
     from ..runtime.arch import target_for_arch
-    return gemm._grouped_config(kind, rows_per_group, g, n, k, target_for_arch("sm_90a"), None)
+    return gemm._grouped_config(kind, rows_per_group, g, n, k, target_for_arch("sm_90a"), None,
+                                masked=layout == "masked")
 
 
 def _precompile(args):

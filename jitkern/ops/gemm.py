@@ -274,7 +274,8 @@ def warmup_specs(entries, target) -> list:
         layout = e.get("layout")
         for m in e.get("m", [64, 128, 4096]):
             if layout in ("contiguous", "masked"):
-                cfg = _grouped_config(kind, int(m), int(e.get("groups", 1)), n, k, target, None)
+                cfg = _grouped_config(kind, int(m), int(e.get("groups", 1)), n, k, target, None,
+                                      masked=layout == "masked")
                 specs.append(gemm_spec(kind, n, k, cfg, group_mode=1 if layout == "contiguous" else 2))
             else:
                 cfg = heuristics.gemm_config(kind, int(m), n, k, target.num_sms, target.name, target.smem_per_block)
@@ -294,15 +295,19 @@ def grouped_m_alignment() -> int:
     return GROUPED_M_ALIGNMENT
 
 
-def _grouped_config(kind, rows_per_group, num_groups, n, k, target, config):
-    """Config from the rows one group typically has: BLOCK_M 64 up to 64 rows, else 128; BLOCK_N
-    by the wave model over all groups' tiles."""
+def _grouped_config(kind, rows_per_group, num_groups, n, k, target, config, masked=False):
+    """Config from the rows one group typically has: BLOCK_M 64 up to 64 rows, else 128 (masked
+    fp8 over 128 rows: 256x128, whose 64-row waves past a group's valid rows compute nothing, so a
+    group of 129-256 rows reads its B panel once); BLOCK_N by the wave model over all groups' tiles."""
     if config is not None:
         if config.cluster_m * config.cluster_n != 1:
             raise ValueError("config: grouped GEMMs run without clusters (cluster_m = cluster_n = 1)")
         return config
     import dataclasses
     bm = 64 if rows_per_group <= 64 else 128
+    if masked and kind == "fp8" and rows_per_group > 128:
+        return heuristics.GemmConfig(256, 128, heuristics.gemm_max_stages(kind, 256, 128, target.smem_per_block,
+                                                                         accum=True), 16, target.num_sms)
     # the wave model only needs the tile count: num_groups * ceil(rows/bm) row blocks
     m_eq = num_groups * (-(-max(1, rows_per_group) // bm)) * bm
     cfg = heuristics.heuristic_gemm_config(kind, m_eq, n, k, target.num_sms, target.smem_per_block)
@@ -403,7 +408,7 @@ def _grouped_masked(kind, a, b, masked_m, expected_m, out, config):
             check_tensor("a[1]", sa, dtype=torch.float32, shape=(g * max_m, kb), device=A.device)
         sa = _sfa_mn_major(sa, g * max_m, kb)
     target = current_target(A.device)
-    cfg = _grouped_config(kind, min(max(1, expected_m), max_m), g, n, k, target, config)
+    cfg = _grouped_config(kind, min(max(1, expected_m), max_m), g, n, k, target, config, masked=True)
     _launch(kind, A.view(g * max_m, k), B.view(g * n, k), sa, sb, out.view(g * max_m, n), None, g * max_m,
             n, k, cfg, group_mode=2, layout=masked_m, num_groups=g, max_m=max_m)
     return out

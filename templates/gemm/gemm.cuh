@@ -116,9 +116,10 @@ struct GemmConfig {
   static constexpr uint32_t kSmemBytes = 1024 + kStages * kStageBytes + kDBytes + 2 * kStages * 8;
   static_assert(BLOCK_M == 64 || BLOCK_M == 128 || BLOCK_M == 256, "BLOCK_M: 64, 128 or 256");
   // 256 rows: one wgmma accumulator reused by both waves plus two promoted fp32 copies; bf16 would
-  // need an accumulator per wave, and the grouped layouts align groups to 128 rows.
-  static_assert(BLOCK_M != 256 || (kFp8 && kGroupMode == 0 && BLOCK_N <= 128),
-                "BLOCK_M 256: dense fp8 with BLOCK_N <= 128 only");
+  // need an accumulator per wave, and the contiguous layout aligns groups to 128 rows (a 256-row
+  // tile could span two groups). Masked groups start at multiples of max_m: any BLOCK_M works.
+  static_assert(BLOCK_M != 256 || (kFp8 && kGroupMode != 1 && BLOCK_N <= 128),
+                "BLOCK_M 256: dense or masked fp8 with BLOCK_N <= 128 only");
   static_assert(BLOCK_N % 16 == 0 && BLOCK_N >= 16 && BLOCK_N <= 256, "BLOCK_N: multiple of 16 in [16, 256]");
   static_assert(kN % 8 == 0, "N must be a multiple of 8");
   static_assert(kK % (kFp8 ? 16 : 8) == 0, "K rows must be 16-byte multiples");
@@ -354,7 +355,24 @@ gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constan
         }
       };
 
-      if constexpr (kPipelined) {
+      // A 64-row wave whose first row is past the valid rows (masked groups, the tail tile of M)
+      // computes nothing: its D rows are never stored (bounded stores; TMA stores clip at M). It
+      // still waits for and releases every stage, so the ring's phases stay in step. Per wave in
+      // the unpipelined fp8 loop of the masked layout; per warpgroup (all its waves) elsewhere.
+      const uint32_t tile_row0 = m_blk * BLOCK_M + wg * 64;  // relative to the group (dense: D)
+      auto wave_active = [&](uint32_t w) { return tile_row0 + w * 128 < rows_end; };
+      if (!wave_active(0)) {
+#pragma unroll 1
+        for (uint32_t kb = kb_begin; kb < kb_end; ++kb, ++it) {
+          const uint32_t s = it % kStages;
+          mbar_wait(&full_bar[s], (it / kStages) & 1);
+          release(s);
+        }
+        if constexpr (!kFp8) {
+#pragma unroll
+          for (uint32_t i = 0; i < kAcc; ++i) acc[i] = 0.f;
+        }
+      } else if constexpr (kPipelined) {
         // Batches j = (kb - kb_begin) * kWaves + w in order, two in flight: batch j + 1 is issued
         // into the other accumulator before batch j is promoted, so the tensor cores need not wait
         // on the promotion. (Skipping the promotion altogether made 4096x4096x7168 ~20% faster on
@@ -420,14 +438,19 @@ gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constan
               sa0 = smem_sfa[s * BLOCK_M + w * 128 + row_in_tile];
               sa1 = smem_sfa[s * BLOCK_M + w * 128 + row_in_tile + 8];
             }
-            mma_batch(s, w, db, !kFp8 && kb > kb_begin, acc);
+            // wave 0 is active here; later ones may not be (kWaves > 1: fp8). Checked in the masked
+            // layout only, where partial tiles are the common case; dense inner loops stay as tuned.
+            const bool active = w == 0 || kGroupMode != 2 || wave_active(w);
+            if (active) mma_batch(s, w, db, !kFp8 && kb > kb_begin, acc);
             if constexpr (kFp8) {
-              wgmma_wait<0>();
+              if (active) {
+                wgmma_wait<0>();
 #pragma unroll
-              for (uint32_t i = 0; i < kAcc; ++i) fence_operand(acc[i]);
+                for (uint32_t i = 0; i < kAcc; ++i) fence_operand(acc[i]);
+              }
               // smem of stage s (tiles and A scales) is no longer read: hand it back to the producer.
               if (w == kWaves - 1) release(s);
-              promote(fin + w * kAcc, acc, sa0, sa1, sb);
+              if (active) promote(fin + w * kAcc, acc, sa0, sa1, sb);
             }
           }
           if constexpr (!kFp8) {
