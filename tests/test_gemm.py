@@ -135,6 +135,7 @@ def test_compiles_for_sm90a_without_spills(kind, m, n, k, cfg, cache_dir, tmp_pa
     assert status == "compiled"
     p = entry.meta["ptxas"]
     assert p.get("spill_stores", 0) == 0 and p.get("spill_loads", 0) == 0 and p.get("stack_frame", 0) == 0, p
+    assert p["wgmma_serialized"] is False, p  # ptxas C7511: every wgmma waits for the previous one
     nd = nvdisasm()
     if nd is None:
         return  # SASS check below needs nvdisasm; the no-spill check above still ran

@@ -71,6 +71,7 @@ def test_grouped_kernels_compile(kind, mode, bm, cache_dir, tmp_path):
     entry, status = compile_spec(gemm_spec(kind, 7168, 2048, cfg, group_mode=mode), "sm_90a")
     p = entry.meta["ptxas"]
     assert p.get("spill_stores", 0) == 0 and p.get("stack_frame", 0) == 0, p
+    assert p["wgmma_serialized"] is False, p  # ptxas C7511
     nd = nvdisasm()
     if nd is None:
         return

@@ -138,3 +138,13 @@ def test_template_digest_covers_headers_only(tmp_path, monkeypatch):
     assert d1 != d0
     (tmp_path / "fam" / "k.cuh").write_text("// kernel, edited\n")
     assert digest("fam/k.cuh") != d1
+
+
+def test_ptxas_summary_flags_serialized_wgmma():
+    from jitkern.runtime.cache import _ptxas_summary
+    log = ("ptxas info    : (C7511) Potential Performance Loss: wgmma.mma_async instructions are serialized due to "
+           "insufficient register resources for the wgmma pipeline in the function '_Z1kv'\n"
+           "ptxas info    : Used 168 registers\nptxas         .     0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads\n")
+    s = _ptxas_summary(log)
+    assert s["wgmma_serialized"] is True and s["registers"] == 168 and s["spill_stores"] == 0
+    assert _ptxas_summary(log.split("\n", 1)[1])["wgmma_serialized"] is False

@@ -134,6 +134,19 @@ struct GemmConfig {
   static_assert(kSplitK >= 1 && kSplitK <= kNumKBlocks, "split-K: 1 .. number of K blocks");
   static_assert(kSplitK == 1 || (kGroupMode == 0 && kCluster == 1), "split-K: dense, no cluster");
   static constexpr uint32_t kMcastRowsA = kClusterN == 2 ? BLOCK_M / 2 : BLOCK_M;
+  // Masked 256-row tiles: A loaded per 64-row block, only the blocks holding valid rows
+  // (jitkern/ops/gemm.py sets the 64-row TMA box to match). JITKERN_GEMM_A_ROWLOAD=0: the A/B switch.
+#ifndef JITKERN_GEMM_A_ROWLOAD
+#define JITKERN_GEMM_A_ROWLOAD 1
+#endif
+  static constexpr bool kSplitALoad = kGroupMode == 2 && BLOCK_M == 256;
+  static constexpr bool kSkipABlocks = kSplitALoad && JITKERN_GEMM_A_ROWLOAD;
+  // 64-row blocks of tile m_blk that hold rows < rows_end (all of them when not skipping)
+  __device__ __forceinline__ static uint32_t valid_blocks(uint32_t m_blk, uint32_t rows_end) {
+    if (!kSkipABlocks) return BLOCK_M / 64;
+    const uint32_t left = rows_end - m_blk * BLOCK_M;  // > 0: a tile starts inside the rows
+    return left >= BLOCK_M ? BLOCK_M / 64 : (left + 63) / 64;
+  }
   static constexpr uint32_t kMcastRowsB = kClusterM == 2 ? BLOCK_N / 2 : BLOCK_N;
 };
 
@@ -250,16 +263,25 @@ gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constan
       uint32_t m_blk, n_blk, group, row0, rows_end;
       for (uint32_t t = cta_first(); next_tile(t, m_blk, n_blk, group, row0, rows_end); t += cta_step()) {
         const uint32_t b_row0 = group * kN + n_blk * BLOCK_N;
+        // Masked 256-row tiles load A per 64-row block (the host's box is 64 rows) and skip the
+        // blocks past the group's rows: no wave reads them (wave_active), so no L2 bytes for them.
+        const uint32_t a_blocks = Cfg::kSplitALoad ? Cfg::valid_blocks(m_blk, rows_end) : 0;
         for (uint32_t kb = kb_begin; kb < kb_end; ++kb, ++it) {
           const uint32_t s = it % kStages;
           mbar_wait(&empty_bar[s], ((it / kStages) & 1) ^ 1);
           // Full tile bytes: with multicast, the peer's half lands here and completes our barrier too.
-          mbar_arrive_expect_tx(&full_bar[s], Cfg::kStageBytes);
-          if constexpr (kClusterN == 2) {
-            tma_load_2d_multicast(&tma_a, &full_bar[s], smem_a + s * Cfg::kABytes + rank() * Cfg::kMcastRowsA * 128,
-                                  kb * BLOCK_K, row0 + rank() * Cfg::kMcastRowsA, 0x3);
+          if constexpr (Cfg::kSplitALoad) {
+            mbar_arrive_expect_tx(&full_bar[s], Cfg::kStageBytes - (BLOCK_M / 64 - a_blocks) * 64 * 128);
+            for (uint32_t q = 0; q < a_blocks; ++q)
+              tma_load_2d(&tma_a, &full_bar[s], smem_a + s * Cfg::kABytes + q * 64 * 128, kb * BLOCK_K, row0 + q * 64);
           } else {
-            tma_load_2d(&tma_a, &full_bar[s], smem_a + s * Cfg::kABytes, kb * BLOCK_K, row0);
+            mbar_arrive_expect_tx(&full_bar[s], Cfg::kStageBytes);
+            if constexpr (kClusterN == 2) {
+              tma_load_2d_multicast(&tma_a, &full_bar[s], smem_a + s * Cfg::kABytes + rank() * Cfg::kMcastRowsA * 128,
+                                    kb * BLOCK_K, row0 + rank() * Cfg::kMcastRowsA, 0x3);
+            } else {
+              tma_load_2d(&tma_a, &full_bar[s], smem_a + s * Cfg::kABytes, kb * BLOCK_K, row0);
+            }
           }
           if constexpr (kClusterM == 2) {
             tma_load_2d_multicast(&tma_b, &full_bar[s], smem_b + s * Cfg::kBBytes + rank() * Cfg::kMcastRowsB * 128,
@@ -314,17 +336,9 @@ gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constan
           sb[j] = __ldg(sfb_g + row * Cfg::kScaleKBlocks + kb);
         }
       };
-      // masked 256x128 tiles split an odd last 64-row block by columns (see wave_mode below)
-#ifndef JITKERN_GEMM_SPLIT_ODD
-#define JITKERN_GEMM_SPLIT_ODD 1  // 0: the A/B switch (scripts/masked_ab.py)
-#endif
-      constexpr bool kSplitOdd = JITKERN_GEMM_SPLIT_ODD && kFp8 && kGroupMode == 2 && kWaves == 2 && BLOCK_N == 128;
       // One 64-row block of one k-block: the 4 wgmma over BLOCK_K from stage s (A rows from tile row
-      // `rb`, B descriptor db; half: its first BLOCK_N / 2 columns only) into `ac`, committed as one
-      // group. (`half` is a plain bool, constant at every call: a generic-lambda parameter here
-      // crashes NVRTC 13.0's front end.)
-      auto mma_batch = [&](uint32_t s, uint32_t rb, uint64_t db, bool accumulate, float (&ac)[kAcc],
-                           bool half) {
+      // `rb`, B descriptor db) into `ac`, committed as one group.
+      auto mma_batch = [&](uint32_t s, uint32_t rb, uint64_t db, bool accumulate, float (&ac)[kAcc]) {
         const uint64_t da = make_smem_desc_k_sw128(smem_a + s * Cfg::kABytes + rb * 128);
 #pragma unroll
         for (uint32_t i = 0; i < kAcc; ++i) fence_operand(ac[i]);
@@ -333,23 +347,17 @@ gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constan
         for (uint32_t k = 0; k < BLOCK_K / Cfg::kInstrK; ++k) {
           // 32 bytes of K per instruction: advance the descriptor's start address (16-byte units).
           const uint32_t scale_d = (accumulate || k > 0) ? 1u : 0u;
-          if constexpr (kFp8) {
-            if (kSplitOdd && half)
-              WgmmaFp8<kSplitOdd ? BLOCK_N / 2 : BLOCK_N>::mma(da + 2 * k, db + 2 * k, ac, scale_d);
-            else
-              WgmmaFp8<BLOCK_N>::mma(da + 2 * k, db + 2 * k, ac, scale_d);
-          } else
+          if constexpr (kFp8)
+            WgmmaFp8<BLOCK_N>::mma(da + 2 * k, db + 2 * k, ac, scale_d);
+          else
             WgmmaBf16<BLOCK_N>::mma(da + 2 * k, db + 2 * k, ac, scale_d);
         }
         wgmma_commit();
       };
       // fw += ac * scale_a(row) * scale_b(block of the column), one 128-K block's promotion
-      // (half: the first BLOCK_N / 2 columns' accumulators only)
-      auto promote = [&](float* fw, const float (&ac)[kAcc], float sa0, float sa1, const float (&sb)[kSpan],
-                         bool half) {
+      auto promote = [&](float* fw, const float (&ac)[kAcc], float sa0, float sa1, const float (&sb)[kSpan]) {
 #pragma unroll
         for (uint32_t g = 0; g < BLOCK_N / 8; ++g) {
-          if (half && g >= BLOCK_N / 16) break;
           float b;
           if constexpr (128 % BLOCK_N == 0) {
             b = sb[0];
@@ -374,24 +382,10 @@ gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constan
       // still waits for and releases every stage, so the ring's phases stay in step. Per wave in
       // the unpipelined fp8 loop, per warpgroup (all its waves) in the others; masked layout only,
       // where partial tiles are the common case (dense kernels compile as they were tuned).
-      // Masked 256x128 tiles with an odd number of valid 64-row blocks v split the last one by
-      // columns: warpgroup 0 computes its left 64 columns as its wave (v-1)/2, warpgroup 1 (whose
-      // own block v is past the rows) the right 64, so a 3-block tile costs ~3 waves, not 4.
-      // wave_mode(w): 0 nothing, 1 the warpgroup's own 64 x BLOCK_N block, 2 that half block.
+      // (Measured and dropped: splitting an odd last 64-row block of a 256-row tile by columns
+      // between the warpgroups made ptxas serialise the wgmma (C7511) and ran ~30% slower.)
       const uint32_t tile_row0 = m_blk * BLOCK_M + wg * 64;  // relative to the group (dense: D)
-      const uint32_t left = rows_end - m_blk * BLOCK_M;        // > 0: tiles start inside the rows
-      const uint32_t vq = left >= BLOCK_M ? BLOCK_M / 64 : (left + 63) / 64;  // valid 64-row blocks
-      auto wave_mode = [&](uint32_t w) -> uint32_t {
-        const uint32_t q = 2 * w + wg;  // this warpgroup's own block in wave w
-        if (kSplitOdd && (vq & 1) && (q == vq - 1 || q == vq)) return 2;
-        return q < vq ? 1 : 0;
-      };
-      auto wave_active = [&](uint32_t w) {
-        if constexpr (kGroupMode == 2) return wave_mode(w) != 0;
-        return tile_row0 + w * 128 < rows_end;
-      };
-      // tile row of the block computed in wave w (a half block lies in warpgroup 0's rows)
-      auto wave_row = [&](uint32_t w) { return w * 128 + (kSplitOdd && wave_mode(w) == 2 ? 0 : wg * 64); };
+      auto wave_active = [&](uint32_t w) { return tile_row0 + w * 128 < rows_end; };
       if (kGroupMode == 2 && !wave_active(0)) {
 #pragma unroll 1
         for (uint32_t kb = kb_begin; kb < kb_end; ++kb, ++it) {
@@ -424,7 +418,7 @@ gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constan
           if (w == 0) mbar_wait(&full_bar[s], ((it0 + kr) / kStages) & 1);
           b.sa0 = smem_sfa[s * BLOCK_M + w * 128 + row_in_tile];
           b.sa1 = smem_sfa[s * BLOCK_M + w * 128 + row_in_tile + 8];
-          mma_batch(s, w * 128 + wg * 64, make_smem_desc_k_sw128(smem_b + s * Cfg::kBBytes), false, b.ac, false);
+          mma_batch(s, w * 128 + wg * 64, make_smem_desc_k_sw128(smem_b + s * Cfg::kBBytes), false, b.ac);
         };
         // batch j is done once at most `in_flight` groups remain; then its stage may be released
         auto finish = [&](uint32_t j, Batch& b, auto in_flight, uint32_t w) {
@@ -432,7 +426,7 @@ gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constan
 #pragma unroll
           for (uint32_t i = 0; i < kAcc; ++i) fence_operand(b.ac[i]);
           if (w == kWaves - 1) release((it0 + j / kWaves) % kStages);
-          promote(fin + w * kAcc, b.ac, b.sa0, b.sa1, b.sb, false);
+          promote(fin + w * kAcc, b.ac, b.sa0, b.sa1, b.sb);
         };
         using One = InFlight<1>;
         using Zero = InFlight<0>;
@@ -465,17 +459,14 @@ gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constan
 #pragma unroll
           for (uint32_t w = 0; w < kWaves; ++w) {
             // (masked layout only; wave 0 is active here)
-            const uint32_t mode = kGroupMode == 2 ? wave_mode(w) : 1u;
-            const uint32_t rb = kGroupMode == 2 ? wave_row(w) : w * 128 + wg * 64;
+            const uint32_t mode = kGroupMode == 2 && w > 0 ? (wave_active(w) ? 1u : 0u) : 1u;
+            const uint32_t rb = w * 128 + wg * 64;
             float sa0 = 0.f, sa1 = 0.f;
             if constexpr (kFp8) {
-              const uint32_t ra = kGroupMode == 2 ? rb + wwarp * 16 + lane / 4 : w * 128 + row_in_tile;
-              sa0 = smem_sfa[s * BLOCK_M + ra];
-              sa1 = smem_sfa[s * BLOCK_M + ra + 8];
+              sa0 = smem_sfa[s * BLOCK_M + w * 128 + row_in_tile];
+              sa1 = smem_sfa[s * BLOCK_M + w * 128 + row_in_tile + 8];
             }
-            if (mode == 1) mma_batch(s, rb, db, !kFp8 && kb > kb_begin, acc, false);
-            if (kSplitOdd && mode == 2)
-              mma_batch(s, rb, make_smem_desc_k_sw128(smem_b + s * Cfg::kBBytes + wg * 64 * 128), false, acc, true);
+            if (mode == 1) mma_batch(s, rb, db, !kFp8 && kb > kb_begin, acc);
             if constexpr (kFp8) {
               if (mode != 0) {
                 wgmma_wait<0>();
@@ -484,8 +475,7 @@ gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constan
               }
               // smem of stage s (tiles and A scales) is no longer read: hand it back to the producer.
               if (w == kWaves - 1) release(s);
-              if (mode == 1) promote(fin + w * kAcc, acc, sa0, sa1, sb, false);
-              if (kSplitOdd && mode == 2) promote(fin + w * kAcc, acc, sa0, sa1, sb, true);
+              if (mode == 1) promote(fin + w * kAcc, acc, sa0, sa1, sb);
             }
           }
           if constexpr (!kFp8) {
@@ -567,19 +557,15 @@ gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constan
           const uint32_t col_l = (lane % 4) * 2;
 #pragma unroll
           for (uint32_t w = 0; w < kWaves; ++w) {
-            // a half block (kSplitOdd): warpgroup 0's rows, this warpgroup's 64 columns
-            const bool half = kSplitOdd && wave_mode(w) == 2;
-            const uint32_t r_in = kSplitOdd ? wave_row(w) + wwarp * 16 + lane / 4 : w * 128 + row_in_tile;
-            const uint32_t c0 = n0 + (half ? wg * 64 : 0);
-            const uint32_t local0 = m_blk * BLOCK_M + r_in;  // row inside the group (dense: in D)
-            const uint32_t grow0 = row0 + r_in;               // row of D
+            const uint32_t local0 = m_blk * BLOCK_M + w * 128 + row_in_tile;  // row inside the group (dense: in D)
+            const uint32_t grow0 = row0 + w * 128 + row_in_tile;               // row of D
             const float* rw = res + w * kAcc;
 #pragma unroll
             for (uint32_t g = 0; g < BLOCK_N / 8; ++g) {
-              if (c0 + g * 8 >= kN || (half && g >= BLOCK_N / 16)) break;  // N % 8 == 0: a group is all in or all out
+              if (n0 + g * 8 >= kN) break;  // N % 8 == 0: a group is all in or all out
 #pragma unroll
               for (uint32_t h = 0; h < 2; ++h)
-                if (local0 + h * 8 < rows_end) fn(grow0 + h * 8, c0 + g * 8 + col_l, rw[g * 4 + 2 * h], rw[g * 4 + 2 * h + 1]);
+                if (local0 + h * 8 < rows_end) fn(grow0 + h * 8, n0 + g * 8 + col_l, rw[g * 4 + 2 * h], rw[g * 4 + 2 * h + 1]);
             }
           }
         };
