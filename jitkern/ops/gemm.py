@@ -129,9 +129,7 @@ def _launch(kind, a, b, sfa, sfb, out, c, m, n, k, config=None, group_mode=0, la
     es = a.element_size()
     cluster = cfg.cluster_m * cfg.cluster_n
     # with a CTA pair, each CTA loads (and multicasts) half of the shared operand's tile
-    # masked 256-row tiles load A per 64-row block (gemm.cuh kSplitALoad)
-    a_box = 64 if group_mode == 2 and cfg.block_m == 256 else cfg.block_m // cfg.cluster_n
-    ta = _desc(a, (k, m), (a.stride(0) * es,), (bk, a_box), 128)
+    ta = _desc(a, (k, m), (a.stride(0) * es,), (bk, cfg.block_m // cfg.cluster_n), 128)
     tb = _desc(b, (k, b.shape[0]), (b.stride(0) * es,), (bk, cfg.block_n // cfg.cluster_m), 128)
     w = 64 if cfg.block_n % 64 == 0 else (32 if cfg.block_n % 32 == 0 else 16)  # kStoreCols in gemm.cuh
     direct = accum or group_mode == 2 or split  # no TMA store: no output tile in smem

@@ -134,19 +134,6 @@ struct GemmConfig {
   static_assert(kSplitK >= 1 && kSplitK <= kNumKBlocks, "split-K: 1 .. number of K blocks");
   static_assert(kSplitK == 1 || (kGroupMode == 0 && kCluster == 1), "split-K: dense, no cluster");
   static constexpr uint32_t kMcastRowsA = kClusterN == 2 ? BLOCK_M / 2 : BLOCK_M;
-  // Masked 256-row tiles: A loaded per 64-row block, only the blocks holding valid rows
-  // (jitkern/ops/gemm.py sets the 64-row TMA box to match). JITKERN_GEMM_A_ROWLOAD=0: the A/B switch.
-#ifndef JITKERN_GEMM_A_ROWLOAD
-#define JITKERN_GEMM_A_ROWLOAD 1
-#endif
-  static constexpr bool kSplitALoad = kGroupMode == 2 && BLOCK_M == 256;
-  static constexpr bool kSkipABlocks = kSplitALoad && JITKERN_GEMM_A_ROWLOAD;
-  // 64-row blocks of tile m_blk that hold rows < rows_end (all of them when not skipping)
-  __device__ __forceinline__ static uint32_t valid_blocks(uint32_t m_blk, uint32_t rows_end) {
-    if (!kSkipABlocks) return BLOCK_M / 64;
-    const uint32_t left = rows_end - m_blk * BLOCK_M;  // > 0: a tile starts inside the rows
-    return left >= BLOCK_M ? BLOCK_M / 64 : (left + 63) / 64;
-  }
   static constexpr uint32_t kMcastRowsB = kClusterM == 2 ? BLOCK_N / 2 : BLOCK_N;
 };
 
@@ -263,25 +250,16 @@ gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constan
       uint32_t m_blk, n_blk, group, row0, rows_end;
       for (uint32_t t = cta_first(); next_tile(t, m_blk, n_blk, group, row0, rows_end); t += cta_step()) {
         const uint32_t b_row0 = group * kN + n_blk * BLOCK_N;
-        // Masked 256-row tiles load A per 64-row block (the host's box is 64 rows) and skip the
-        // blocks past the group's rows: no wave reads them (wave_active), so no L2 bytes for them.
-        const uint32_t a_blocks = Cfg::kSplitALoad ? Cfg::valid_blocks(m_blk, rows_end) : 0;
         for (uint32_t kb = kb_begin; kb < kb_end; ++kb, ++it) {
           const uint32_t s = it % kStages;
           mbar_wait(&empty_bar[s], ((it / kStages) & 1) ^ 1);
           // Full tile bytes: with multicast, the peer's half lands here and completes our barrier too.
-          if constexpr (Cfg::kSplitALoad) {
-            mbar_arrive_expect_tx(&full_bar[s], Cfg::kStageBytes - (BLOCK_M / 64 - a_blocks) * 64 * 128);
-            for (uint32_t q = 0; q < a_blocks; ++q)
-              tma_load_2d(&tma_a, &full_bar[s], smem_a + s * Cfg::kABytes + q * 64 * 128, kb * BLOCK_K, row0 + q * 64);
+          mbar_arrive_expect_tx(&full_bar[s], Cfg::kStageBytes);
+          if constexpr (kClusterN == 2) {
+            tma_load_2d_multicast(&tma_a, &full_bar[s], smem_a + s * Cfg::kABytes + rank() * Cfg::kMcastRowsA * 128,
+                                  kb * BLOCK_K, row0 + rank() * Cfg::kMcastRowsA, 0x3);
           } else {
-            mbar_arrive_expect_tx(&full_bar[s], Cfg::kStageBytes);
-            if constexpr (kClusterN == 2) {
-              tma_load_2d_multicast(&tma_a, &full_bar[s], smem_a + s * Cfg::kABytes + rank() * Cfg::kMcastRowsA * 128,
-                                    kb * BLOCK_K, row0 + rank() * Cfg::kMcastRowsA, 0x3);
-            } else {
-              tma_load_2d(&tma_a, &full_bar[s], smem_a + s * Cfg::kABytes, kb * BLOCK_K, row0);
-            }
+            tma_load_2d(&tma_a, &full_bar[s], smem_a + s * Cfg::kABytes, kb * BLOCK_K, row0);
           }
           if constexpr (kClusterM == 2) {
             tma_load_2d_multicast(&tma_b, &full_bar[s], smem_b + s * Cfg::kBBytes + rank() * Cfg::kMcastRowsB * 128,
@@ -382,8 +360,9 @@ gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constan
       // still waits for and releases every stage, so the ring's phases stay in step. Per wave in
       // the unpipelined fp8 loop, per warpgroup (all its waves) in the others; masked layout only,
       // where partial tiles are the common case (dense kernels compile as they were tuned).
-      // (Measured and dropped: splitting an odd last 64-row block of a 256-row tile by columns
-      // between the warpgroups made ptxas serialise the wgmma (C7511) and ran ~30% slower.)
+      // (Measured and dropped, scripts/masked_ab.py: splitting an odd last 64-row block of a 256-row
+      // tile by columns between the warpgroups (ptxas serialised the wgmma, C7511: ~30% slower), and
+      // loading A per 64-row block to skip the blocks past the rows (64-row TMA boxes: 0-10% slower).)
       const uint32_t tile_row0 = m_blk * BLOCK_M + wg * 64;  // relative to the group (dense: D)
       auto wave_active = [&](uint32_t w) { return tile_row0 + w * 128 < rows_end; };
       if (kGroupMode == 2 && !wave_active(0)) {
