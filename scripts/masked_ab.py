@@ -2,7 +2,7 @@
 """A/B timing of masked grouped FP8 GEMM tile variants on the bench's expected_m = 192 cases (same
 row draw as `jitkern bench grouped`), ROUNDS interleaved rounds in one process (their spread is the
 noise): 256x128 (the default) against 128x128, and against a variant of 256x128 compiled with a
--D switch of gemm.cuh (VARIANT_DEFINE; none is left in the kernel now).
+-D switch of gemm.cuh given as AB_DEFINE=NAME=VALUE in the environment.
     GPU host:                                   python3 scripts/masked_ab.py
     compile only (fills $JITKERN_CACHE_DIR):    python3 scripts/masked_ab.py pre
     one call of each default kernel, for ncu:   python3 scripts/masked_ab.py prof
@@ -10,6 +10,7 @@ Measured with it on 2026-12-01 (H200) and dropped: an odd last 64-row block spli
 between the warpgroups (~30% slower: ptxas serialised its wgmma, C7511); A loaded per 64-row block,
 skipping the blocks past the rows (0-10% slower: four 64-row TMA boxes per stage).
 """
+import os
 import random
 import sys
 
@@ -23,7 +24,7 @@ ROUNDS = 4
 _spec = G.gemm_spec
 
 
-VARIANT_DEFINE = None  # e.g. ("JITKERN_SOME_SWITCH", "0") while A/B-ing a kernel change
+VARIANT_DEFINE = tuple(os.environ["AB_DEFINE"].split("=")) if os.environ.get("AB_DEFINE") else None  # NAME=VALUE
 
 
 def _variant_spec(default):
