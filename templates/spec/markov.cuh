@@ -549,60 +549,32 @@ namespace spec {
 // chunk c from 8 different bank groups), else from global memory with the evict_last policy.
 // From global memory the row is read 8 chunks at a time, all 8 loads issued before the first is
 // used (one L2 round trip per 8 chunks instead of one per chunk).
-// acc_i += chunk c (8 bf16 weights) times h_i[8c .. 8c+8), in the reference's order.
-template <int R, int kMaxB>
-__device__ __forceinline__ void exact_chunk(const uint4& wu, int c, const float (*h)[R], int b, float (&acc)[kMaxB]) {
-  const uint32_t ww[4] = {wu.x, wu.y, wu.z, wu.w};
-#pragma unroll
-  for (int i = 0; i < kMaxB; ++i) {
-    if (i >= b) break;
-    const float4 h0 = *reinterpret_cast<const float4*>(&h[i][8 * c]);
-    const float4 h1 = *reinterpret_cast<const float4*>(&h[i][8 * c + 4]);
-    const float hv[8] = {h0.x, h0.y, h0.z, h0.w, h1.x, h1.y, h1.z, h1.w};
-#pragma unroll
-    for (int q = 0; q < 4; ++q) {
-      acc[i] = __fadd_rn(acc[i], __fmul_rn(bf_lo(ww[q]), hv[2 * q]));
-      acc[i] = __fadd_rn(acc[i], __fmul_rn(bf_hi(ww[q]), hv[2 * q + 1]));
-    }
-  }
-}
-
-// kSrc 0: the row from the swizzled shared cache; 1: from global memory, 8 chunks in flight;
-// 2: from registers (`pre`, loaded earlier).
-template <int R, int kMaxB, int kSrc>
+template <int R, int kMaxB, bool kSmem>
 __device__ __forceinline__ void exact_row(const uint4* __restrict__ wsrc, int j, uint64_t pol, const float (*h)[R],
-                                          int b, float (&acc)[kMaxB], const uint4* pre = nullptr) {
+                                          int b, float (&acc)[kMaxB]) {
 #pragma unroll
   for (int i = 0; i < kMaxB; ++i) acc[i] = 0.0f;
   uint4 buf[8];
-#pragma unroll  // fully: `pre` must stay in registers
+#pragma unroll 8
   for (int c = 0; c < R / 8; ++c) {
-    if (kSrc == 1 && c % 8 == 0) {
+    if (!kSmem && c % 8 == 0) {
 #pragma unroll
       for (int q = 0; q < 8; ++q) buf[q] = ld_hint(wsrc + c + q, pol);
     }
-    exact_chunk<R, kMaxB>(kSrc == 0 ? wsrc[c ^ (j & 7)] : (kSrc == 1 ? buf[c % 8] : pre[c]), c, h, b, acc);
-  }
-}
-
-// kN cached rows j[0..kN) in lockstep: kN independent accumulation chains (each row's order is
-// the reference's), so the fadd latency of one chain hides behind the others (2 warps per
-// scheduler give little to hide it otherwise).
-template <int R, int kMaxB, int kN>
-__device__ __forceinline__ void exact_rows_cached(const uint4* __restrict__ sh_w, const int (&j)[kN], const float (*h)[R],
-                                                  int b, float (&acc)[kN][kMaxB]) {
-  constexpr int C8 = R / 8;
+    const uint4 wu = kSmem ? wsrc[c ^ (j & 7)] : buf[c % 8];
+    const uint32_t ww[4] = {wu.x, wu.y, wu.z, wu.w};
 #pragma unroll
-  for (int q = 0; q < kN; ++q)
+    for (int i = 0; i < kMaxB; ++i) {
+      if (i >= b) break;
+      const float4 h0 = *reinterpret_cast<const float4*>(&h[i][8 * c]);
+      const float4 h1 = *reinterpret_cast<const float4*>(&h[i][8 * c + 4]);
+      const float hv[8] = {h0.x, h0.y, h0.z, h0.w, h1.x, h1.y, h1.z, h1.w};
 #pragma unroll
-    for (int i = 0; i < kMaxB; ++i) acc[q][i] = 0.0f;
-#pragma unroll 4
-  for (int c = 0; c < C8; ++c) {
-    uint4 wu[kN];
-#pragma unroll
-    for (int q = 0; q < kN; ++q) wu[q] = sh_w[j[q] * C8 + (c ^ (j[q] & 7))];
-#pragma unroll
-    for (int q = 0; q < kN; ++q) exact_chunk<R, kMaxB>(wu[q], c, h, b, acc[q]);
+      for (int q = 0; q < 4; ++q) {
+        acc[i] = __fadd_rn(acc[i], __fmul_rn(bf_lo(ww[q]), hv[2 * q]));
+        acc[i] = __fadd_rn(acc[i], __fmul_rn(bf_hi(ww[q]), hv[2 * q + 1]));
+      }
+    }
   }
 }
 
@@ -677,34 +649,16 @@ __global__ void __launch_bounds__(256, 1) markov_draft_exact(
     for (int i = 0; i < kMaxB; ++i) best[i] = 0ull;
     for (int j0 = tid; j0 < n; j0 += kRows * kThreads) {
       if (j0 != tid) load_base(t, j0, bv);  // slices longer than kRows * kThreads rows
-      // Rows past the cache (nc <= n) are read from global memory; the last one of this thread's
-      // group is prefetched into registers (R <= 128) before the cached rows are computed.
-      // Cached rows run in lockstep; a slot whose row is not cached computes cache row 0 and is
-      // discarded (n >= 1 here, so nc >= 1).
-      constexpr bool kPrefetch = C8 <= 16;
-      const int jl = j0 + (kRows - 1) * kThreads;
-      const bool pre_ok = kPrefetch && jl < n && jl >= nc;
-      uint4 pre[kPrefetch ? C8 : 1];
-      if (pre_ok) {
-#pragma unroll
-        for (int c = 0; c < C8; ++c) pre[c] = spec::ld_hint(wg + (int64_t)(v_lo + jl) * C8 + c, pol);
-      }
-      int js[kRows];
-#pragma unroll
-      for (int q = 0; q < kRows; ++q) js[q] = j0 + q * kThreads < nc ? j0 + q * kThreads : 0;
-      float acc[kRows][kMaxB];
-      spec::exact_rows_cached<R, kMaxB, kRows>(sh_w, js, s_h, b, acc);
 #pragma unroll
       for (int q = 0; q < kRows; ++q) {
         const int j = j0 + q * kThreads, v = v_lo + j;
         if (j >= n) break;
-        if (j >= nc) {
-          if (q == kRows - 1 && pre_ok) spec::exact_row<R, kMaxB, 2>(nullptr, j, pol, s_h, b, acc[q], pre);
-          else spec::exact_row<R, kMaxB, 1>(wg + (int64_t)v * C8, j, pol, s_h, b, acc[q]);
-        }
+        float acc[kMaxB];
+        if (j < nc) spec::exact_row<R, kMaxB, true>(sh_w + j * C8, j, pol, s_h, b, acc);
+        else spec::exact_row<R, kMaxB, false>(wg + (int64_t)v * C8, j, pol, s_h, b, acc);
 #pragma unroll
         for (int i = 0; i < kMaxB; ++i)
-          best[i] = spec::u64max(best[i], spec::argmax_key(__fadd_rn(bv[q][i], acc[q][i]), v));
+          best[i] = spec::u64max(best[i], spec::argmax_key(__fadd_rn(bv[q][i], acc[i]), v));
       }
     }
     MARKOV_STAMP(2 + 5 * t);  // thread 0's rows done
