@@ -549,19 +549,14 @@ namespace spec {
 // chunk c from 8 different bank groups), else from global memory with the evict_last policy.
 // From global memory the row is read 8 chunks at a time, all 8 loads issued before the first is
 // used (one L2 round trip per 8 chunks instead of one per chunk).
-template <int R, int kMaxB, bool kSmem>
+// kSrc 0: the row from the swizzled shared cache (wsrc); 1: from global memory (wsrc), 8 chunks in
+// flight; 2: from registers (`regs`, C8 chunks loaded before the position loop).
+template <int R, int kMaxB, int kSrc>
 __device__ __forceinline__ void exact_row(const uint4* __restrict__ wsrc, int j, uint64_t pol, const float (*h)[R],
-                                          int b, float (&acc)[kMaxB]) {
+                                          int b, float (&acc)[kMaxB], const uint4* regs = nullptr) {
 #pragma unroll
   for (int i = 0; i < kMaxB; ++i) acc[i] = 0.0f;
-  uint4 buf[8];
-#pragma unroll 8
-  for (int c = 0; c < R / 8; ++c) {
-    if (!kSmem && c % 8 == 0) {
-#pragma unroll
-      for (int q = 0; q < 8; ++q) buf[q] = ld_hint(wsrc + c + q, pol);
-    }
-    const uint4 wu = kSmem ? wsrc[c ^ (j & 7)] : buf[c % 8];
+  auto chunk = [&](const uint4& wu, int c) {
     const uint32_t ww[4] = {wu.x, wu.y, wu.z, wu.w};
 #pragma unroll
     for (int i = 0; i < kMaxB; ++i) {
@@ -574,6 +569,20 @@ __device__ __forceinline__ void exact_row(const uint4* __restrict__ wsrc, int j,
         acc[i] = __fadd_rn(acc[i], __fmul_rn(bf_lo(ww[q]), hv[2 * q]));
         acc[i] = __fadd_rn(acc[i], __fmul_rn(bf_hi(ww[q]), hv[2 * q + 1]));
       }
+    }
+  };
+  if constexpr (kSrc == 2) {
+#pragma unroll  // fully: `regs` must stay in registers
+    for (int c = 0; c < R / 8; ++c) chunk(regs[c], c);
+  } else {
+    uint4 buf[8];
+#pragma unroll 8
+    for (int c = 0; c < R / 8; ++c) {
+      if (kSrc == 1 && c % 8 == 0) {
+#pragma unroll
+        for (int q = 0; q < 8; ++q) buf[q] = ld_hint(wsrc + c + q, pol);
+      }
+      chunk(kSrc == 0 ? wsrc[c ^ (j & 7)] : buf[c % 8], c);
     }
   }
 }
@@ -612,10 +621,22 @@ __global__ void __launch_bounds__(256, 1) markov_draft_exact(
     const int j = e / C8, c = e % C8;
     spec::cp_async16(sh_w + j * C8 + (c ^ (j & 7)), wg + (int64_t)(v_lo + j) * C8 + c, pol);
   }
+  constexpr int kRows = 4;  // rows per thread whose base logits are loaded together
+  // A thread's row past the cache (at most its last row of the first pass when the cache holds
+  // more than (kRows - 1) * kThreads rows: 96 rows per CTA at V = 129280, r = 128 on 132 SMs) is
+  // kept in registers for all positions (R <= 128: 64 registers) instead of being read from global
+  // memory each position, where those threads finished ~1.4 us after the others (trace, run 1).
+  constexpr bool kRegRow = C8 <= 16;
+  const int jl = tid + (kRows - 1) * kThreads;
+  const bool reg_ok = kRegRow && jl < n && jl >= nc;
+  uint4 wreg[kRegRow ? C8 : 1];
+  if (reg_ok) {
+#pragma unroll
+    for (int c = 0; c < C8; ++c) wreg[c] = spec::ld_hint(wg + (int64_t)(v_lo + jl) * C8 + c, pol);
+  }
   spec::cp_async_commit();
   spec::cp_async_wait_all();
   MARKOV_STAMP(0);
-  constexpr int kRows = 4;  // rows per thread whose base logits are loaded together
   auto load_base = [&](int t, int j0, float (&bv)[kRows][kMaxB]) {
 #pragma unroll
     for (int q = 0; q < kRows; ++q) {
@@ -654,8 +675,9 @@ __global__ void __launch_bounds__(256, 1) markov_draft_exact(
         const int j = j0 + q * kThreads, v = v_lo + j;
         if (j >= n) break;
         float acc[kMaxB];
-        if (j < nc) spec::exact_row<R, kMaxB, true>(sh_w + j * C8, j, pol, s_h, b, acc);
-        else spec::exact_row<R, kMaxB, false>(wg + (int64_t)v * C8, j, pol, s_h, b, acc);
+        if (j < nc) spec::exact_row<R, kMaxB, 0>(sh_w + j * C8, j, pol, s_h, b, acc);
+        else if (reg_ok && j == jl) spec::exact_row<R, kMaxB, 2>(nullptr, j, pol, s_h, b, acc, wreg);
+        else spec::exact_row<R, kMaxB, 1>(wg + (int64_t)v * C8, j, pol, s_h, b, acc);
 #pragma unroll
         for (int i = 0; i < kMaxB; ++i)
           best[i] = spec::u64max(best[i], spec::argmax_key(__fadd_rn(bv[q][i], acc[i]), v));
@@ -666,7 +688,14 @@ __global__ void __launch_bounds__(256, 1) markov_draft_exact(
     for (int i = 0; i < kMaxB; ++i) {
       if (i >= b) break;
       const uint64_t key = spec::block_max_u64<kThreads>(best[i], red);
-      if (tid == 0 && key) atomicMax(keys + (int64_t)t * b + i, (unsigned long long)key);
+      if (tid == 0 && key) {
+        atomicMax(keys + (int64_t)t * b + i, (unsigned long long)key);
+        // The next position's h is the w_in row of the global winner, one of the CTAs' winners:
+        // each CTA pulls its own into L2 now, so the read after the barrier hits L2.
+        const char* row = reinterpret_cast<const char*>(w_in + (int64_t)spec::key_index(key) * R);
+#pragma unroll
+        for (int o = 0; o < R * 2; o += 128) spec::prefetch_l2_line(row + o);
+      }
     }
     MARKOV_STAMP(3 + 5 * t);  // every thread's rows reduced
     MARKOV_STAMP(4 + 5 * t);
