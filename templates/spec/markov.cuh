@@ -46,29 +46,20 @@ namespace spec {
 
 // Every CTA arrives once per position; counter target G * (t + 1). Acquire loads (not atomics)
 // while spinning keep the 132 pollers off the atomic unit.
-// JITKERN_BARRIER_LEAN=1 (A/B): a release add instead of fence + add, and no fence after the
-// acquire spin (the acquire load already orders what follows).
-#ifndef JITKERN_BARRIER_LEAN
-#define JITKERN_BARRIER_LEAN 0
-#endif
+// The add is a release (orders this CTA's earlier writes, made visible to thread 0 by the
+// __syncthreads); the acquire spin orders what follows, so no fence on either side (measured on the
+// H200, markov_draft_exact b = 1 k = 7: 63.1-63.3 us against 64.9-65.5 with __threadfence + add
+// and a trailing fence, outputs identical: scripts/markov_ab.py history in templates/spec/NOTES.md).
 __device__ __forceinline__ void grid_barrier(unsigned* bar, unsigned target) {
   __syncthreads();
   if (threadIdx.x == 0) {
-#if JITKERN_BARRIER_LEAN
     asm volatile("red.release.gpu.global.add.u32 [%0], 1;" :: "l"(bar) : "memory");
-#else
-    __threadfence();
-    atomicAdd(bar, 1u);
-#endif
     while (true) {
       unsigned seen;
       asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(seen) : "l"(bar) : "memory");
       if (seen >= target) break;
       __nanosleep(32);
     }
-#if !JITKERN_BARRIER_LEAN
-    __threadfence();
-#endif
   }
   __syncthreads();
 }
