@@ -46,20 +46,32 @@ namespace spec {
 
 // Every CTA arrives once per position; counter target G * (t + 1). Acquire loads (not atomics)
 // while spinning keep the 132 pollers off the atomic unit.
-// The add is a release (orders this CTA's earlier writes, made visible to thread 0 by the
-// __syncthreads); the acquire spin orders what follows, so no fence on either side (measured on the
-// H200, markov_draft_exact b = 1 k = 7: 63.1-63.3 us against 64.9-65.5 with __threadfence + add
-// and a trailing fence, outputs identical: scripts/markov_ab.py history in templates/spec/NOTES.md).
+// JITKERN_BARRIER_LEAN=1: a release add and the acquire spin alone, no fences (a release RMW
+// after the __syncthreads orders the CTA's earlier writes; the acquire load orders what follows).
+// Measured on the H200 (third 2026-12-01 session, markov_draft_exact b = 1 k = 7): 63.1-63.3 us
+// against 64.9-65.5, b = 2 78.7-78.9 against 80.5-80.8, outputs identical; not yet through the
+// GPU test suite (device time ran out), so the fenced barrier stays the default.
+#ifndef JITKERN_BARRIER_LEAN
+#define JITKERN_BARRIER_LEAN 0
+#endif
 __device__ __forceinline__ void grid_barrier(unsigned* bar, unsigned target) {
   __syncthreads();
   if (threadIdx.x == 0) {
+#if JITKERN_BARRIER_LEAN
     asm volatile("red.release.gpu.global.add.u32 [%0], 1;" :: "l"(bar) : "memory");
+#else
+    __threadfence();
+    atomicAdd(bar, 1u);
+#endif
     while (true) {
       unsigned seen;
       asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(seen) : "l"(bar) : "memory");
       if (seen >= target) break;
       __nanosleep(32);
     }
+#if !JITKERN_BARRIER_LEAN
+    __threadfence();
+#endif
   }
   __syncthreads();
 }
