@@ -52,7 +52,9 @@ _DECODE_MODES = {"wgmma": (0, "narrow"), "wgmma_pipe": (1, "narrow"), "wgmma_laz
                  "wgmma_pipe_lazy": (5, "narrow"), "wgmma_split": (6, "narrow"), "wgmma_split_pipe": (7, "narrow"),
                  "wgmma_wc": (0, "wide"), "wgmma_chunk": (8, "narrow"), "wgmma_chunk_wc": (8, "wide"),
                  "wgmma_chunk_lazy_wc": (12, "wide"), "wgmma_ov": (16, "narrow"), "wgmma_ov_wc": (16, "wide"),
-                 "wgmma_chunk_ov": (24, "narrow"), "wgmma_chunk_ov_wc": (24, "wide")}
+                 "wgmma_chunk_ov": (24, "narrow"), "wgmma_chunk_ov_wc": (24, "wide"),
+                 # FlashMLA's seesaw schedule (mla.cuh kMode 32): compiled here, not yet run on a GPU
+                 "wgmma_seesaw": (32, "narrow"), "wgmma_seesaw_wc": (32, "wide")}
 _MODE_SPECS = {m: KernelSpec(_TEMPLATE, f"jitkern::mla::mla_decode_kernel<{m}>", family="mla")
                for m in sorted({m for m, _ in _DECODE_MODES.values()})}
 DECODE_SPECS = {k: _MODE_SPECS[m] for k, (m, _) in _DECODE_MODES.items()}

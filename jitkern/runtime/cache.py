@@ -63,8 +63,9 @@ def _ptxas_summary(log: str) -> dict:
     m = re.search(r"(\d+) bytes stack frame", log)
     if m:
         out["stack_frame"] = int(m.group(1))
-    # ptxas C7511: wgmma serialised (each waits for the previous): a silent ~30% loss, tests check it
-    out["wgmma_serialized"] = "C7511" in log
+    # ptxas C751x "wgmma.mma_async instructions are serialized" (too few registers, accumulators read
+    # inside a pipeline stage, ...): each wgmma waits for the previous, a silent ~30% loss; tests check it
+    out["wgmma_serialized"] = "wgmma.mma_async instructions are serialized" in log
     return out
 
 

@@ -218,6 +218,13 @@ __device__ __forceinline__ bool next_segment(const DecodeParams& p, int& g, int 
 // 16 ("ov"):    S of tile j+1 is issued right behind PV of tile j (no tensor-core gap for the
 //               PV drain, stage release and S setup); the stage is released once PV retires
 //               (wgmma_wait<1>). Unlike mode 1 it needs tile j+1 no earlier than mode 0. Not with 1, 2.
+// 32 ("seesaw", FlashMLA's schedule; NOT yet run on a GPU): tiles in pairs (K0, K1). Warpgroup 0
+//               computes the full S0 = Q K0^T (m64n64k16: Q and K streamed from smem once), its
+//               softmax and P0 (into K0's RoPE chunk, which only S reads), warpgroup 1 likewise S1
+//               for K1, concurrently. Only the running row max crosses between them (named
+//               barriers 4: after K0, 5: after K1); each derives both rescale factors from its own
+//               copy of m, so one's softmax runs under the other's GEMM. O halves as in mode 0;
+//               row sums: warpgroup 0 over P0 rows, 1 over P1 rows, added at the end. Alone only.
 template <int kMode>
 __global__ void __launch_bounds__(384, 1)
 mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __grid_constant__ sm90::TmaDescriptor tma_kv,
@@ -239,6 +246,8 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
   static_assert(!(kChunkBars && (kMode & 3)), "chunk barriers: only the in-order, unpipelined S path");
   constexpr bool kOverlap = (kMode & 16) != 0;
   static_assert(!(kOverlap && (kMode & 3)), "overlap: only the in-order, unpipelined S path");
+  constexpr bool kSeesaw = (kMode & 32) != 0;
+  static_assert(!kSeesaw || kMode == 32, "seesaw: no other mode bit");
 
   const int mb = blockIdx.x, part = blockIdx.y;
   const int g_begin = p.md_g[part], g_end = p.md_g[part + 1];
@@ -328,7 +337,7 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
   constexpr bool kPipelined = (kMode & 1) != 0;
   constexpr bool kSplit = (kMode & 2) != 0;
   constexpr bool kLazy = (kMode & 4) != 0;
-  constexpr int kSRegs = kSplit ? 32 : 16;
+  constexpr int kSRegs = kSplit || kSeesaw ? 32 : 16;
   float o[128];
   float sacc[kSRegs];
   float sacc2[kPipelined ? kSRegs : 1];
@@ -402,6 +411,20 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
         s16[a + 3] = (w == 0 ? acc[a + 3] : acc[b + 3]) + v.w;
       }
     };
+    // Token rows past the sequence end may hold anything (NaN): zero this warpgroup's V part of
+    // tile kt (tile index blk) so that P = 0 times garbage cannot poison O. (No S may be reading
+    // the tile's rows meanwhile; the caller fences before the PV that reads them.)
+    auto zero_tail = [&](int blk, uint8_t* kt) {
+      const int valid = len - blk * kBlockN;
+      if (valid < kBlockN) {
+        const int first = max(valid, 0);
+        const int n16 = (kBlockN - first) * 8;  // 16-byte units per chunk
+        for (int idx = tid; idx < 4 * n16; idx += 128) {
+          const int c = w * 4 + idx / n16, u = idx % n16;
+          *reinterpret_cast<uint4*>(kt + c * kChunkBytes + first * 128 + u * 16) = make_uint4(0, 0, 0, 0);
+        }
+      }
+    };
     // Given a finished S tile in `acc`: mask, online softmax, P to smem. Returns the rescale
     // factors of this thread's two rows. Both warpgroups meet twice (row max exchange, P complete).
     auto softmax_p = [&](float (&acc)[16], int blk, uint8_t* kt) -> float2 {
@@ -453,24 +476,13 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
       }
       l0 = l0 * a0 + rs0;
       l1 = l1 * a1 + rs1;
-      // Token rows past the sequence end may hold anything (NaN): zero this warpgroup's V part so
-      // that P = 0 times garbage cannot poison O.
-      const int valid = len - blk * kBlockN;
-      if (valid < kBlockN) {
-        const int first = max(valid, 0);
-        const int n16 = (kBlockN - first) * 8;  // 16-byte units per chunk
-        for (int idx = tid; idx < 4 * n16; idx += 128) {
-          const int c = w * 4 + idx / n16, u = idx % n16;
-          *reinterpret_cast<uint4*>(kt + c * kChunkBytes + first * 128 + u * 16) = make_uint4(0, 0, 0, 0);
-        }
-      }
+      zero_tail(blk, kt);
       fence_proxy_async_shared();
       named_barrier_sync(2, 256);
       return make_float2(a0, a1);
     };
-    // O *= alpha, then issue (and commit) O += P V.
-    auto rescale_pv = [&](float2 alpha, const uint8_t* kt) {
-      const float a0 = alpha.x, a1 = alpha.y;
+    // O *= (a0, a1) per row (only while no wgmma is in flight).
+    auto scale_o = [&](float a0, float a1) {
       // alpha is exactly 1 when the row max did not move (ex2(0)); then O *= 1 is a no-op.
       if (!kLazy || __any_sync(0xffffffffu, a0 != 1.f || a1 != 1.f)) {
 #pragma unroll
@@ -481,18 +493,27 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
           o[4 * j + 3] *= a1;
         }
       }
+    };
+    // Issue (and commit) O += P V: P [64 x 64] bf16 at pb (K-major, 128-byte swizzle), V = this
+    // warpgroup's 256 dims of tile kt.
+    auto issue_pv = [&](const uint8_t* pb, const uint8_t* kt) {
 #pragma unroll
       for (int k = 0; k < 128; ++k) fence_operand(o[k]);
       wgmma_fence();
 #pragma unroll
       for (int kk = 0; kk < 4; ++kk) {
-        const uint64_t da = make_smem_desc_k_sw128(kSplit ? kt + 8 * kChunkBytes : sP) + kk * 2;
+        const uint64_t da = make_smem_desc_k_sw128(pb) + kk * 2;
         // V: 16 tokens x 256 dims, MN-major: 64-dim chunks LBO = 8 KiB apart, 8-token groups SBO = 1 KiB.
         const uint64_t db = make_smem_desc(kt + (w * 4) * kChunkBytes + kk * 16 * 128, SmemSwizzle::k128B,
                                            kChunkBytes, 1024);
         WgmmaBf16<256, true>::mma(da, db, o, 1u);
       }
       wgmma_commit();
+    };
+    // O *= alpha, then issue (and commit) O += P V.
+    auto rescale_pv = [&](float2 alpha, const uint8_t* kt) {
+      scale_o(alpha.x, alpha.y);
+      issue_pv(kSplit ? kt + 8 * kChunkBytes : sP, kt);
     };
     // PV done (all wgmma of this warpgroup retired): hand the KV stage back to the producer.
     auto finish_tile = [&](int s) {
@@ -503,7 +524,161 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
       if (lane == 0) mbar_arrive(&empty[s]);
     };
 
-    if constexpr (kOverlap) {
+    if constexpr (kSeesaw) {
+      // Seesaw (see kMode 32 above). Barriers per pair: 4 = warpgroup 0's max after K0 and P0 are
+      // in smem (0 arrives, 1 waits), 5 = warpgroup 1's max after K1 and P1 (1 arrives, 0 waits).
+      // Each crosses once per pair in each direction, so neither warpgroup can arrive twice before
+      // the other has waited. red_max[0..64) / [64..128) carry the two maxima.
+      auto base_of = [&](float m) { return m == -kInf ? 0.f : m * sl2; };
+      // S [64 x 64] = Q K^T over all 576 dims of tile kt into sacc (committed, not waited for).
+      auto issue_s64 = [&](const uint8_t* kt) {
+#pragma unroll
+        for (int k = 0; k < kSRegs; ++k) fence_operand(sacc[k]);
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < kChunks * 4; ++kk) {
+          const uint64_t da = make_smem_desc_k_sw128(sQ + (kk >> 2) * kChunkBytes) + (kk & 3) * 2;
+          const uint64_t db = make_smem_desc_k_sw128(kt + (kk >> 2) * kChunkBytes) + (kk & 3) * 2;
+          WgmmaBf16<64>::mma(da, db, sacc, kk > 0 ? 1u : 0u);
+        }
+        wgmma_commit();
+      };
+      // Finished S of tile blk in sacc: mask (by selection), the new row maxima mn (from the
+      // running ones mp), P = exp(S - mn) as bf16 into pb, P's row sums (this thread's 16 columns).
+      auto soft64 = [&](int blk, float mp0, float mp1, float& mn0, float& mn1, float& rs0, float& rs1, uint8_t* pb) {
+        float mx0 = -kInf, mx1 = -kInf;
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const int key = blk * kBlockN + 8 * j + cq + e;
+            sacc[4 * j + e] = key < lim0 ? sacc[4 * j + e] : -kInf;
+            sacc[4 * j + 2 + e] = key < lim1 ? sacc[4 * j + 2 + e] : -kInf;
+            mx0 = fmaxf(mx0, sacc[4 * j + e]);
+            mx1 = fmaxf(mx1, sacc[4 * j + 2 + e]);
+          }
+        }
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+        mn0 = fmaxf(mp0, mx0);
+        mn1 = fmaxf(mp1, mx1);
+        const float b0 = base_of(mn0), b1 = base_of(mn1);
+        rs0 = rs1 = 0.f;
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+          const float p00 = ex2(fmaf(sacc[4 * j + 0], sl2, -b0)), p01 = ex2(fmaf(sacc[4 * j + 1], sl2, -b0));
+          const float p10 = ex2(fmaf(sacc[4 * j + 2], sl2, -b1)), p11 = ex2(fmaf(sacc[4 * j + 3], sl2, -b1));
+          rs0 += p00 + p01;
+          rs1 += p10 + p11;
+          *reinterpret_cast<uint32_t*>(pb + r0 * 128 + ((j ^ (r0 & 7)) << 4) + cq * 2) = pack_bf16x2(p00, p01);
+          *reinterpret_cast<uint32_t*>(pb + r1 * 128 + ((j ^ (r1 & 7)) << 4) + cq * 2) = pack_bf16x2(p10, p11);
+        }
+      };
+      // rescale factors from the running maxima (m0, m1) to (n0, n1); then they become the running ones
+      auto advance = [&](float n0, float n1, float& a0, float& a1) {
+        a0 = ex2(m0 * sl2 - base_of(n0));
+        a1 = ex2(m1 * sl2 - base_of(n1));
+        m0 = n0;
+        m1 = n1;
+      };
+      auto done_pv = [&](int st) {  // this warpgroup's PV retired: its use of stage st is over
+        wgmma_wait<0>();
+#pragma unroll
+        for (int k = 0; k < 128; ++k) fence_operand(o[k]);
+        __syncwarp();
+        if (lane == 0) mbar_arrive(&empty[st]);
+      };
+      for (int blk = lo; blk < hi; blk += 2) {
+        const bool two = blk + 1 < hi;
+        const int t0 = tile, t1 = tile + 1;
+        uint8_t* k0 = sK + (t0 & 1) * kTileBytes;
+        uint8_t* k1 = sK + (t1 & 1) * kTileBytes;
+        uint8_t* p0 = k0 + 8 * kChunkBytes;  // P of a tile lives in its RoPE chunk once S has read it
+        uint8_t* p1 = k1 + 8 * kChunkBytes;
+        float a0, a1;
+        if (w == 0) {
+          mbar_wait(&full[t0 & 1], (t0 >> 1) & 1);
+          issue_s64(k0);
+          wgmma_wait<0>();
+#pragma unroll
+          for (int k = 0; k < kSRegs; ++k) fence_operand(sacc[k]);
+          float mn0, mn1, rs0, rs1;
+          soft64(blk, m0, m1, mn0, mn1, rs0, rs1, p0);
+          zero_tail(blk, k0);
+          if ((lane & 3) == 0) { red_max[r0] = mn0; red_max[r1] = mn1; }
+          fence_proxy_async_shared();
+          named_barrier_arrive(4, 256);
+          advance(mn0, mn1, a0, a1);
+          l0 = l0 * a0 + rs0;
+          l1 = l1 * a1 + rs1;
+          scale_o(a0, a1);
+          issue_pv(p0, k0);
+          named_barrier_sync(5, 256);
+          if (two) {
+            const float n0 = red_max[kBlockM + r0], n1 = red_max[kBlockM + r1];
+            done_pv(t0 & 1);
+            mbar_wait(&full[t1 & 1], (t1 >> 1) & 1);
+            zero_tail(blk + 1, k1);
+            fence_proxy_async_shared();
+            advance(n0, n1, a0, a1);
+            l0 *= a0;
+            l1 *= a1;
+            scale_o(a0, a1);
+            issue_pv(p1, k1);
+            done_pv(t1 & 1);
+          } else {
+            done_pv(t0 & 1);
+          }
+        } else if (two) {
+          // (one branch per case: a wgmma issued under `two` and waited under a second `two` test
+          // looks to ptxas like an unwaited path, and it serialises every wgmma, C7514)
+          mbar_wait(&full[t1 & 1], (t1 >> 1) & 1);
+          issue_s64(k1);  // runs beside warpgroup 0's S0
+          named_barrier_sync(4, 256);
+          const float n0 = red_max[r0], n1 = red_max[r1];
+          mbar_wait(&full[t0 & 1], (t0 >> 1) & 1);
+          wgmma_wait<0>();  // S1 done: O may be touched
+#pragma unroll
+          for (int k = 0; k < kSRegs; ++k) fence_operand(sacc[k]);
+          zero_tail(blk, k0);
+          fence_proxy_async_shared();
+          advance(n0, n1, a0, a1);
+          l0 *= a0;
+          l1 *= a1;
+          scale_o(a0, a1);
+          issue_pv(p0, k0);  // the softmax of S1 runs under it
+          float mn0, mn1, rs0, rs1;
+          soft64(blk + 1, m0, m1, mn0, mn1, rs0, rs1, p1);
+          zero_tail(blk + 1, k1);
+          if ((lane & 3) == 0) { red_max[kBlockM + r0] = mn0; red_max[kBlockM + r1] = mn1; }
+          fence_proxy_async_shared();
+          named_barrier_arrive(5, 256);
+          done_pv(t0 & 1);
+          advance(mn0, mn1, a0, a1);
+          l0 = l0 * a0 + rs0;
+          l1 = l1 * a1 + rs1;
+          scale_o(a0, a1);
+          issue_pv(p1, k1);
+          done_pv(t1 & 1);
+        } else {
+          named_barrier_sync(4, 256);
+          const float n0 = red_max[r0], n1 = red_max[r1];
+          mbar_wait(&full[t0 & 1], (t0 >> 1) & 1);
+          zero_tail(blk, k0);
+          fence_proxy_async_shared();
+          advance(n0, n1, a0, a1);
+          l0 *= a0;
+          l1 *= a1;
+          scale_o(a0, a1);
+          issue_pv(p0, k0);
+          named_barrier_arrive(5, 256);
+          done_pv(t0 & 1);
+        }
+        tile += two ? 2 : 1;
+      }
+    } else if constexpr (kOverlap) {
       // S(tile t) into sacc: waits for the tile's data (per chunk with mode bit 8), then issues.
       auto issue_s = [&](int t) {
         const int st = t & 1;
