@@ -410,20 +410,42 @@ gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constan
         using One = InFlight<1>;
         using Zero = InFlight<0>;
         issue(0, b0);
+        if constexpr (kSplitK > 1) {
+          // Run-time J (the split's k-blocks): steady state two batches per trip, then a tail of
+          // one or two that drains, so every path issues before it waits. The dense loop below,
+          // with J a constant, compiles pipelined; with a run-time J its inner `break` left ptxas
+          // an unwaited path and it serialised every wgmma (C7514). Dense keeps its measured SASS.
+          uint32_t j = 0;
 #pragma unroll 1
-        for (uint32_t j = 0; j < J; j += 2) {
+          for (; j + 2 < J; j += 2) {
+            issue(j + 1, b1);
+            finish(j, b0, One{}, 0);
+            issue(j + 2, b0);
+            finish(j + 1, b1, One{}, kWaves - 1);
+          }
           if (j + 1 < J) {
             issue(j + 1, b1);
             finish(j, b0, One{}, 0);
+            finish(j + 1, b1, Zero{}, kWaves - 1);
           } else {
             finish(j, b0, Zero{}, 0);
-            break;
           }
-          if (j + 2 < J) {
-            issue(j + 2, b0);
-            finish(j + 1, b1, One{}, kWaves - 1);
-          } else {
-            finish(j + 1, b1, Zero{}, kWaves - 1);
+        } else {
+#pragma unroll 1
+          for (uint32_t j = 0; j < J; j += 2) {
+            if (j + 1 < J) {
+              issue(j + 1, b1);
+              finish(j, b0, One{}, 0);
+            } else {
+              finish(j, b0, Zero{}, 0);
+              break;
+            }
+            if (j + 2 < J) {
+              issue(j + 2, b0);
+              finish(j + 1, b1, One{}, kWaves - 1);
+            } else {
+              finish(j + 1, b1, Zero{}, kWaves - 1);
+            }
           }
         }
         it += kb_end - kb_begin;
