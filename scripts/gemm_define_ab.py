@@ -7,11 +7,12 @@ spread is the noise; the first round usually runs coolest), cuBLAS fp8 row-wise 
 Default shapes: the six M = 4096 DeepSeek-V3 shapes of `jitkern bench gemm`. (The pipelined-promotion
 A/B of templates/gemm/NOTES.md is JITKERN_GEMM_PIPELINE=0 here.)
 """
+import dataclasses
 import sys
 
 from jitkern import heuristics as H
 from jitkern.ops import gemm as G
-from jitkern.runtime import KernelSpec, compile_spec
+from jitkern.runtime import compile_spec
 
 ROUNDS = 3
 SHAPES = [(4096, 2112, 7168), (4096, 24576, 1536), (4096, 32768, 512), (4096, 7168, 16384), (4096, 4096, 7168),
@@ -22,7 +23,7 @@ _spec = G.gemm_spec
 def _variant(define):
     def spec(kind, n, k, cfg, accum=False, group_mode=0):
         s = _spec(kind, n, k, cfg, accum, group_mode)
-        return KernelSpec(s.template, s.name, s.defines + (define,), s.family)
+        return dataclasses.replace(s, defines=s.defines + (define,))
     return spec
 
 

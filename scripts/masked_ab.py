@@ -10,6 +10,7 @@ Measured with it on 2026-12-01 (H200) and dropped: an odd last 64-row block spli
 between the warpgroups (~30% slower: ptxas serialised its wgmma, C7511); A loaded per 64-row block,
 skipping the blocks past the rows (0-10% slower: four 64-row TMA boxes per stage).
 """
+import dataclasses
 import os
 import random
 import sys
@@ -17,7 +18,7 @@ import sys
 from jitkern import heuristics as H
 from jitkern.bench.grouped import MASKED, MAX_M, _quant_b
 from jitkern.ops import gemm as G
-from jitkern.runtime import KernelSpec, compile_spec
+from jitkern.runtime import compile_spec
 
 CASES = [c for c in MASKED if c[1] == 192]
 ROUNDS = 4
@@ -30,7 +31,7 @@ VARIANT_DEFINE = tuple(os.environ["AB_DEFINE"].split("=")) if os.environ.get("AB
 def _variant_spec(default):
     def spec(kind, n, k, cfg, accum=False, group_mode=0):
         s = _spec(kind, n, k, cfg, accum, group_mode)
-        return s if default else KernelSpec(s.template, s.name, (VARIANT_DEFINE,), "gemm")
+        return s if default else dataclasses.replace(s, defines=s.defines + (VARIANT_DEFINE,))
     return spec
 
 

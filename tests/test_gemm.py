@@ -149,6 +149,28 @@ def test_compiles_for_sm90a_without_spills(kind, m, n, k, cfg, cache_dir, tmp_pa
 
 # ----------------------------------------------------------------------------- CPU: validation
 
+def test_tuned_configs_compile_pipelined(cache_dir):
+    # Every config a tuning table can hand out keeps its wgmma pipelined once compile_spec has
+    # applied the spec's fallback (gemm.cuh JITKERN_GEMM_RUNTIME_J; NVRTC 13.0 serialises the
+    # constant-trip-count promotion loop at K = 512, which two H200 entries use).
+    import json
+    from jitkern.ops.gemm import gemm_spec
+    from jitkern.runtime import compile_spec
+    seen = set()
+    for path in sorted(heuristics.tuning_dir().glob("gemm_*.json")):
+        data = json.loads(path.read_text())
+        for e in data["entries"] if isinstance(data, dict) else data:
+            cfg = heuristics.GemmConfig(int(e["block_m"]), int(e["block_n"]), int(e["stages"]), int(e.get("group_n", 16)),
+                                        132, int(e.get("cluster_m", 1)), int(e.get("cluster_n", 1)), int(e.get("split_k", 1)))
+            key = (e["kind"], int(e["n"]), int(e["k"]), cfg)
+            if key in seen:
+                continue
+            seen.add(key)
+            entry, _ = compile_spec(gemm_spec(e["kind"], int(e["n"]), int(e["k"]), cfg), "sm_90a")
+            assert entry.meta["ptxas"]["wgmma_serialized"] is False, (path.name, key)
+    assert len(seen) >= 30
+
+
 def test_validation_names_arguments():
     from jitkern.ops.gemm import gemm_bf16_nt, gemm_fp8_nt
     a = torch.zeros(4, 128, dtype=torch.bfloat16)

@@ -148,3 +148,19 @@ def test_ptxas_summary_flags_serialized_wgmma():
     s = _ptxas_summary(log)
     assert s["wgmma_serialized"] is True and s["registers"] == 168 and s["spill_stores"] == 0
     assert _ptxas_summary(log.split("\n", 1)[1])["wgmma_serialized"] is False
+
+
+def test_serialized_wgmma_falls_back_to_the_named_defines(cache_dir, monkeypatch):
+    # A spec whose first build ptxas reports as serialised is rebuilt with its fallback macros;
+    # both builds stay cached and later lookups land on the rebuilt one.
+    import dataclasses
+    real = cache_mod._ptxas_summary
+    monkeypatch.setattr(cache_mod, "_ptxas_summary", lambda log: {**real(log), "wgmma_serialized": True})
+    spec = dataclasses.replace(SMOKE, serialized_fallback=(("JITKERN_RETRY", "1"),))
+    first, _ = compile_spec(spec, "sm_90a")  # flagged: the fallback is built too (and flagged, no loop)
+    assert "-DJITKERN_RETRY=1" in first.meta["options"]
+    monkeypatch.setattr(cache_mod, "_ptxas_summary", real)
+    plain, _ = compile_spec(SMOKE, "sm_90a")
+    assert "-DJITKERN_RETRY=1" not in plain.meta["options"] and plain.key != first.key
+    again, status = compile_spec(spec, "sm_90a")
+    assert status == "cached" and again.key == first.key

@@ -46,7 +46,9 @@ def gemm_spec(kind: str, n: int, k: int, cfg: heuristics.GemmConfig, accum: bool
     tail = f", {group_mode}, {cfg.split_k}>" if cfg.split_k > 1 else (f", {group_mode}>" if group_mode else ">")
     name = (f"jitkern::gemm::gemm_nt_kernel<{fp8}, {n}, {k}, {cfg.block_m}, {cfg.block_n}, {cfg.stages}, "
             f"{cfg.group_n}, {'true' if accum else 'false'}, {cfg.cluster_m}, {cfg.cluster_n}" + tail)
-    return KernelSpec(TEMPLATE, name, family="gemm")
+    # fp8's pipelined promotion loop compiles serialised for a few constant trip counts (gemm.cuh)
+    fallback = (("JITKERN_GEMM_RUNTIME_J", "1"),) if kind == "fp8" else ()
+    return KernelSpec(TEMPLATE, name, family="gemm", serialized_fallback=fallback)
 
 
 # TMA descriptors are pure functions of (pointer, shape, strides, box): memoise the few a model

@@ -185,8 +185,19 @@ def default_cache() -> DiskCache:
 
 def compile_spec(spec: KernelSpec, arch: str, cache: DiskCache | None = None):
     """Return ``(Entry, status)`` for ``spec`` on ``arch``; status is ``"cached"`` or ``"compiled"``.
-    Compiles at most once across processes sharing the cache folder."""
+    Compiles at most once across processes sharing the cache folder. Where ptxas serialised the
+    spec's wgmma and the spec names a ``serialized_fallback``, the entry (and status) of the spec
+    rebuilt with those macros added is returned instead (both variants stay cached)."""
     cache = cache or default_cache()
+    entry, status = _compile_or_load(spec, arch, cache)
+    if spec.serialized_fallback and entry.meta.get("ptxas", {}).get("wgmma_serialized"):
+        alt = dataclasses.replace(spec, defines=tuple(spec.defines) + tuple(spec.serialized_fallback),
+                                  serialized_fallback=())
+        return _compile_or_load(alt, arch, cache)
+    return entry, status
+
+
+def _compile_or_load(spec: KernelSpec, arch: str, cache: DiskCache):
     key = cache_key(spec, arch)
     entry = cache.get(key)
     if entry is not None:

@@ -14,11 +14,15 @@ class KernelSpec:
         e.g. ``"jitkern::quant_token_group<__nv_bfloat16, 128, false>"``. NVRTC instantiates it.
     defines: extra ``-D`` macros as ``(("NAME", "VALUE"), ...)``; part of the cache key.
     family: label for listings and progress bars (``"quant"``, ``"gemm"``, ...).
+    serialized_fallback: extra ``-D`` macros to recompile with when ptxas reports that it
+        serialised the kernel's wgmma instructions (advisories C751x); the kernel must compute the
+        same results under them. Not part of the cache key (the defines of the retry are).
     """
     template: str
     name: str
     defines: tuple = ()
     family: str = ""
+    serialized_fallback: tuple = ()
 
     def __post_init__(self):
         if not isinstance(self.defines, tuple):

@@ -164,6 +164,12 @@ gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constan
   // switch), same run: 128x128 4096x4096x7168 196.5 vs 206.3 us, 128x7168x16384 58.4 vs 64.3 us;
   // 64x128 4096x24576x1536 350 vs 435 us; but 128x112 and 256x96 (per-8-column scale select on top
   // of twice the scale registers) 4-6% slower, so those stay unpipelined.
+// JITKERN_GEMM_RUNTIME_J=1: the pipelined loop's trip count hidden from the compiler and the
+// peeled loop below. jitkern/ops/gemm.py recompiles with it when ptxas serialises the constant-J
+// loop's wgmma (C7514: K = 384, 512, 640, 896 with NVRTC 13.0), through KernelSpec.serialized_fallback.
+#ifndef JITKERN_GEMM_RUNTIME_J
+#define JITKERN_GEMM_RUNTIME_J 0
+#endif
 #ifndef JITKERN_GEMM_PIPELINE
 #define JITKERN_GEMM_PIPELINE 1
 #endif
@@ -388,7 +394,9 @@ gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constan
           float sb[kSpan];
         };
         Batch b0, b1;
-        const uint32_t J = (kb_end - kb_begin) * kWaves;
+        uint32_t J = (kb_end - kb_begin) * kWaves;
+        constexpr bool kPeeled = kSplitK > 1 || JITKERN_GEMM_RUNTIME_J;
+        if constexpr (kPeeled) asm volatile("mov.u32 %0, %0;" : "+r"(J));  // opaque: a run-time trip count
         const uint32_t it0 = it;
         auto issue = [&](uint32_t j, Batch& b) {
           const uint32_t kr = j / kWaves, w = j % kWaves;  // k-block kb_begin + kr, ring slot it0 + kr
@@ -410,11 +418,13 @@ gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constan
         using One = InFlight<1>;
         using Zero = InFlight<0>;
         issue(0, b0);
-        if constexpr (kSplitK > 1) {
-          // Run-time J (the split's k-blocks): steady state two batches per trip, then a tail of
-          // one or two that drains, so every path issues before it waits. The dense loop below,
-          // with J a constant, compiles pipelined; with a run-time J its inner `break` left ptxas
-          // an unwaited path and it serialised every wgmma (C7514). Dense keeps its measured SASS.
+        if constexpr (kPeeled) {
+          // Run-time J (split-K's k-blocks, or hidden): steady state two batches per trip, then a
+          // tail of one or two that drains, so every path issues before it waits. Pipelined for
+          // every J tried (1..16, 56). The loop below, with J a constant, compiles pipelined for
+          // most J and keeps the SASS that was measured; with a run-time J its inner `break` left
+          // ptxas an unwaited path and it serialised every wgmma (C7514), and this one with a
+          // constant J serialises at J = 7, 8, 12, 16.
           uint32_t j = 0;
 #pragma unroll 1
           for (; j + 2 < J; j += 2) {
