@@ -41,10 +41,12 @@ def cmd_warmup(args):
             print(f"FAILED {o.spec.name}:\n{o.error}\n", file=sys.stderr)
     print(f"compiled {summary['compiled']}, cached {summary['cached']}, failed {summary['failed']} "
           f"in {summary['total_seconds']:.1f} s" + (f" (compile median {summary['compile_median_s']} s, "
-                                                   f"max {summary['compile_max_s']} s)" if summary["compiled"] else ""))
+                                                   f"max {summary['compile_max_s']} s)" if summary["compiled"] else "")
+          + (f"; {summary['rebuilt']} rebuilt with their fallback macros (ptxas serialised their wgmma)"
+             if summary["rebuilt"] else ""))
     if args.json:
-        recs = [{"name": o.spec.name, "family": o.spec.family, "status": o.status, "seconds": round(o.seconds, 4)}
-                for o in outcomes]
+        recs = [{"name": o.spec.name, "family": o.spec.family, "status": o.status, "seconds": round(o.seconds, 4),
+                 "rebuilt": o.rebuilt} for o in outcomes]
         with open(args.json, "w") as f:
             json.dump({"arch": target.arch, "summary": summary, "records": recs}, f, indent=1)
     return 1 if summary["failed"] else 0

@@ -55,6 +55,7 @@ class Outcome:
     status: str          # "compiled" | "cached" | "failed"
     seconds: float       # NVRTC seconds (compiled) or lookup seconds (cached)
     error: str = ""
+    rebuilt: bool = False  # ptxas serialised its wgmma: the spec's serialized_fallback build is the kernel
 
 
 def _compile_one(spec: KernelSpec, arch: str) -> Outcome:
@@ -68,7 +69,9 @@ def _compile_one(spec: KernelSpec, arch: str) -> Outcome:
     except Exception as e:  # a worker must report, not die
         return Outcome(spec, "failed", time.perf_counter() - t0, f"{type(e).__name__}: {e}")
     secs = entry.meta.get("compile_seconds", 0.0) if status == "compiled" else time.perf_counter() - t0
-    return Outcome(spec, status, secs)
+    rebuilt = bool(spec.serialized_fallback) and entry.meta.get("name") == spec.name and \
+        any(f"-D{k}=" in o for k, _ in spec.serialized_fallback for o in entry.meta.get("options", []))
+    return Outcome(spec, status, secs, rebuilt=rebuilt)
 
 
 def warmup(specs: list[KernelSpec], arch: str, jobs: int | None = None, progress: bool = True) -> list[Outcome]:
@@ -116,6 +119,7 @@ def summarize(outcomes: list[Outcome], wall: float) -> dict:
         "compiled": len(comp),
         "cached": sum(o.status == "cached" for o in outcomes),
         "failed": sum(o.status == "failed" for o in outcomes),
+        "rebuilt": sum(o.rebuilt for o in outcomes),  # each also left its serialised first build cached
         "total_seconds": round(wall, 2),
         "compile_median_s": round(statistics.median(comp), 3) if comp else None,
         "compile_max_s": round(max(comp), 3) if comp else None,
