@@ -168,13 +168,14 @@ _MARKOV_SMEM_LIMIT = 227 * 1024 - 6 * 1024  # opt-in shared memory minus the ker
 
 # Greedy batches up to this size take markov_draft_exact (CUDA-core logits in the reference's
 # order, w_out cached in shared memory): exact by construction, no candidate pass. 0 = always the
-# tensor-core kernel. H200 (bench spec, r=128, k=7, same run): b=1 70.7 vs 79.5 us (tensor-core);
-# b=2 87.4 vs 80.2 us, so only single requests take it.
-MARKOV_EXACT_MAX_B = 1
+# tensor-core kernel. H200 (r=128, k=7, same run): b=1 65.4 vs 80.4 us (tensor-core, bench spec);
+# b=2 80.5-80.8 vs 81.0-81.6 us (scripts/markov_ab.py, 3 rounds; the exact kernel at b=2 was 87.4
+# before its uncached rows moved to registers).
+MARKOV_EXACT_MAX_B = 2
 
 
-# Largest batch one markov_draft_exact kernel serves (its kMaxB). Kept at 2, the build that was
-# measured and GPU-tested, while the dispatch (MARKOV_EXACT_MAX_B) sends it single requests only.
+# Largest batch one markov_draft_exact kernel serves (its kMaxB): 2, the build that was measured and
+# GPU-tested (test_markov_small_batch_both_kernels runs it at b = 1 and 2).
 MARKOV_EXACT_KERNEL_B = 2
 
 
@@ -632,7 +633,7 @@ def markov_draft(base_logits: torch.Tensor, first_prev: torch.Tensor, w_in: torc
     int32/int64 in [0, V) (clamped). w_in, w_out: [V, r] bf16 contiguous, 16-byte aligned, r in
     {64, 128, 256}. Returns int32 [b, k]. The kernel is persistent (one CTA per SM, a software
     grid barrier between positions) and needs a whole SM per CTA: kernels on other streams only
-    delay it. A greedy batch of MARKOV_EXACT_MAX_B (1) request computes every logit on the CUDA
+    delay it. A greedy batch of up to MARKOV_EXACT_MAX_B (2) requests computes every logit on the CUDA
     cores in the reference's order instead (exact by construction). Batches above 64 requests (32 for r = 256) take several passes over w_out per
     position. As much of each CTA's w_out slice as fits stays in shared memory across positions. ``out``: an int32 [b, k] contiguous tensor to write into.
     """
