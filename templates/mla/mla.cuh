@@ -91,6 +91,51 @@ __device__ __forceinline__ float ex2(float x) {
   return y;
 }
 
+// One S accumulator of NG 8-column groups (m64nNk16 layout: acc[4j + e] row r0, acc[4j + 2 + e] row
+// r0 + 8, column 8j + cq + e): keys at or past each row's limit masked to -inf by selection (NaN
+// garbage past the end cannot survive) into sv (may be acc), and the rows' maxima over the quad.
+template <int NG>
+__device__ __forceinline__ void mask_rowmax(const float* acc, float* sv, int key0, int lim0, int lim1, float& mx0,
+                                            float& mx1) {
+  mx0 = -kInf;
+  mx1 = -kInf;
+#pragma unroll
+  for (int j = 0; j < NG; ++j) {
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const int key = key0 + 8 * j + e;
+      sv[4 * j + e] = key < lim0 ? acc[4 * j + e] : -kInf;
+      sv[4 * j + 2 + e] = key < lim1 ? acc[4 * j + 2 + e] : -kInf;
+      mx0 = fmaxf(mx0, sv[4 * j + e]);
+      mx1 = fmaxf(mx1, sv[4 * j + 2 + e]);
+    }
+  }
+  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+}
+
+// P = exp2(sv * sl2 - b) of the same layout as bf16 into pb (P [64 x 64] K-major with the 128-byte
+// swizzle TMA would produce; this thread's groups are 16-byte units unit0 .. unit0 + NG), and the
+// rows' sums over this thread's columns.
+template <int NG>
+__device__ __forceinline__ void exp_to_smem(const float* sv, float sl2, float b0, float b1, uint8_t* pb, int unit0,
+                                            int r0, int r1, int cq, float& rs0, float& rs1) {
+  rs0 = 0.f;
+  rs1 = 0.f;
+#pragma unroll
+  for (int j = 0; j < NG; ++j) {
+    const float p00 = ex2(fmaf(sv[4 * j + 0], sl2, -b0)), p01 = ex2(fmaf(sv[4 * j + 1], sl2, -b0));
+    const float p10 = ex2(fmaf(sv[4 * j + 2], sl2, -b1)), p11 = ex2(fmaf(sv[4 * j + 3], sl2, -b1));
+    rs0 += p00 + p01;
+    rs1 += p10 + p11;
+    const int u = unit0 + j;
+    *reinterpret_cast<uint32_t*>(pb + r0 * 128 + ((u ^ (r0 & 7)) << 4) + cq * 2) = sm90::pack_bf16x2(p00, p01);
+    *reinterpret_cast<uint32_t*>(pb + r1 * 128 + ((u ^ (r1 & 7)) << 4) + cq * 2) = sm90::pack_bf16x2(p10, p11);
+  }
+}
+
 // ------------------------------------------------------------------------------------------
 // Metadata: parts cut the batch's tiles into equal-cost contiguous ranges, where a request
 // costs its tiles plus `overhead` (its Q load, output write and combine). One CTA of 1024.
@@ -425,6 +470,8 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
         }
       }
     };
+    // Exponent base of a row max: a row with nothing visible yet keeps max -inf, use 0 (no inf - inf).
+    auto base_of = [&](float m) { return m == -kInf ? 0.f : m * sl2; };
     // Given a finished S tile in `acc`: mask, online softmax, P to smem. Returns the rescale
     // factors of this thread's two rows. Both warpgroups meet twice (row max exchange, P complete).
     auto softmax_p = [&](float (&acc)[16], int blk, uint8_t* kt) -> float2 {
@@ -435,45 +482,18 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
       float masked[kPipelined && !kSplit ? 16 : 1];
       float* sv = acc;
       if constexpr (kPipelined && !kSplit) sv = masked;
-      const int key0 = blk * kBlockN + w * 32 + cq;
-      float mx0 = -kInf, mx1 = -kInf;
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          const int key = key0 + 8 * j + e;
-          sv[4 * j + e] = key < lim0 ? acc[4 * j + e] : -kInf;
-          sv[4 * j + 2 + e] = key < lim1 ? acc[4 * j + 2 + e] : -kInf;
-          mx0 = fmaxf(mx0, sv[4 * j + e]);
-          mx1 = fmaxf(mx1, sv[4 * j + 2 + e]);
-        }
-      }
-      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+      float mx0, mx1;
+      mask_rowmax<4>(acc, sv, blk * kBlockN + w * 32 + cq, lim0, lim1, mx0, mx1);
       if ((lane & 3) == 0) { red_max[w * kBlockM + r0] = mx0; red_max[w * kBlockM + r1] = mx1; }
       named_barrier_sync(1, 256);
       const float mn0 = fmaxf(m0, fmaxf(red_max[r0], red_max[kBlockM + r0]));
       const float mn1 = fmaxf(m1, fmaxf(red_max[r1], red_max[kBlockM + r1]));
-      // A row with nothing visible yet keeps max -inf: use 0 as the exponent base (no inf - inf).
-      const float b0 = mn0 == -kInf ? 0.f : mn0 * sl2;
-      const float b1 = mn1 == -kInf ? 0.f : mn1 * sl2;
+      const float b0 = base_of(mn0), b1 = base_of(mn1);
       const float a0 = ex2(m0 * sl2 - b0), a1 = ex2(m1 * sl2 - b1);
       m0 = mn0;
       m1 = mn1;
-      float rs0 = 0.f, rs1 = 0.f;
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const float p00 = ex2(fmaf(sv[4 * j + 0], sl2, -b0)), p01 = ex2(fmaf(sv[4 * j + 1], sl2, -b0));
-        const float p10 = ex2(fmaf(sv[4 * j + 2], sl2, -b1)), p11 = ex2(fmaf(sv[4 * j + 3], sl2, -b1));
-        rs0 += p00 + p01;
-        rs1 += p10 + p11;
-        // P tile [64 x 64] bf16, K-major with the 128-byte swizzle TMA would produce.
-        const int chunk16 = w * 4 + j;
-        *reinterpret_cast<uint32_t*>(pb + r0 * 128 + ((chunk16 ^ (r0 & 7)) << 4) + cq * 2) = pack_bf16x2(p00, p01);
-        *reinterpret_cast<uint32_t*>(pb + r1 * 128 + ((chunk16 ^ (r1 & 7)) << 4) + cq * 2) = pack_bf16x2(p10, p11);
-      }
+      float rs0, rs1;
+      exp_to_smem<4>(sv, sl2, b0, b1, pb, w * 4, r0, r1, cq, rs0, rs1);
       l0 = l0 * a0 + rs0;
       l1 = l1 * a1 + rs1;
       zero_tail(blk, kt);
@@ -529,7 +549,6 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
       // in smem (0 arrives, 1 waits), 5 = warpgroup 1's max after K1 and P1 (1 arrives, 0 waits).
       // Each crosses once per pair in each direction, so neither warpgroup can arrive twice before
       // the other has waited. red_max[0..64) / [64..128) carry the two maxima.
-      auto base_of = [&](float m) { return m == -kInf ? 0.f : m * sl2; };
       // S [64 x 64] = Q K^T over all 576 dims of tile kt into sacc (committed, not waited for).
       auto issue_s64 = [&](const uint8_t* kt) {
 #pragma unroll
@@ -546,35 +565,11 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
       // Finished S of tile blk in sacc: mask (by selection), the new row maxima mn (from the
       // running ones mp), P = exp(S - mn) as bf16 into pb, P's row sums (this thread's 16 columns).
       auto soft64 = [&](int blk, float mp0, float mp1, float& mn0, float& mn1, float& rs0, float& rs1, uint8_t* pb) {
-        float mx0 = -kInf, mx1 = -kInf;
-#pragma unroll
-        for (int j = 0; j < 8; ++j) {
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            const int key = blk * kBlockN + 8 * j + cq + e;
-            sacc[4 * j + e] = key < lim0 ? sacc[4 * j + e] : -kInf;
-            sacc[4 * j + 2 + e] = key < lim1 ? sacc[4 * j + 2 + e] : -kInf;
-            mx0 = fmaxf(mx0, sacc[4 * j + e]);
-            mx1 = fmaxf(mx1, sacc[4 * j + 2 + e]);
-          }
-        }
-        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+        float mx0, mx1;
+        mask_rowmax<8>(sacc, sacc, blk * kBlockN + cq, lim0, lim1, mx0, mx1);
         mn0 = fmaxf(mp0, mx0);
         mn1 = fmaxf(mp1, mx1);
-        const float b0 = base_of(mn0), b1 = base_of(mn1);
-        rs0 = rs1 = 0.f;
-#pragma unroll
-        for (int j = 0; j < 8; ++j) {
-          const float p00 = ex2(fmaf(sacc[4 * j + 0], sl2, -b0)), p01 = ex2(fmaf(sacc[4 * j + 1], sl2, -b0));
-          const float p10 = ex2(fmaf(sacc[4 * j + 2], sl2, -b1)), p11 = ex2(fmaf(sacc[4 * j + 3], sl2, -b1));
-          rs0 += p00 + p01;
-          rs1 += p10 + p11;
-          *reinterpret_cast<uint32_t*>(pb + r0 * 128 + ((j ^ (r0 & 7)) << 4) + cq * 2) = pack_bf16x2(p00, p01);
-          *reinterpret_cast<uint32_t*>(pb + r1 * 128 + ((j ^ (r1 & 7)) << 4) + cq * 2) = pack_bf16x2(p10, p11);
-        }
+        exp_to_smem<8>(sacc, sl2, base_of(mn0), base_of(mn1), pb, 0, r0, r1, cq, rs0, rs1);
       };
       // rescale factors from the running maxima (m0, m1) to (n0, n1); then they become the running ones
       auto advance = [&](float n0, float n1, float& a0, float& a1) {
