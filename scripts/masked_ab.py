@@ -10,7 +10,6 @@ Measured with it on 2026-12-01 (H200) and dropped: an odd last 64-row block spli
 between the warpgroups (~30% slower: ptxas serialised its wgmma, C7511); A loaded per 64-row block,
 skipping the blocks past the rows (0-10% slower: four 64-row TMA boxes per stage).
 """
-import dataclasses
 import os
 import random
 import sys
@@ -19,6 +18,7 @@ from jitkern import heuristics as H
 from jitkern.bench.grouped import MASKED, MAX_M, _quant_b
 from jitkern.ops import gemm as G
 from jitkern.runtime import compile_spec
+from gemm_define_ab import _variant as variant_of  # scripts/ is sys.path[0] when run as a script
 
 CASES = [c for c in MASKED if c[1] == 192]
 ROUNDS = 4
@@ -29,10 +29,7 @@ VARIANT_DEFINE = tuple(os.environ["AB_DEFINE"].split("=")) if os.environ.get("AB
 
 
 def _variant_spec(default):
-    def spec(kind, n, k, cfg, accum=False, group_mode=0):
-        s = _spec(kind, n, k, cfg, accum, group_mode)
-        return s if default else dataclasses.replace(s, defines=s.defines + (VARIANT_DEFINE,))
-    return spec
+    return _spec if default else variant_of(VARIANT_DEFINE)
 
 
 VARIANTS = [("256x128", H.GemmConfig(256, 128, 4), True), ("128x128", H.GemmConfig(128, 128, 6), True)]
