@@ -32,7 +32,8 @@ constexpr int kPBytes = kBlockM * kBlockN * 2;
 constexpr int kSmemP = (1 + kStages) * kTileBytes;
 constexpr int kSmemRed = kSmemP + kPBytes;
 constexpr int kSmemBars = kSmemRed + 2 * 2 * kBlockM * 4;
-constexpr int kNumBars = kStages * kChunks + kStages + 2;  // full (per chunk), empty, q_full, q_empty
+// full (per chunk), empty, q_full, q_empty, and the seesaw's two max-exchange barriers
+constexpr int kNumBars = kStages * kChunks + kStages + 2 + 2;
 constexpr int kSmemBytes = kSmemBars + 8 * kNumBars;
 
 // Must match jitkern/ops/mla.py (_DecodeParams). 8-byte fields first: no padding surprises.
@@ -287,6 +288,7 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
   uint64_t* empty = bars + kStages * kChunks;  // [2] consumers (8 warps) -> producer
   uint64_t* q_full = empty + kStages;
   uint64_t* q_empty = q_full + 1;
+  uint64_t* xchg = q_empty + 1;  // seesaw only: [0] warpgroup 0's max -> 1, [1] warpgroup 1's -> 0
   constexpr bool kChunkBars = (kMode & 8) != 0;
   static_assert(!(kChunkBars && (kMode & 3)), "chunk barriers: only the in-order, unpipelined S path");
   constexpr bool kOverlap = (kMode & 16) != 0;
@@ -305,6 +307,8 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
     for (int s = 0; s < kStages; ++s) mbar_init(&empty[s], 8);
     mbar_init(q_full, 1);
     mbar_init(q_empty, 8);
+    mbar_init(&xchg[0], 128);
+    mbar_init(&xchg[1], 128);
     fence_barrier_init();
   }
   __syncthreads();
@@ -387,6 +391,7 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
   float sacc[kSRegs];
   float sacc2[kPipelined ? kSRegs : 1];
   int g = g_begin, req = p.md_begin[part], lo, hi, tile = 0, seg = 0;
+  uint32_t xph = 0;  // seesaw: parity of the pair being exchanged (xchg barriers)
   while (next_segment(p, g, g_end, req, lo, hi)) {
     const int len = p.seqlens[req];
     const int m_row0 = mb * kBlockM + r0, m_row1 = mb * kBlockM + r1;
@@ -545,10 +550,12 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
     };
 
     if constexpr (kSeesaw) {
-      // Seesaw (see kMode 32 above). Barriers per pair: 4 = warpgroup 0's max after K0 and P0 are
-      // in smem (0 arrives, 1 waits), 5 = warpgroup 1's max after K1 and P1 (1 arrives, 0 waits).
-      // Each crosses once per pair in each direction, so neither warpgroup can arrive twice before
-      // the other has waited. red_max[0..64) / [64..128) carry the two maxima.
+      // Seesaw (see kMode 32 above). mbarriers per pair: xchg[0] = warpgroup 0's max after K0 and P0
+      // are in smem (0 arrives, 1 waits), xchg[1] = warpgroup 1's max after K1 and P1 (1 arrives,
+      // 0 waits); each completes once per pair, so a warpgroup is never a phase ahead of the other
+      // one's wait (parity xph). red_max[0..64) / [64..128) carry the two maxima. mbarriers, not
+      // bar.arrive/bar.sync: racecheck reported the named-barrier handoff (4 hazards, H200 run 1 of
+      // the fourth 2026-12-01 session); the mbarrier's release/acquire states the same ordering.
       // S [64 x 64] = Q K^T over all 576 dims of tile kt into sacc (committed, not waited for).
       auto issue_s64 = [&](const uint8_t* kt) {
 #pragma unroll
@@ -604,13 +611,13 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
           zero_tail(blk, k0);
           if ((lane & 3) == 0) { red_max[r0] = mn0; red_max[r1] = mn1; }
           fence_proxy_async_shared();
-          named_barrier_arrive(4, 256);
+          mbar_arrive(&xchg[0]);
           advance(mn0, mn1, a0, a1);
           l0 = l0 * a0 + rs0;
           l1 = l1 * a1 + rs1;
           scale_o(a0, a1);
           issue_pv(p0, k0);
-          named_barrier_sync(5, 256);
+          mbar_wait(&xchg[1], xph);
           if (two) {
             const float n0 = red_max[kBlockM + r0], n1 = red_max[kBlockM + r1];
             done_pv(t0 & 1);
@@ -631,7 +638,7 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
           // looks to ptxas like an unwaited path, and it serialises every wgmma, C7514)
           mbar_wait(&full[t1 & 1], (t1 >> 1) & 1);
           issue_s64(k1);  // runs beside warpgroup 0's S0
-          named_barrier_sync(4, 256);
+          mbar_wait(&xchg[0], xph);
           const float n0 = red_max[r0], n1 = red_max[r1];
           mbar_wait(&full[t0 & 1], (t0 >> 1) & 1);
           wgmma_wait<0>();  // S1 done: O may be touched
@@ -649,7 +656,7 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
           zero_tail(blk + 1, k1);
           if ((lane & 3) == 0) { red_max[kBlockM + r0] = mn0; red_max[kBlockM + r1] = mn1; }
           fence_proxy_async_shared();
-          named_barrier_arrive(5, 256);
+          mbar_arrive(&xchg[1]);
           done_pv(t0 & 1);
           advance(mn0, mn1, a0, a1);
           l0 = l0 * a0 + rs0;
@@ -658,7 +665,7 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
           issue_pv(p1, k1);
           done_pv(t1 & 1);
         } else {
-          named_barrier_sync(4, 256);
+          mbar_wait(&xchg[0], xph);
           const float n0 = red_max[r0], n1 = red_max[r1];
           mbar_wait(&full[t0 & 1], (t0 >> 1) & 1);
           zero_tail(blk, k0);
@@ -668,10 +675,11 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
           l1 *= a1;
           scale_o(a0, a1);
           issue_pv(p0, k0);
-          named_barrier_arrive(5, 256);
+          mbar_arrive(&xchg[1]);
           done_pv(t0 & 1);
         }
         tile += two ? 2 : 1;
+        xph ^= 1;
       }
     } else if constexpr (kOverlap) {
       // S(tile t) into sacc: waits for the tile's data (per chunk with mode bit 8), then issues.
