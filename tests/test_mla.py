@@ -188,6 +188,19 @@ def test_decode_impls_keep_wgmma_pipelined(cache_dir):
     assert seesaw["spill_stores"] <= 64 and seesaw["stack_frame"] <= 64, seesaw  # the producer's few words
 
 
+def test_default_impl_follows_the_measured_cases():
+    # Which decode path each bench case takes by default (templates/mla/NOTES.md has the figures);
+    # every path the rule can pick is in the warmup set.
+    from jitkern.ops import mla
+    assert mla.default_impl(1, 1, 128) == mla.default_impl(2, 4, 16) == mla.SMALL_BATCH_IMPL
+    assert mla.default_impl(64, 1, 128) == mla.default_impl(128, 1, 128) == "wgmma"
+    assert mla.default_impl(64, 2, 16) == mla.default_impl(64, 8, 64) == "wgmma"
+    assert mla.default_impl(128, 2, 128) == mla.default_impl(32, 4, 128) == "wgmma_seesaw"
+    picked = {mla.default_impl(b, s, h) for b in (1, 3, 64) for s in range(1, 9) for h in (16, 32, 64, 128)}
+    specs = mla.warmup_specs([], "sm_90a")
+    assert all(mla.DECODE_SPECS[i] in specs for i in picked), picked
+
+
 def test_validation_on_cpu_tensors():
     from jitkern.ops import mla
     q = torch.zeros(1, 1, 16, D, dtype=torch.float16)

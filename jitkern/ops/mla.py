@@ -53,7 +53,7 @@ _DECODE_MODES = {"wgmma": (0, "narrow"), "wgmma_pipe": (1, "narrow"), "wgmma_laz
                  "wgmma_wc": (0, "wide"), "wgmma_chunk": (8, "narrow"), "wgmma_chunk_wc": (8, "wide"),
                  "wgmma_chunk_lazy_wc": (12, "wide"), "wgmma_ov": (16, "narrow"), "wgmma_ov_wc": (16, "wide"),
                  "wgmma_chunk_ov": (24, "narrow"), "wgmma_chunk_ov_wc": (24, "wide"),
-                 # FlashMLA's seesaw schedule (mla.cuh kMode 32): compiled here, not yet run on a GPU
+                 # FlashMLA-style seesaw schedule (mla.cuh kMode 32)
                  "wgmma_seesaw": (32, "narrow"), "wgmma_seesaw_wc": (32, "wide")}
 _MODE_SPECS = {m: KernelSpec(_TEMPLATE, f"jitkern::mla::mla_decode_kernel<{m}>", family="mla")
                for m in sorted({m for m, _ in _DECODE_MODES.values()})}
@@ -63,6 +63,20 @@ DEFAULT_IMPL = "wgmma"
 # 42.3 us against 53.5 us for "wgmma"; at b >= 32 it was 2-10% slower). Measured at b=1 only, so
 # the switch stays at b <= SMALL_BATCH.
 SMALL_BATCH, SMALL_BATCH_IMPL = 2, "wgmma_chunk_wc"
+# 128 heads with several query tokens: the seesaw schedule (one warpgroup's softmax under the
+# other's GEMM) measured 5% faster (H200, b=128 s_k=8192 s_q=2: 1175 vs 1237 us; b=32 s_k=4096
+# s_q=4: 293 vs 304-314 us, two rounds each); at s_q = 1 it was -5% (b=64 s_k=4096) to +3%
+# (b=128 s_k=8192) and at 16 heads -6%, so only this case takes it.
+MANY_ROWS_IMPL = "wgmma_seesaw"
+
+
+def default_impl(b: int, s_q: int, h_q: int) -> str:
+    """The decode path mla_decode takes when ``impl`` is None (before ``$JITKERN_MLA_IMPL``)."""
+    if b <= SMALL_BATCH:
+        return SMALL_BATCH_IMPL
+    if h_q == MAX_HEADS and s_q >= 2:
+        return MANY_ROWS_IMPL
+    return DEFAULT_IMPL
 SPEC_DECODE = DECODE_SPECS[DEFAULT_IMPL]
 SPEC_DECODE_PIPE = DECODE_SPECS["wgmma_pipe"]
 SPEC_COMBINE_NARROW = KernelSpec(_TEMPLATE, "jitkern::mla::mla_combine_kernel<0>", family="mla")
@@ -232,15 +246,17 @@ def mla_decode(q: torch.Tensor, kv_cache: torch.Tensor, block_table: torch.Tenso
     See the module docstring for shapes, dtypes, layouts and edge cases. softmax_scale defaults
     to 576 ** -0.5. ``out``: None, an ``out`` tensor [b, s_q, h_q, 512] bf16 contiguous, or a
     pair ``(out, lse)`` with lse [b, h_q, s_q] fp32 contiguous. ``impl``: one of ``IMPLS``;
-    None = ``SMALL_BATCH_IMPL`` for b <= ``SMALL_BATCH`` else "wgmma" (``$JITKERN_MLA_IMPL``
-    overrides): the fastest verified paths on the H100.
+    None = ``default_impl(b, s_q, h_q)`` (``$JITKERN_MLA_IMPL`` overrides): the fastest verified
+    path per case as measured (H100/H200).
     "simt" uses no tensor cores (a slow cross-check). The other names select experimental decode
     modes of the same kernel and the wide combine (``*_wc``); templates/mla/NOTES.md has their
     measured speed and verification status (all give the same math contract).
     """
     if impl is None:
-        small = isinstance(q, torch.Tensor) and q.dim() == 4 and q.shape[0] <= SMALL_BATCH
-        impl = os.environ.get("JITKERN_MLA_IMPL", SMALL_BATCH_IMPL if small else DEFAULT_IMPL)
+        impl = os.environ.get("JITKERN_MLA_IMPL")
+        if impl is None:  # a malformed q falls through to check_tensor's error below
+            ok = isinstance(q, torch.Tensor) and q.dim() == 4
+            impl = default_impl(q.shape[0], q.shape[1], q.shape[2]) if ok else DEFAULT_IMPL
     if impl not in IMPLS:
         raise ValueError(f"impl: expected one of {IMPLS}, got {impl!r}")
     check_tensor("q", q, dtype=torch.bfloat16, ndim=4, contiguous=True, align_bytes=16)
@@ -332,6 +348,6 @@ def mla_check_errors(metadata: MLAMetadata):
 
 
 def warmup_specs(entries, target) -> list:
-    """MLA uses three kernels whatever the shape (h_q, s_q, page size are runtime values)."""
+    """Every kernel a default_impl choice can launch (h_q, s_q, page size are runtime values)."""
     return [SPEC_METADATA, SPEC_DECODE, SPEC_COMBINE, DECODE_SPECS[SMALL_BATCH_IMPL],
-            SPEC_COMBINE_WIDE]  # the SIMT cross-check and experimental modes compile on first use
+            DECODE_SPECS[MANY_ROWS_IMPL], SPEC_COMBINE_WIDE]  # the SIMT cross-check and other modes compile on first use
