@@ -61,12 +61,14 @@ def test_grouped_refs_match_dense_ref():
 
 
 
-@pytest.mark.parametrize("kind,mode,bm", [("fp8", 1, 128), ("bf16", 1, 128), ("fp8", 2, 64), ("bf16", 2, 64),
-                                          ("fp8", 2, 256)])
-def test_grouped_kernels_compile(kind, mode, bm, cache_dir, tmp_path):
+# contiguous 256x64 is the pipelined-promotion build of the 256-row contiguous tiles (its idle wave
+# is computed and dropped), 256x128 the default one (idle wave skipped per k-block)
+@pytest.mark.parametrize("kind,mode,bm,bn", [("fp8", 1, 128, 128), ("bf16", 1, 128, 256), ("fp8", 2, 64, 128),
+                                             ("bf16", 2, 64, 256), ("fp8", 2, 256, 128), ("fp8", 1, 256, 128),
+                                             ("fp8", 1, 256, 64)])
+def test_grouped_kernels_compile(kind, mode, bm, bn, cache_dir, tmp_path):
     from jitkern.ops.gemm import gemm_spec
     from jitkern.runtime import compile_spec
-    bn = 128 if kind == "fp8" else 256
     cfg = heuristics.GemmConfig(bm, bn, heuristics.gemm_max_stages(kind, bm, bn), 16, 132)
     entry, status = compile_spec(gemm_spec(kind, 7168, 2048, cfg, group_mode=mode), "sm_90a")
     p = entry.meta["ptxas"]
@@ -92,36 +94,42 @@ def test_grouped_validation():
 
 # ----------------------------------------------------------------------------- GPU
 
-def _contiguous_case(kind, counts, n, k, seed):
+def _contiguous_case(kind, counts, n, k, seed, config=None, extra=None, labels=None):
+    """Group i: counts[i] rows, padded to the alignment, then extra[i] whole 128-row padding blocks
+    (left untouched: NaN), rows labelled labels[i] (default i)."""
     from jitkern.ops.gemm import grouped_gemm_bf16_contiguous, grouped_gemm_fp8_contiguous, grouped_m_alignment
     dev = "cuda"
     gen = torch.Generator(device=dev).manual_seed(seed)
     al = grouped_m_alignment()
-    rows = [-(-c // al) * al for c in counts]
+    extra = extra or [0] * len(counts)
+    labels = labels or list(range(len(counts)))
+    rows = [-(-c // al) * al + e * al for c, e in zip(counts, extra)]
     m = sum(rows)
     g = len(counts)
     gi = torch.full((m,), -1, dtype=torch.int32, device=dev)
     off = 0
     for i, (c, r) in enumerate(zip(counts, rows)):
-        gi[off:off + c] = i
+        gi[off:off + c] = labels[i]
         off += r
     x = torch.randn(m, k, device=dev, generator=gen)
     w = torch.randn(g, n, k, device=dev, generator=gen)
     out = torch.full((m, n), float("nan"), device=dev, dtype=torch.bfloat16)
     if kind == "fp8":
         a, b = quant_token_group(x), _quant_b(w)
-        grouped_gemm_fp8_contiguous(a, b, gi, out=out)
+        grouped_gemm_fp8_contiguous(a, b, gi, out=out, config=config)
         want = ref.grouped_contiguous_ref(a, b, gi)
     else:
         a, b = x.bfloat16(), w.bfloat16()
-        grouped_gemm_bf16_contiguous(a, b, gi, out=out)
+        grouped_gemm_bf16_contiguous(a, b, gi, out=out, config=config)
         want = ref.grouped_contiguous_ref(a, b, gi, fp8=False)
     off = 0
     for i, (c, r) in enumerate(zip(counts, rows)):
+        c_al = -(-c // al) * al
         if c:
             err = ref.rel_err(out[off:off + c], want[off:off + c])
             assert err <= ref.bf16_output_bound(want[off:off + c]), (i, c, n, k, err)
-            assert (out[off + c:off + r] == 0).all(), "padding rows must be zero"
+            assert (out[off + c:off + c_al] == 0).all(), "padding rows must be zero"
+        assert torch.isnan(out[off + c_al:off + r].float()).all(), "whole padding blocks must stay untouched"
         off += r
 
 
@@ -164,6 +172,43 @@ def test_grouped_contiguous_hypothesis(kind, counts, nk, seed):
     _contiguous_case(kind, counts, *nk, seed)
 
 
+# 256-row contiguous tiles (gemm.cuh ContigSlot): 128-row blocks b, slots of blocks (2p, 2p + 1).
+# (counts, extra whole padding blocks after each group, labels), block layout in the comments.
+CONTIG_256_CASES = [
+    ([1000], None, None),                      # G=1, 8 blocks (even), partial padding in the last
+    ([896], None, None),                       # G=1, 7 blocks (odd), no padding: last slot past M
+    ([128], None, None),                       # G=1, one block: a 256-row tile on a 128-row matrix
+    ([128, 300, 513, 256, 1], None, None),     # 1 | 3 from b1 | 5 from b4 | 2 from b9 (two halves) | b11
+    ([128] * 7, None, None),                   # every slot split; b6's slot ends at M
+    ([0, 200, 0, 129, 384, 1], [1, 1, 2, 0, 1, 0], None),  # padding blocks b0, b3, b4, b5, b11
+    ([640, 384, 130], [0, 1, 0], [2, 0, 1]),   # labels not ascending; b8 padding splits slot 4
+    ([1500, 129, 1024, 383], [0, 0, 1, 0], None),
+]
+CONTIG_256_CFGS = [heuristics.GemmConfig(256, 128, 3), heuristics.GemmConfig(256, 96, 3),
+                   heuristics.GemmConfig(256, 64, 4)]  # 256x64: pipelined promotion (idle wave computed)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("cfg", CONTIG_256_CFGS, ids=lambda c: c.label())
+@pytest.mark.parametrize("n,k", [(576, 512), (2112, 1536)])
+@pytest.mark.parametrize("case", range(len(CONTIG_256_CASES)))
+def test_grouped_contiguous_256(case, n, k, cfg):
+    counts, extra, labels = CONTIG_256_CASES[case]
+    _contiguous_case("fp8", counts, n, k, random.randrange(1 << 30), config=cfg, extra=extra, labels=labels)
+
+
+@pytest.mark.gpu
+@settings(max_examples=int(os.environ.get("GEMM_EXAMPLES", "15")))
+@given(groups=st.lists(st.tuples(st.one_of(st.just(0), st.just(128), st.just(256), st.integers(1, 1100)),
+                                 st.integers(0, 2)), min_size=1, max_size=10),
+       nk=st.sampled_from(NK), seed=st.integers(0, 2**31 - 1))
+def test_grouped_contiguous_256_hypothesis(groups, nk, seed):
+    counts, extra = [c for c, _ in groups], [e for _, e in groups]
+    if sum(counts) == 0:
+        counts[-1] = 3
+    _contiguous_case("fp8", counts, *nk, seed, config=heuristics.GemmConfig(256, 128, 3), extra=extra)
+
+
 @pytest.mark.gpu
 @settings(max_examples=int(os.environ.get("GEMM_EXAMPLES", "15")))
 @given(kind=st.sampled_from(["fp8", "bf16"]),
@@ -198,6 +243,28 @@ def test_masked_fp8_default_tiles():
     assert _grouped_config("fp8", 100, 32, 6144, 7168, t, None, masked=True).block_m == 128
     assert _grouped_config("bf16", 192, 32, 6144, 7168, t, None, masked=True).block_m == 128
     assert _grouped_config("fp8", 192, 32, 6144, 7168, t, None).block_m == 128  # contiguous: 128-row groups
+
+
+def test_contiguous_fp8_default_tiles():
+    from jitkern.bench.grouped import CONTIGUOUS
+    from jitkern.ops.gemm import CONTIG_256_MIN_ROWS, _grouped_config
+    from jitkern.runtime.arch import target_for_arch
+    t = target_for_arch("sm_90a")
+    for g, m, n, k in CONTIGUOUS:  # rows per group as grouped_gemm_fp8_contiguous computes them
+        cfg = _grouped_config("fp8", max(65, m // g), g, n, k, t, None)
+        want = (256, 128, 3) if m // g >= CONTIG_256_MIN_ROWS else (128, 128, 5)  # G=4, 8: 256; G=32: 128
+        assert (cfg.block_m, cfg.block_n, cfg.stages) == want, (g, m, n, k, cfg)
+        assert cfg.stages == heuristics.gemm_max_stages("fp8", cfg.block_m, 128)  # TMA-store budget
+        assert _grouped_config("bf16", max(65, m // g), g, n, k, t, None).block_m == 128
+    assert _grouped_config("fp8", CONTIG_256_MIN_ROWS - 1, 8, 7168, 2048, t, None).block_m == 128
+    assert _grouped_config("fp8", CONTIG_256_MIN_ROWS, 8, 7168, 2048, t, None).block_m == 256
+    # one wave of tiles either way: the 128-row tiles split the rows over twice the CTAs
+    assert _grouped_config("fp8", 1024, 1, 576, 512, t, None).block_m == 128
+    forced = heuristics.GemmConfig(256, 128, 3)
+    assert _grouped_config("fp8", 200, 4, 576, 512, t, forced) is forced
+    for kind, cfg in (("bf16", forced), ("fp8", heuristics.GemmConfig(256, 192, 2))):
+        with pytest.raises(ValueError, match="^config: BLOCK_M 256"):
+            _grouped_config(kind, 2048, 4, 576, 512, t, cfg)
 
 
 @pytest.mark.gpu

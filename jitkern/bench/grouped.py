@@ -33,10 +33,11 @@ def add_args(p):
 
 def sweep_configs(kind, layout, expected_m):
     """Candidate tiles for one case: BLOCK_M 128 (the contiguous alignment; masked with more than
-    64 rows per group, plus 256 for fp8) or 64, BLOCK_N over the spill-free range."""
+    64 rows per group), or 64, plus 256 for fp8 (masked over 64 rows per group; contiguous), BLOCK_N
+    over the spill-free range."""
     from .. import heuristics as H
     bms = [128] if layout == "contiguous" else ([64] if expected_m <= 64 else [64, 128])
-    if layout == "masked" and kind == "fp8" and expected_m > 64:
+    if kind == "fp8" and (layout == "contiguous" or expected_m > 64):
         bms.append(256)
     out = []
     for bm in bms:
@@ -123,11 +124,14 @@ def _sweep(rec, fnc, check_errs, kind, layout, expected_m, calls):
         rec["sweep_best"], rec["sweep_best_us"], rec["sweep_best_err"] = best[0], best[1], max(check_errs())
 
 
-def _contiguous(kind, g, m_total, n, k, args, rng):
+def contiguous_inputs(kind, g, m_total, n, k):
+    """Inputs of one contiguous case (groups of equal size, each padded to the alignment) and
+    ``fnc(config=None)``, the grouped GEMM writing ``out``. Returns a dict: sizes, padded (rows per
+    group before / after padding), group_index, x, w (bf16 sources), a, b (the op's operands), out,
+    fnc, check_errs() (first and last group's relative errors against float32 math)."""
     import torch
     from ..ops import gemm
     from ..ops.quant import per_token_group_quant_fp8
-    from .common import H100_PEAK_TFLOPS, graph_time_us
     dev = "cuda"
     a_ = gemm.grouped_m_alignment()
     sizes = [m_total // g] * g
@@ -161,6 +165,16 @@ def _contiguous(kind, g, m_total, n, k, args, rng):
             errs.append(_check(out[sl], ar, bg, kind == "fp8"))
         return errs
 
+    return dict(sizes=sizes, padded=padded, group_index=group_index, x=x, w=w, a=a, b=b, out=out, fnc=fnc,
+                check_errs=check_errs)
+
+
+def _contiguous(kind, g, m_total, n, k, args, rng):
+    import torch
+    from .common import H100_PEAK_TFLOPS, graph_time_us
+    dev = "cuda"
+    inp = contiguous_inputs(kind, g, m_total, n, k)
+    padded, x, w, out, fnc, check_errs = (inp[key] for key in ("padded", "x", "w", "out", "fnc", "check_errs"))
     out.fill_(float("nan"))
     fnc()
     errs = check_errs()

@@ -293,17 +293,30 @@ GROUPED_M_ALIGNMENT = 128
 
 
 def grouped_m_alignment() -> int:
-    """Rows each group of the contiguous layout must be padded to (the largest BLOCK_M)."""
+    """Rows each group of the contiguous layout must be padded to (128; the fp8 256-row tiles
+    schedule the two 128-row halves of a tile apart where they belong to different groups)."""
     return GROUPED_M_ALIGNMENT
+
+
+# Contiguous fp8 takes 256x128 tiles from this many rows per group (8 blocks of 128). A 256-row
+# tile reads its B panel once for twice the rows (dense M=4096: 10-14% faster than 128x128); what
+# it loses in the contiguous layout is the 128-row halves: a group's odd last block, and a block
+# whose slot starts in another group (gemm.cuh ContigSlot), up to two per group. From 8 blocks on
+# those are at most 2 of 5 tiles of a group; at the anchors' G=32 cases (~330 rows, 3 blocks) they
+# are half of them or more, and those keep 128x128 (to be confirmed: scripts/contig_ab.py).
+CONTIG_256_MIN_ROWS = 1024
 
 
 def _grouped_config(kind, rows_per_group, num_groups, n, k, target, config, masked=False):
     """Config from the rows one group typically has: BLOCK_M 64 up to 64 rows, else 128 (masked
     fp8 over 128 rows: 256x128, whose 64-row waves past a group's valid rows compute nothing, so a
-    group of 129-256 rows reads its B panel once); BLOCK_N by the wave model over all groups' tiles."""
+    group of 129-256 rows reads its B panel once; contiguous fp8 from CONTIG_256_MIN_ROWS rows:
+    256x128 where the wave model agrees); BLOCK_N by the wave model over all groups' tiles."""
     if config is not None:
         if config.cluster_m * config.cluster_n != 1:
             raise ValueError("config: grouped GEMMs run without clusters (cluster_m = cluster_n = 1)")
+        if config.block_m == 256 and (kind != "fp8" or config.block_n > 128):
+            raise ValueError(f"config: BLOCK_M 256 is fp8-only, with BLOCK_N <= 128, got {kind} {config}")
         return config
     import dataclasses
     bm = 64 if rows_per_group <= 64 else 128
@@ -312,6 +325,15 @@ def _grouped_config(kind, rows_per_group, num_groups, n, k, target, config, mask
                                                                          accum=True), 16, target.num_sms)
     # the wave model only needs the tile count: num_groups * ceil(rows/bm) row blocks
     m_eq = num_groups * (-(-max(1, rows_per_group) // bm)) * bm
+    if not masked and kind == "fp8" and rows_per_group >= CONTIG_256_MIN_ROWS:
+        # the dense model's wave slots (tile area over measured efficiency): with few tiles per
+        # SM the 128-row tiles' finer split of the rows can still win (G=1, 1024 rows, N=576)
+        def cost(bm_, bn_):
+            tiles = num_groups * -(-rows_per_group // bm_) * -(-n // bn_)
+            return -(-tiles // target.num_sms) * bm_ * bn_ / heuristics._FP8_LARGE_M_TILES[(bm_, bn_)]
+        if cost(256, 128) <= cost(128, 128):
+            return heuristics.GemmConfig(256, 128, heuristics.gemm_max_stages(kind, 256, 128, target.smem_per_block),
+                                         16, target.num_sms)
     cfg = heuristics.heuristic_gemm_config(kind, m_eq, n, k, target.num_sms, target.smem_per_block)
     if cfg.block_m != bm:
         cfg = dataclasses.replace(cfg, block_m=bm)
@@ -368,7 +390,8 @@ def _grouped_contiguous(kind, a, b, group_index, out, config):
         return out
     target = current_target(A.device)
     # BLOCK_M = 128 = the alignment: every tile starts on a group's first rows, so all padding
-    # rows of a minimally padded group land inside a computed tile and are zeroed
+    # rows of a minimally padded group land inside a computed tile and are zeroed (BLOCK_M 256:
+    # the kernel schedules per 128-row block, gemm.cuh ContigSlot, with the same result)
     cfg = _grouped_config(kind, max(65, m // max(1, g)), g, n, k, target, config)
     if kind == "fp8":
         sa = _sfa_mn_major(sa, m, sa.shape[1])
@@ -425,7 +448,8 @@ def grouped_gemm_fp8_contiguous(a, b, group_index, out=None, config=None):
     group_index: [M_total] int32 on the GPU: group of each row, -1 for padding rows.
     Returns D [M_total, N] bf16: padding rows are written as zero, except whole 128-row blocks of
     padding (more padding than the alignment needs), which are skipped and left untouched. (With a
-    ``config`` of BLOCK_M 64 that applies to 64-row blocks.) No host sync.
+    ``config`` of BLOCK_M 64 that applies to 64-row blocks; BLOCK_M 256, fp8 only, keeps 128.)
+    No host sync.
     """
     return _grouped_contiguous("fp8", a, b, group_index, out, config)
 

@@ -56,10 +56,10 @@ struct TileScheduler {
 // Grouped layouts (mixture-of-experts), kGroupMode:
 //   0 dense.
 //   1 contiguous: A/D rows of all groups stacked ([M_total, K] / [M_total, N]), each group padded to
-//     a multiple of BLOCK_M rows; layout[row] = group of the row (-1: padding). B is [G * N, K] (B
-//     scales [G * ceil(N/128), ceil(K/128)]). The group of a tile is that of its first row; a tile
-//     whose first row is padding is skipped (its D rows untouched); padding rows inside a computed
-//     tile are written as zero.
+//     a multiple of 128 rows (BLOCK_M 64: of 64); layout[row] = group of the row (-1: padding). B is
+//     [G * N, K] (B scales [G * ceil(N/128), ceil(K/128)]). The group of a tile is that of its first
+//     row; a tile whose first row is padding is skipped (its D rows untouched); padding rows inside
+//     a computed tile are written as zero. BLOCK_M 256 (fp8): see ContigSlot below.
 //   2 masked: A [G * max_m, K], D [G * max_m, N]; layout[g] = valid rows of group g (clamped to
 //     [0, max_m]); tiles cover only valid rows, and D rows past layout[g] are never written.
 // Masked tiles are walked (group, m block, n block) in order; each CTA's tile index only grows,
@@ -86,6 +86,29 @@ struct MaskedCursor {
     }
     return false;
   }
+};
+
+// Contiguous layout with 256-row tiles. Groups are only 128-aligned, so a 256-row "slot" (rows
+// [256p, 256p + 256), the raster's m block p) holds 128-row blocks 2p and 2p + 1 that may belong to
+// different groups (or be padding, layout -1). Per slot, by the groups g0, g1 of its blocks' first
+// rows (g1 = -1 past M):
+//   g0 >= 0:                  tile at row 256p; its second 128 rows (wave 1) only if g1 == g0;
+//   g1 >= 0 and g1 != g0:     (then) a 128-row tile at row 256p + 128 for group g1 (wave 1 idle).
+// A padding block gets no tile (untouched, as with 128-row tiles). The decision needs only the two
+// layout entries of the slot: no host sync, no pre-pass, and the producer and the math warpgroups
+// reach it independently from the same reads. Both tiles of a slot go to the same CTA, one after
+// the other, so the persistent round-robin walks exactly the raster of 256-row m blocks (L2 order
+// as dense) with no placeholder tiles to skip. (A raster of 128-row blocks whose odd blocks mostly
+// skip would unbalance the CTAs: a CTA takes tiles t, t + 132, ..., the raster puts n_in tiles of
+// one m block in a row, and where 132 is a multiple of 2 * n_in, e.g. a 2-wide last N group, all
+// of a CTA's tiles there have m blocks of one parity: half the CTAs would only skip.) A split slot
+// (two half tiles) costs its CTA about one full tile; the second reuses the slot's L2-hot A rows
+// and the next group's B panel, which the next slot's tiles read at about the same time.
+// Cost: a group of an even number of blocks starting at an odd block takes two half tiles more
+// than pairing from its own start would; that pairing needs the group's first block (a search or
+// a pre-pass), and odd-length groups lose nothing either way.
+struct ContigSlot {
+  bool second = false;  // the slot of the current raster index still owes its g1 tile
 };
 
 template <bool kFp8, uint32_t kN, uint32_t kK, uint32_t BLOCK_M, uint32_t BLOCK_N, uint32_t kStages,
@@ -116,10 +139,11 @@ struct GemmConfig {
   static constexpr uint32_t kSmemBytes = 1024 + kStages * kStageBytes + kDBytes + 2 * kStages * 8;
   static_assert(BLOCK_M == 64 || BLOCK_M == 128 || BLOCK_M == 256, "BLOCK_M: 64, 128 or 256");
   // 256 rows: one wgmma accumulator reused by both waves plus two promoted fp32 copies; bf16 would
-  // need an accumulator per wave, and the contiguous layout aligns groups to 128 rows (a 256-row
-  // tile could span two groups). Masked groups start at multiples of max_m: any BLOCK_M works.
-  static_assert(BLOCK_M != 256 || (kFp8 && kGroupMode != 1 && BLOCK_N <= 128),
-                "BLOCK_M 256: dense or masked fp8 with BLOCK_N <= 128 only");
+  // need an accumulator per wave. Masked groups start at multiples of max_m: any BLOCK_M works;
+  // contiguous groups are 128-aligned: a slot's two 128-row blocks are scheduled apart (ContigSlot).
+  static_assert(BLOCK_M != 256 || (kFp8 && BLOCK_N <= 128), "BLOCK_M 256: fp8 with BLOCK_N <= 128 only");
+  // contiguous, 256-row tiles: wave 1 (the tile's second 128 rows) may be idle
+  static constexpr bool kContig256 = kGroupMode == 1 && BLOCK_M == 256;
   static_assert(BLOCK_N % 16 == 0 && BLOCK_N >= 16 && BLOCK_N <= 256, "BLOCK_N: multiple of 16 in [16, 256]");
   static_assert(kN % 8 == 0, "N must be a multiple of 8");
   static_assert(kK % (kFp8 ? 16 : 8) == 0, "K rows must be 16-byte multiples");
@@ -214,8 +238,10 @@ gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constan
   auto cta_step = [] { return gridDim.x / kCluster; };
   auto cta_first = [] { return blockIdx.x / kCluster; };
   // Next tile of this CTA: false when done. row0: first A/D row of the tile; group: its group;
-  // rows_end: rows of D that may be written are < rows_end (relative to the group's first row).
+  // rows_end: rows of D that may be written are < rows_end (relative to the group's first row;
+  // contiguous 256-row tiles: relative to row0, 128 or 256).
   MaskedCursor<BLOCK_M, Cfg::kNumNBlocks> cursor;
+  ContigSlot slot;
   // split: which k-block range of the tile (split-K), kb_begin/kb_end: that range.
   uint32_t split = 0, kb_begin = 0, kb_end = kNumKBlocks;
   auto next_tile = [&](uint32_t& t, uint32_t& m_blk, uint32_t& n_blk, uint32_t& group, uint32_t& row0,
@@ -237,7 +263,25 @@ gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constan
         row0 = m_blk * BLOCK_M;
         rows_end = M;
         group = 0;
-        if constexpr (kGroupMode == 1) {
+        if constexpr (Cfg::kContig256) {
+          // M_total is a multiple of 128: row0 is in range, row0 + 128 is when < M (ContigSlot)
+          const int32_t g0 = __ldg(layout + row0);
+          const int32_t g1 = row0 + 128 < M ? __ldg(layout + row0 + 128) : -1;
+          if (!slot.second && g0 >= 0) {
+            group = static_cast<uint32_t>(g0);
+            rows_end = g1 == g0 ? 256 : 128;
+            if (g1 >= 0 && g1 != g0) {
+              slot.second = true;
+              t -= cta_step();  // the caller's t += cta_step() comes back to this slot (unsigned wrap)
+            }
+            return true;
+          }
+          slot.second = false;
+          if (g1 < 0 || g1 == g0) continue;
+          group = static_cast<uint32_t>(g1);
+          row0 += 128;
+          rows_end = 128;
+        } else if constexpr (kGroupMode == 1) {
           const int32_t gi = __ldg(layout + row0);  // M_total is a multiple of BLOCK_M: in range
           if (gi < 0) continue;
           group = static_cast<uint32_t>(gi);
@@ -365,12 +409,19 @@ gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constan
       // computes nothing: its D rows are never stored (bounded stores; TMA stores clip at M). It
       // still waits for and releases every stage, so the ring's phases stay in step. Per wave in
       // the unpipelined fp8 loop, per warpgroup (all its waves) in the others; masked layout only,
-      // where partial tiles are the common case (dense kernels compile as they were tuned).
+      // where partial tiles are the common case (dense kernels compile as they were tuned), and
+      // wave 1 of a contiguous 256-row tile of 128 rows (ContigSlot; its rows belong to another
+      // tile or to padding: neither stored nor zeroed; a pipelined config, BLOCK_N <= 64, computes
+      // it anyway and drops it). Contiguous tiles always have rows in wave 0: no idle warpgroup.
       // (Measured and dropped, scripts/masked_ab.py: splitting an odd last 64-row block of a 256-row
       // tile by columns between the warpgroups (ptxas serialised the wgmma, C7511: ~30% slower), and
       // loading A per 64-row block to skip the blocks past the rows (64-row TMA boxes: 0-10% slower).)
       const uint32_t tile_row0 = m_blk * BLOCK_M + wg * 64;  // relative to the group (dense: D)
-      auto wave_active = [&](uint32_t w) { return tile_row0 + w * 128 < rows_end; };
+      // (contiguous 256: wave 0 always has rows of the group, wave 1 when the tile has 256)
+      auto wave_active = [&](uint32_t w) {
+        if constexpr (Cfg::kContig256) return w == 0 || rows_end > 128;
+        return tile_row0 + w * 128 < rows_end;
+      };
       if (kGroupMode == 2 && !wave_active(0)) {
 #pragma unroll 1
         for (uint32_t kb = kb_begin; kb < kb_end; ++kb, ++it) {
@@ -472,8 +523,8 @@ gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constan
           const uint64_t db = make_smem_desc_k_sw128(smem_b + s * Cfg::kBBytes);
 #pragma unroll
           for (uint32_t w = 0; w < kWaves; ++w) {
-            // (masked layout only; wave 0 is active here)
-            const uint32_t mode = kGroupMode == 2 && w > 0 ? (wave_active(w) ? 1u : 0u) : 1u;
+            // (masked layout and contiguous 256-row tiles only; wave 0 is active here)
+            const uint32_t mode = (kGroupMode == 2 || Cfg::kContig256) && w > 0 ? (wave_active(w) ? 1u : 0u) : 1u;
             const uint32_t rb = w * 128 + wg * 64;
             float sa0 = 0.f, sa1 = 0.f;
             if constexpr (kFp8) {
@@ -511,6 +562,7 @@ gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constan
         // padding rows (layout -1) inside a group's last tile are written as zero
 #pragma unroll
         for (uint32_t w = 0; w < kWaves; ++w) {
+          if (Cfg::kContig256 && !wave_active(w)) continue;  // not stored
 #pragma unroll
           for (uint32_t h = 0; h < 2; ++h) {
             const uint32_t row = row0 + w * 128 + row_in_tile + h * 8;
@@ -543,6 +595,7 @@ gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constan
         const uint32_t swz = (row_l * S / 128) % (S / 16);
 #pragma unroll
         for (uint32_t w = 0; w < kWaves; ++w) {
+          if (Cfg::kContig256 && !wave_active(w)) continue;  // an idle wave's rows belong to another tile
           const float* rw = res + w * kAcc;
 #pragma unroll
           for (uint32_t p = 0; p < BLOCK_N / 16; ++p) {
@@ -558,6 +611,7 @@ gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constan
         if (leader) {
 #pragma unroll
           for (uint32_t w = 0; w < kWaves; ++w) {
+            if (Cfg::kContig256 && !wave_active(w)) continue;
 #pragma unroll
             for (uint32_t j = 0; j < kChunks; ++j)
               if (n0 + j * W < kN)
