@@ -8,7 +8,7 @@ import torch
 from jitkern.ops.mla import IMPLS
 
 
-def run_case(lens=(300, 0, 65, 1000), s_q=2, h_q=64, seed=0, impl="wgmma"):  # 128 rows: two query blocks (a cluster pair for *_mc)
+def run_case(lens=(300, 0, 65, 1000), s_q=2, h_q=32, seed=0, impl="wgmma"):
     from jitkern.ops import mla
     from jitkern.reference import mla as ref
     g = torch.Generator().manual_seed(seed)

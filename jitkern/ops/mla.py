@@ -54,10 +54,7 @@ _DECODE_MODES = {"wgmma": (0, "narrow"), "wgmma_pipe": (1, "narrow"), "wgmma_laz
                  "wgmma_chunk_lazy_wc": (12, "wide"), "wgmma_ov": (16, "narrow"), "wgmma_ov_wc": (16, "wide"),
                  "wgmma_chunk_ov": (24, "narrow"), "wgmma_chunk_ov_wc": (24, "wide"),
                  # FlashMLA-style seesaw schedule (mla.cuh kMode 32)
-                 "wgmma_seesaw": (32, "narrow"), "wgmma_seesaw_wc": (32, "wide"),
-                 # 128: 2-CTA clusters over a request's query-block pairs, KV tiles multicast
-                 "wgmma_mc": (128, "narrow"), "wgmma_seesaw_mc": (160, "narrow")}
-_MCAST_BIT = 128
+                 "wgmma_seesaw": (32, "narrow"), "wgmma_seesaw_wc": (32, "wide")}
 _MODE_SPECS = {m: KernelSpec(_TEMPLATE, f"jitkern::mla::mla_decode_kernel<{m}>", family="mla")
                for m in sorted({m for m, _ in _DECODE_MODES.values()})}
 DECODE_SPECS = {k: _MODE_SPECS[m] for k, (m, _) in _DECODE_MODES.items()}
@@ -328,12 +325,8 @@ def mla_decode(q: torch.Tensor, kv_cache: torch.Tensor, block_table: torch.Tenso
         tq = _tma(q, b * rows)
         tkv = _tma(kv_cache, num_pages * page_size)
         spec = DECODE_SPECS[impl]
-        mcast = bool(_DECODE_MODES[impl][0] & _MCAST_BIT)
-        if mcast and md.num_m_blocks % 2:
-            raise ValueError(f"impl: {impl!r} pairs 64-row query blocks (h_q * s_q a multiple of 128), "
-                             f"got h_q={h_q}, s_q={s_q}")
         get_kernel(spec, q.device).launch((md.num_m_blocks, md.num_parts), (_DECODE_THREADS,), [tq, tkv, prm],
-                                          smem=_SMEM_BYTES, cluster=(2, 1, 1) if mcast else None)
+                                          smem=_SMEM_BYTES)
     else:
         get_kernel(SPEC_DECODE_SIMT, q.device).launch((md.num_m_blocks, md.num_parts), (256,), [q, kv_cache, prm],
                                                       smem=_SIMT_SMEM_BYTES)

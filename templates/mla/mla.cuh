@@ -264,19 +264,13 @@ __device__ __forceinline__ bool next_segment(const DecodeParams& p, int& g, int 
 // 16 ("ov"):    S of tile j+1 is issued right behind PV of tile j (no tensor-core gap for the
 //               PV drain, stage release and S setup); the stage is released once PV retires
 //               (wgmma_wait<1>). Unlike mode 1 it needs tile j+1 no earlier than mode 0. Not with 1, 2.
-// 32 ("seesaw", FlashMLA's schedule): tiles in pairs (K0, K1). Warpgroup 0
+// 32 ("seesaw", FlashMLA's schedule; NOT yet run on a GPU): tiles in pairs (K0, K1). Warpgroup 0
 //               computes the full S0 = Q K0^T (m64n64k16: Q and K streamed from smem once), its
 //               softmax and P0 (into K0's RoPE chunk, which only S reads), warpgroup 1 likewise S1
 //               for K1, concurrently. Only the running row max crosses between them (named
 //               barriers 4: after K0, 5: after K1); each derives both rescale factors from its own
 //               copy of m, so one's softmax runs under the other's GEMM. O halves as in mode 0;
-//               row sums: warpgroup 0 over P0 rows, 1 over P1 rows, added at the end. Alone or
-//               with 128.
-// 128 ("mc", with 0 or 32): launched as 2-CTA clusters along the query blocks (blockIdx.x pairs:
-//               the same request rows' two 64-row halves, same work part, so the same KV tiles).
-//               Each CTA's producer loads alternate 64-dim chunks of a tile and multicasts them to
-//               both, so each KV tile crosses L2 -> SM once per pair instead of twice; a stage is
-//               refilled once the math warps of both CTAs released it (16 arrivals).
+//               row sums: warpgroup 0 over P0 rows, 1 over P1 rows, added at the end. Alone only.
 template <int kMode>
 __global__ void __launch_bounds__(384, 1)
 mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __grid_constant__ sm90::TmaDescriptor tma_kv,
@@ -300,10 +294,7 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
   constexpr bool kOverlap = (kMode & 16) != 0;
   static_assert(!(kOverlap && (kMode & 3)), "overlap: only the in-order, unpipelined S path");
   constexpr bool kSeesaw = (kMode & 32) != 0;
-  constexpr bool kMcast = (kMode & 128) != 0;
-  static_assert(!kSeesaw || (kMode & ~128) == 32, "seesaw: no other mode bit but 128");
-  static_assert(!kMcast || (kMode & ~(128 | 32)) == 0, "mc: with mode 0 or 32 only");
-  constexpr int kCluster = kMcast ? 2 : 1;
+  static_assert(!kSeesaw || kMode == 32, "seesaw: no other mode bit");
 
   const int mb = blockIdx.x, part = blockIdx.y;
   const int g_begin = p.md_g[part], g_end = p.md_g[part + 1];
@@ -313,15 +304,14 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
     tma_prefetch_desc(&tma_q);
     tma_prefetch_desc(&tma_kv);
     for (int s = 0; s < kStages * kChunks; ++s) mbar_init(&full[s], 1);
-    for (int s = 0; s < kStages; ++s) mbar_init(&empty[s], 8 * kCluster);  // math warps of every CTA it fills
+    for (int s = 0; s < kStages; ++s) mbar_init(&empty[s], 8);
     mbar_init(q_full, 1);
     mbar_init(q_empty, 8);
     mbar_init(&xchg[0], 128);
     mbar_init(&xchg[1], 128);
     fence_barrier_init();
   }
-  // The peer CTA multicasts into our smem and arrives on our barriers: it must see them initialised.
-  if constexpr (kMcast) cluster_sync(); else __syncthreads();
+  __syncthreads();
 
   const int wg = threadIdx.x / 128;
   const int lane = threadIdx.x & 31;
@@ -371,13 +361,6 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
                 mbar_arrive_expect_tx(fb, kChunkBytes);
                 tma_load_2d(&tma_kv, fb, dst + c * kChunkBytes, c * 64, row);
               }
-            } else if constexpr (kMcast) {
-              // All 72 KiB land here (our chunks and the peer's) and complete our barrier.
-              mbar_arrive_expect_tx(&full[s], kTileBytes);
-              const int rank = static_cast<int>(cluster_ctarank());
-#pragma unroll
-              for (int c = 0; c < kChunks; ++c)
-                if ((c & 1) == rank) tma_load_2d_multicast(&tma_kv, &full[s], dst + c * kChunkBytes, c * 64, row, 0x3);
             } else {
               mbar_arrive_expect_tx(&full[s], kTileBytes);
 #pragma unroll
@@ -386,14 +369,6 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
           }
           ++tile;
         }
-      }
-    }
-    if constexpr (kMcast) {
-      // Stay resident until every math warp of both CTAs released both stages: the peer's warps
-      // arrive on our empty barriers until then (no cluster barrier: the rest of this warpgroup
-      // has exited).
-      if (lane == 0) {
-        for (int t = tile; t < tile + kStages; ++t) mbar_wait(&empty[t & 1], ((t >> 1) & 1) ^ 1);
       }
     }
     return;
@@ -565,21 +540,13 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
       scale_o(alpha.x, alpha.y);
       issue_pv(kSplit ? kt + 8 * kChunkBytes : sP, kt);
     };
-    // This warp no longer reads stage s: tell the producer of every CTA that fills it.
-    auto release_stage = [&](int s) {
-      if constexpr (kMcast) {
-        if (lane < kCluster) mbar_arrive_cluster(&empty[s], lane);
-      } else {
-        if (lane == 0) mbar_arrive(&empty[s]);
-      }
-    };
     // PV done (all wgmma of this warpgroup retired): hand the KV stage back to the producer.
     auto finish_tile = [&](int s) {
       wgmma_wait<0>();
 #pragma unroll
       for (int k = 0; k < 128; ++k) fence_operand(o[k]);
       __syncwarp();
-      release_stage(s);
+      if (lane == 0) mbar_arrive(&empty[s]);
     };
 
     if constexpr (kSeesaw) {
@@ -623,7 +590,7 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
 #pragma unroll
         for (int k = 0; k < 128; ++k) fence_operand(o[k]);
         __syncwarp();
-        release_stage(st);
+        if (lane == 0) mbar_arrive(&empty[st]);
       };
       for (int blk = lo; blk < hi; blk += 2) {
         const bool two = blk + 1 < hi;
