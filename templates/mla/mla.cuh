@@ -264,11 +264,11 @@ __device__ __forceinline__ bool next_segment(const DecodeParams& p, int& g, int 
 // 16 ("ov"):    S of tile j+1 is issued right behind PV of tile j (no tensor-core gap for the
 //               PV drain, stage release and S setup); the stage is released once PV retires
 //               (wgmma_wait<1>). Unlike mode 1 it needs tile j+1 no earlier than mode 0. Not with 1, 2.
-// 32 ("seesaw", FlashMLA's schedule; NOT yet run on a GPU): tiles in pairs (K0, K1). Warpgroup 0
+// 32 ("seesaw", FlashMLA's schedule): tiles in pairs (K0, K1). Warpgroup 0
 //               computes the full S0 = Q K0^T (m64n64k16: Q and K streamed from smem once), its
 //               softmax and P0 (into K0's RoPE chunk, which only S reads), warpgroup 1 likewise S1
-//               for K1, concurrently. Only the running row max crosses between them (named
-//               barriers 4: after K0, 5: after K1); each derives both rescale factors from its own
+//               for K1, concurrently. Only the running row max crosses between them (mbarriers
+//               xchg[0]: after K0, [1]: after K1); each derives both rescale factors from its own
 //               copy of m, so one's softmax runs under the other's GEMM. O halves as in mode 0;
 //               row sums: warpgroup 0 over P0 rows, 1 over P1 rows, added at the end. Alone only.
 template <int kMode>
