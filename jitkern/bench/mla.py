@@ -25,8 +25,7 @@ def add_args(p):
     p.add_argument("--no-peers", action="store_true", help="skip plain PyTorch")
     p.add_argument("--no-check", action="store_true", help="skip the float32 reference check")
     p.add_argument("--impl", default=None, help="comma-separated decode paths (jitkern.ops.mla.IMPLS); "
-                   "default: what mla_decode picks ($JITKERN_MLA_IMPL, else "
-                   "wgmma_chunk_wc for b <= 2 and wgmma above)")
+                   "default: what mla_decode picks ($JITKERN_MLA_IMPL, else ops.mla.default_impl)")
 
 
 def _cases(args):

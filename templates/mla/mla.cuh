@@ -28,6 +28,15 @@ constexpr int kChunkBytes = 64 * 128;             // one chunk of a 64-row tile
 constexpr int kTileBytes = kChunks * kChunkBytes; // 73728: one Q block or one KV tile
 constexpr int kStages = 2;
 constexpr int kPBytes = kBlockM * kBlockN * 2;
+// Diagnostics only (wrong results on purpose; scripts/mla_diag.py): the k16 steps of S issued
+// (of kChunks * 4), and JITKERN_MLA_DIAG_NO_PV=1 issues no PV wgmma. They tell which of S, PV or the
+// rest bounds a tile; the defaults build the real kernel.
+#ifndef JITKERN_MLA_DIAG_S_STEPS
+#define JITKERN_MLA_DIAG_S_STEPS (kChunks * 4)
+#endif
+#ifndef JITKERN_MLA_DIAG_NO_PV
+#define JITKERN_MLA_DIAG_NO_PV 0
+#endif
 // Shared memory: Q | KV stage 0 | KV stage 1 | P | row max [2][64] | row sum [2][64] | barriers
 constexpr int kSmemP = (1 + kStages) * kTileBytes;
 constexpr int kSmemRed = kSmemP + kPBytes;
@@ -424,7 +433,7 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
         }
       } else {
 #pragma unroll
-        for (int kk = 0; kk < kChunks * 4; ++kk) {
+        for (int kk = 0; kk < JITKERN_MLA_DIAG_S_STEPS; ++kk) {
           if constexpr (kChunkBars) {
             if ((kk & 3) == 0) mbar_wait(&chunk_bars[kk >> 2], ph);
           }
@@ -526,7 +535,7 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
       for (int k = 0; k < 128; ++k) fence_operand(o[k]);
       wgmma_fence();
 #pragma unroll
-      for (int kk = 0; kk < 4; ++kk) {
+      for (int kk = 0; kk < (JITKERN_MLA_DIAG_NO_PV ? 0 : 4); ++kk) {
         const uint64_t da = make_smem_desc_k_sw128(pb) + kk * 2;
         // V: 16 tokens x 256 dims, MN-major: 64-dim chunks LBO = 8 KiB apart, 8-token groups SBO = 1 KiB.
         const uint64_t db = make_smem_desc(kt + (w * 4) * kChunkBytes + kk * 16 * 128, SmemSwizzle::k128B,
@@ -562,7 +571,7 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
         for (int k = 0; k < kSRegs; ++k) fence_operand(sacc[k]);
         wgmma_fence();
 #pragma unroll
-        for (int kk = 0; kk < kChunks * 4; ++kk) {
+        for (int kk = 0; kk < JITKERN_MLA_DIAG_S_STEPS; ++kk) {
           const uint64_t da = make_smem_desc_k_sw128(sQ + (kk >> 2) * kChunkBytes) + (kk & 3) * 2;
           const uint64_t db = make_smem_desc_k_sw128(kt + (kk >> 2) * kChunkBytes) + (kk & 3) * 2;
           WgmmaBf16<64>::mma(da, db, sacc, kk > 0 ? 1u : 0u);
