@@ -70,7 +70,7 @@ def run(args):
         if not args.no_check:  # one float32 reference per case, shared by the impls
             ro, rl = ref.mla_decode_ref(q, sets[0][0], sets[0][1], sl)
         for impl in impls:
-            rec = dict(base, impl=impl or "default")
+            rec = dict(base, impl=impl or "default", path=impl or mla.default_impl(b, s_q, h_q))
             if ro is not None:
                 kv, bt = sets[0]
                 o, l = mla.mla_decode(q, kv, bt, sl, md, impl=impl)
@@ -103,7 +103,7 @@ def run(args):
         rows.extend(recs)
         del sets
         torch.cuda.empty_cache()
-    print_table(rows, [("case", "case", ""), ("impl", "impl", ""), ("us", "us", ".1f"), ("GB/s", "gbps", ".0f"), ("TFLOPS", "tflops", ".0f"),
+    print_table(rows, [("case", "case", ""), ("impl", "impl", ""), ("path", "path", ""), ("us", "us", ".1f"), ("GB/s", "gbps", ".0f"), ("TFLOPS", "tflops", ".0f"),
                        ("floor us", "floor_us", ".1f"), ("FlashMLA us", "flashmla_us_anchor", ".1f"),
                        ("x FlashMLA", "vs_flashmla", ".2f"), ("torch us", "torch_us", ".1f"), ("x torch", "vs_torch", ".1f"),
                        ("meta us", "metadata_us", ".1f"), ("rel err", "rel_err", ".2e"), ("lse err", "lse_max_abs_err", ".1e")],
