@@ -601,6 +601,18 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
         __syncwarp();
         if (lane == 0) mbar_arrive(&empty[st]);
       };
+      // O += P V for tile blk (in kt, P at pb) whose row maxima (n0, n1) the other warpgroup
+      // published: this warpgroup's V part past the end zeroed, O and l rescaled to them first.
+      auto pv_at_their_max = [&](int blk, uint8_t* kt, const uint8_t* pb, float n0, float n1) {
+        float a0, a1;
+        zero_tail(blk, kt);
+        fence_proxy_async_shared();
+        advance(n0, n1, a0, a1);
+        l0 *= a0;
+        l1 *= a1;
+        scale_o(a0, a1);
+        issue_pv(pb, kt);
+      };
       for (int blk = lo; blk < hi; blk += 2) {
         const bool two = blk + 1 < hi;
         const int t0 = tile, t1 = tile + 1;
@@ -608,7 +620,6 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
         uint8_t* k1 = sK + (t1 & 1) * kTileBytes;
         uint8_t* p0 = k0 + 8 * kChunkBytes;  // P of a tile lives in its RoPE chunk once S has read it
         uint8_t* p1 = k1 + 8 * kChunkBytes;
-        float a0, a1;
         if (w == 0) {
           mbar_wait(&full[t0 & 1], (t0 >> 1) & 1);
           issue_s64(k0);
@@ -621,6 +632,7 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
           if ((lane & 3) == 0) { red_max[r0] = mn0; red_max[r1] = mn1; }
           fence_proxy_async_shared();
           mbar_arrive(&xchg[0]);
+          float a0, a1;
           advance(mn0, mn1, a0, a1);
           l0 = l0 * a0 + rs0;
           l1 = l1 * a1 + rs1;
@@ -631,13 +643,7 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
             const float n0 = red_max[kBlockM + r0], n1 = red_max[kBlockM + r1];
             done_pv(t0 & 1);
             mbar_wait(&full[t1 & 1], (t1 >> 1) & 1);
-            zero_tail(blk + 1, k1);
-            fence_proxy_async_shared();
-            advance(n0, n1, a0, a1);
-            l0 *= a0;
-            l1 *= a1;
-            scale_o(a0, a1);
-            issue_pv(p1, k1);
+            pv_at_their_max(blk + 1, k1, p1, n0, n1);
             done_pv(t1 & 1);
           } else {
             done_pv(t0 & 1);
@@ -653,13 +659,7 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
           wgmma_wait<0>();  // S1 done: O may be touched
 #pragma unroll
           for (int k = 0; k < kSRegs; ++k) fence_operand(sacc[k]);
-          zero_tail(blk, k0);
-          fence_proxy_async_shared();
-          advance(n0, n1, a0, a1);
-          l0 *= a0;
-          l1 *= a1;
-          scale_o(a0, a1);
-          issue_pv(p0, k0);  // the softmax of S1 runs under it
+          pv_at_their_max(blk, k0, p0, n0, n1);  // the softmax of S1 runs under it
           float mn0, mn1, rs0, rs1;
           soft64(blk + 1, m0, m1, mn0, mn1, rs0, rs1, p1);
           zero_tail(blk + 1, k1);
@@ -667,6 +667,7 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
           fence_proxy_async_shared();
           mbar_arrive(&xchg[1]);
           done_pv(t0 & 1);
+          float a0, a1;
           advance(mn0, mn1, a0, a1);
           l0 = l0 * a0 + rs0;
           l1 = l1 * a1 + rs1;
@@ -677,13 +678,7 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
           mbar_wait(&xchg[0], xph);
           const float n0 = red_max[r0], n1 = red_max[r1];
           mbar_wait(&full[t0 & 1], (t0 >> 1) & 1);
-          zero_tail(blk, k0);
-          fence_proxy_async_shared();
-          advance(n0, n1, a0, a1);
-          l0 *= a0;
-          l1 *= a1;
-          scale_o(a0, a1);
-          issue_pv(p0, k0);
+          pv_at_their_max(blk, k0, p0, n0, n1);
           mbar_arrive(&xchg[1]);
           done_pv(t0 & 1);
         }
