@@ -73,7 +73,7 @@ def test_rel_err_flags_nan():
 @pytest.mark.parametrize("n,k", V3_NK)
 def test_heuristic_config_fits(kind, m, n, k):
     cfg = heuristics.gemm_config(kind, m, n, k, 132, "nominal H100 SXM")
-    assert cfg.block_m in (64, 128, 256)
+    assert cfg.block_m in (64, 128, 192, 256)
     assert cfg.block_n in heuristics.block_n_candidates(kind, cfg.block_m)
     assert cfg.stages >= 2
     assert heuristics.gemm_smem_bytes(kind, cfg.block_m, cfg.block_n, cfg.stages) <= heuristics.SMEM_LIMIT
@@ -122,6 +122,8 @@ COMPILE_CASES = [("fp8", 4096, 7168, 7168, None), ("fp8", 64, 2112, 7168, None),
                  ("fp8", 0, 7168, 16384, heuristics.GemmConfig(256, 128, 3, 16, 132, 2, 1)),
                  ("fp8", 0, 4096, 7168, heuristics.GemmConfig(256, 96, 3, 16, 132, 1, 2)),
                  ("fp8", 0, 7168, 2048, heuristics.GemmConfig(128, 192, 4, 16, 132, 1, 1)),
+                 ("fp8", 0, 7168, 16384, heuristics.GemmConfig(192, 128, 4, 16, 132, 1, 1)),
+                 ("bf16", 0, 4096, 7168, heuristics.GemmConfig(192, 128, 4, 16, 132, 2, 1)),
                  ("fp8", 0, 2112, 7168, heuristics.GemmConfig(64, 64, 12, split_k=4)),
                  ("bf16", 0, 4096, 7168, heuristics.GemmConfig(128, 128, 6, split_k=2))]
 
@@ -305,6 +307,32 @@ def test_wide_fp8_tiles(cfg, m, n, k):
 @pytest.mark.parametrize("cfg", WIDE_FP8_CFGS[:2] + WIDE_FP8_CFGS[4:5], ids=lambda c: f"{c.block_m}x{c.block_n}c{c.cluster_m}{c.cluster_n}")
 def test_wide_fp8_tiles_accumulate(cfg):
     _check_fp8(300, 2112, 1536, random.randrange(1 << 30), accum=True, config=cfg)
+
+
+# BLOCK_M 192: three math warpgroups of 64 rows (one promotes while two compute), fp8 and bf16.
+TILE192_CFGS = [heuristics.GemmConfig(192, 128, 4, 16, 132, 1, 1), heuristics.GemmConfig(192, 96, 5, 16, 132, 2, 1),
+                heuristics.GemmConfig(192, 112, 4, 3, 12, 1, 2), heuristics.GemmConfig(192, 128, 4, 16, 132, split_k=2)]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("cfg", TILE192_CFGS, ids=lambda c: c.label() + f"g{c.group_n}s{c.num_sms}")
+@pytest.mark.parametrize("m,n,k", [(300, 2112, 1536), (129, 576, 7168), (1000, 7168, 512), (577, 4096, 7168)])
+def test_192_row_tiles(cfg, m, n, k):
+    # M not a multiple of 192 (the last tile's warpgroups 1, 2 past M), N not a multiple of BLOCK_N
+    seed = random.randrange(1 << 30)
+    _check_fp8(m, n, k, seed, config=cfg)
+    _check_fp8(m, n, k, seed + 1, accum=True, config=cfg)
+    _check_bf16(m, n, k, seed + 2, config=cfg)
+
+
+def test_explicit_tile_is_validated():
+    from jitkern.ops.gemm import _check_tile
+    for kind, cfg, gm in (("fp8", heuristics.GemmConfig(96, 128, 4), 0), ("fp8", heuristics.GemmConfig(192, 144, 4), 0),
+                          ("bf16", heuristics.GemmConfig(192, 256, 3), 0), ("fp8", heuristics.GemmConfig(192, 128, 4), 1)):
+        with pytest.raises(ValueError, match="^config: "):
+            _check_tile(kind, cfg, gm)
+    _check_tile("fp8", heuristics.GemmConfig(192, 128, 4), 2)
+    _check_tile("bf16", heuristics.GemmConfig(128, 256, 3), 0)
 
 
 # Split-K: several CTAs per output tile over slices of K, fp32 partials reduced by the last CTA.
