@@ -72,14 +72,13 @@ def block_n_candidates(kind: str, block_m: int = 64) -> list[int]:
 
     fp8 keeps the wgmma accumulator plus the promoted fp32 sum (BLOCK_M 256: one accumulator, two
     promoted 64-row waves), so register room bounds BLOCK_N: 160 (BLOCK_M 64, 240 registers),
-    192 (128, 224 registers), 128 (192: three math warpgroups of 152 registers; 256). BLOCK_M 256
-    is fp8-only (gemm.cuh)."""
+    192 (128, 224 registers), 128 (256). BLOCK_M 256 is fp8-only (gemm.cuh)."""
     if kind == "fp8":
-        top = {64: 160, 128: 192, 192: 128, 256: 128}[block_m]
+        top = {64: 160, 128: 192, 256: 128}[block_m]
     else:
         if block_m == 256:
             return []
-        top = 128 if block_m == 192 else 256
+        top = 256
     return list(range(16, top + 1, 16))
 
 

@@ -111,16 +111,14 @@ def _prepare_out(out, c, m, n, device):
     return out
 
 
-def _check_tile(kind, cfg, group_mode):
-    """An explicit config's tile must be one gemm.cuh compiles: BLOCK_M 64/128/192/256 with a BLOCK_N
-    of ``heuristics.block_n_candidates``; 192 rows are not 128-aligned, so not the contiguous layout."""
-    if cfg.block_m not in (64, 128, 192, 256):
-        raise ValueError(f"config: BLOCK_M must be 64, 128, 192 or 256, got {cfg.block_m}")
+def _check_tile(kind, cfg):
+    """An explicit config's tile must be one gemm.cuh compiles (a ValueError instead of a failed
+    static_assert): BLOCK_M 64, 128 or 256 (fp8 only) with a BLOCK_N of ``heuristics.block_n_candidates``."""
+    if cfg.block_m not in (64, 128, 256):
+        raise ValueError(f"config: BLOCK_M must be 64, 128 or 256, got {cfg.block_m}")
     cands = heuristics.block_n_candidates(kind, cfg.block_m)
     if cfg.block_n not in cands:
         raise ValueError(f"config: {kind} BLOCK_N at BLOCK_M {cfg.block_m} must be one of {cands}, got {cfg.block_n}")
-    if cfg.block_m == 192 and group_mode == 1:
-        raise ValueError("config: BLOCK_M 192 does not tile the contiguous layout's 128-row groups")
 
 
 def _launch(kind, a, b, sfa, sfb, out, c, m, n, k, config=None, group_mode=0, layout=None, num_groups=1, max_m=0):
@@ -128,7 +126,7 @@ def _launch(kind, a, b, sfa, sfb, out, c, m, n, k, config=None, group_mode=0, la
     dev = a.device
     target = current_target(dev)
     if config is not None:
-        _check_tile(kind, config, group_mode)
+        _check_tile(kind, config)
     cfg = config or heuristics.gemm_config(kind, m, n, k, target.num_sms, target.name, target.smem_per_block)
     accum = c is not None
     bk = heuristics.gemm_block_k(kind)
@@ -193,8 +191,8 @@ def _split_workspace(dev, floats: int, tiles: int):
 
 
 def threads_of(cfg) -> int:
-    # a producer warpgroup plus one (BLOCK_M 64), three (192) or two math warpgroups (gemm.cuh)
-    return 128 * (1 + {64: 1, 192: 3}.get(cfg.block_m, 2))
+    # a producer warpgroup plus one (BLOCK_M 64) or two math warpgroups (gemm.cuh)
+    return 128 * (2 if cfg.block_m == 64 else 3)
 
 
 # A persistent grid must be co-resident: with clusters, GPCs whose free SMs do not pair up host
@@ -332,7 +330,7 @@ def _grouped_config(kind, rows_per_group, num_groups, n, k, target, config, mask
             raise ValueError("config: grouped GEMMs run without clusters (cluster_m = cluster_n = 1)")
         if config.block_m == 256 and (kind != "fp8" or config.block_n > 128):
             raise ValueError(f"config: BLOCK_M 256 is fp8-only, with BLOCK_N <= 128, got {kind} {config}")
-        _check_tile(kind, config, 2 if masked else 1)
+        _check_tile(kind, config)
         return config
     import dataclasses
     bm = 64 if rows_per_group <= 64 else 128

@@ -6,8 +6,7 @@
 //
 // Structure (DeepGEMM-like): persistent CTAs walk output tiles in an N-grouped raster; warpgroup 0
 // is the TMA producer (one thread, registers lowered with setmaxnreg), warpgroups 1..2 are math
-// warpgroups. BLOCK_M 64: one math warpgroup; 128: two, 64 rows each; 192: three, 64 rows each
-// (warpgroups 1..3); 256 (fp8 only): two, each
+// warpgroups. BLOCK_M 64: one math warpgroup; 128: two, 64 rows each; 256 (fp8 only): two, each
 // computing two 64-row "waves" (rows wave*128 + wg*64 ..) from one B tile, so a 256-row tile reads
 // B once for twice the rows (fewer L2 bytes per FLOP, DeepGEMM's BLOCK_M = 256). A kStages-deep shared-memory ring of
 // (A tile, B tile, A scales) is guarded by full/empty mbarriers. FP8: each 128-wide K block is
@@ -118,7 +117,7 @@ template <bool kFp8, uint32_t kN, uint32_t kK, uint32_t BLOCK_M, uint32_t BLOCK_
 struct GemmConfig {
   static constexpr uint32_t BLOCK_K = kFp8 ? 128 : 64;  // one 128-byte swizzle row of K
   static constexpr uint32_t kInstrK = kFp8 ? 32 : 16;
-  static constexpr uint32_t kNumMathWG = BLOCK_M == 64 ? 1 : (BLOCK_M == 192 ? 3 : 2);
+  static constexpr uint32_t kNumMathWG = BLOCK_M == 64 ? 1 : 2;
   static constexpr uint32_t kWaves = BLOCK_M / (64 * kNumMathWG);  // 64-row waves per math warpgroup
   static constexpr uint32_t kThreads = 128 * (1 + kNumMathWG);
   static constexpr uint32_t kNumKBlocks = (kK + BLOCK_K - 1) / BLOCK_K;
@@ -138,11 +137,7 @@ struct GemmConfig {
   static constexpr uint32_t kStoreCols = BLOCK_N % 64 == 0 ? 64 : (BLOCK_N % 32 == 0 ? 32 : 16);
   static constexpr uint32_t kDBytes = kTmaStore ? BLOCK_M * BLOCK_N * 2 : 0;
   static constexpr uint32_t kSmemBytes = 1024 + kStages * kStageBytes + kDBytes + 2 * kStages * 8;
-  static_assert(BLOCK_M == 64 || BLOCK_M == 128 || BLOCK_M == 192 || BLOCK_M == 256, "BLOCK_M: 64, 128, 192 or 256");
-  // 192 rows: three math warpgroups of 64 rows, so each one's promotion runs while the other two
-  // keep the tensor cores busy; 152 registers each (wgmma accumulator + promoted copy of <= 64
-  // floats). Contiguous groups are 128-aligned: not a multiple of 192.
-  static_assert(BLOCK_M != 192 || (BLOCK_N <= 128 && kGroupMode != 1), "BLOCK_M 192: BLOCK_N <= 128, not contiguous");
+  static_assert(BLOCK_M == 64 || BLOCK_M == 128 || BLOCK_M == 256, "BLOCK_M: 64, 128 or 256");
   // 256 rows: one wgmma accumulator reused by both waves plus two promoted fp32 copies; bf16 would
   // need an accumulator per wave. Masked groups start at multiples of max_m: any BLOCK_M works;
   // contiguous groups are 128-aligned: a slot's two 128-row blocks are scheduled apart (ContigSlot).
@@ -202,16 +197,12 @@ gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constan
 #ifndef JITKERN_GEMM_PIPELINE
 #define JITKERN_GEMM_PIPELINE 1
 #endif
-  constexpr bool kPipelined = kFp8 && JITKERN_GEMM_PIPELINE && (2 + kWaves) * kAcc <= 192 && 128 % BLOCK_N == 0 &&
-                              Cfg::kNumMathWG != 3;
+  constexpr bool kPipelined = kFp8 && JITKERN_GEMM_PIPELINE && (2 + kWaves) * kAcc <= 192 && 128 % BLOCK_N == 0;
   // Register split: 128 * producer + 128 * kNumMathWG * math <= 64K. The producer's cluster
   // index math needs more than the customary 40 registers to stay spill-free.
   // The masked scheduler's group cursor costs the producer more registers.
   constexpr uint32_t kProducerRegs = Cfg::kNumMathWG == 1 ? (kGroupMode == 2 ? 96 : 56) : (kGroupMode == 2 ? 64 : 56);
-  constexpr uint32_t kMathRegs = Cfg::kNumMathWG == 1   ? 240
-                                 : Cfg::kNumMathWG == 3 ? (kGroupMode == 2 ? 144 : 152)
-                                                        : (kGroupMode == 2 ? 216 : 224);
-  static_assert(128 * kProducerRegs + 128 * Cfg::kNumMathWG * kMathRegs <= 65536, "register split");
+  constexpr uint32_t kMathRegs = Cfg::kNumMathWG == 1 ? 240 : (kGroupMode == 2 ? 216 : 224);
 
   extern __shared__ uint8_t smem_raw[];
   uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
@@ -658,17 +649,16 @@ gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constan
         };
         if constexpr (kSplitK > 1) {
           __shared__ uint32_t split_last;
-          constexpr uint32_t kSplitBar = Cfg::kNumMathWG == 3 ? 4 : 3;  // after the epilogue's 1 + wg
           const size_t part_elems = size_t(M) * kN;
           for_each_pair([&](uint32_t row, uint32_t col, float x, float y) {
             __stcg(reinterpret_cast<float2*>(ws + split * part_elems + size_t(row) * kN + col), make_float2(x, y));
           });
           // threadFenceReduction pattern: partials visible device-wide before the tile's count moves
           __threadfence();
-          named_barrier_sync(kSplitBar, 128 * Cfg::kNumMathWG);
+          named_barrier_sync(3, 128 * Cfg::kNumMathWG);
           int32_t* count = ws_count + m_blk * Cfg::kNumNBlocks + n_blk;
           if (threadIdx.x == 128) split_last = atomicAdd(count, 1) == int32_t(kSplitK - 1);
-          named_barrier_sync(kSplitBar, 128 * Cfg::kNumMathWG);
+          named_barrier_sync(3, 128 * Cfg::kNumMathWG);
           if (split_last) {
             __threadfence();
             for_each_pair([&](uint32_t row, uint32_t col, float x, float y) {
