@@ -20,13 +20,11 @@ def add_args(p):
 
 
 # verify_sampled configs for --sweep: (unroll, A tiles per CTA slot, B tiles per slot, max chunk,
-# CTAs per SM, bulk ring buffers). Unroll x CTAs per SM (register loads in flight) was swept on the
-# H200 (fourth 2026-12-01 session, templates/spec/NOTES.md: the default won); this sweep varies the
-# phase-A shared-memory ring (0 = register loads) and the A tiles per slot with it.
-SAMPLED_SWEEP = ([(4, 2, 2, 131072, 2, nb) for nb in (0, 2, 3, 5)] +
-                 [(4, a, 2, 131072, 2, 4) for a in (1, 4)])
+# CTAs per SM). Tiles per slot and max chunk were swept on the H200 (second 2026-12-01 session,
+# templates/spec/NOTES.md); this sweep varies the loads in flight per SM (unroll x CTAs).
+SAMPLED_SWEEP = [(u, 2, 2, 131072, mb) for u, mb in ((4, 2), (8, 2), (4, 3), (4, 4), (8, 4), (2, 4))]
 _SAMPLED_KNOBS = ("SAMPLED_UNROLL", "SAMPLED_TILES_PER_SLOT", "SAMPLED_B_TILES_PER_SLOT", "SAMPLED_MAX_CHUNK",
-                  "SAMPLED_MIN_BLOCKS", "SAMPLED_BULK_BUFS")
+                  "SAMPLED_MIN_BLOCKS")
 
 
 def _sampled_sweep(ops, logits, drafts, q, cu, b, k, V, floor, nbytes, rot):
@@ -49,8 +47,8 @@ def _sampled_sweep(ops, logits, drafts, q, cu, b, k, V, floor, nbytes, rot):
         finally:
             for n, v in zip(_SAMPLED_KNOBS, saved):
                 setattr(ops, n, v)
-        u, a, bb, mc, mb, nb = cfg
-        recs.append({"kind": f"sampled u{u} a{a} b{bb} mc{mc} cta{mb} ring{nb}", "b": b, "k": k,
+        u, a, bb, mc, mb = cfg
+        recs.append({"kind": f"sampled u{u} a{a} b{bb} mc{mc} cta{mb}", "b": b, "k": k,
                      "V": V, "us": us, "floor_us": floor, "pct_floor": 100 * floor / us, "gbps": nbytes / us / 1e3,
                      "ratio": us / floor, "same": same, "config": list(cfg)})
         print(f"sweep b={b} k={k} {recs[-1]['kind']}: {us:.2f} us, {us / floor:.3f}x floor, same {same:.3f}",
@@ -64,12 +62,12 @@ def _precompile_sampled():
     from concurrent.futures import ThreadPoolExecutor
     from ..ops import speculative as ops
     from ..runtime import compile_spec
-    saved = ops.SAMPLED_UNROLL, ops.SAMPLED_MIN_BLOCKS, ops.SAMPLED_BULK_BUFS
+    saved = ops.SAMPLED_UNROLL, ops.SAMPLED_MIN_BLOCKS
     specs = set()
-    for u, mb, nb in {(c[0], c[4], c[5]) for c in SAMPLED_SWEEP}:
-        ops.SAMPLED_UNROLL, ops.SAMPLED_MIN_BLOCKS, ops.SAMPLED_BULK_BUFS = u, mb, nb
+    for u, mb in {(c[0], c[4]) for c in SAMPLED_SWEEP}:
+        ops.SAMPLED_UNROLL, ops.SAMPLED_MIN_BLOCKS = u, mb
         specs.add(ops.sampled_spec(torch.bfloat16, torch.int64, torch.int32, True))
-    ops.SAMPLED_UNROLL, ops.SAMPLED_MIN_BLOCKS, ops.SAMPLED_BULK_BUFS = saved
+    ops.SAMPLED_UNROLL, ops.SAMPLED_MIN_BLOCKS = saved
     with ThreadPoolExecutor(8) as ex:
         list(ex.map(lambda sp: compile_spec(sp, "sm_90a"), specs))
 

@@ -74,9 +74,6 @@ SAMPLED_B_TILES_PER_SLOT = 2
 # spec, same run), 2 vs 0 / 1 / 4 passes: b=64 k=7 81.2 vs 84.0 / 82.3 / 84.2 us, b=256 k=3 179.2 vs
 # 185.5 / 180.4 / 182.9 us, b=16 and b=1 equal within 0.5 us.
 SAMPLED_AHEAD = 2
-# Phase A through shared memory instead (sampled.cuh spec::bulk_stream): a ring of this many
-# SAMPLED_BULK_SEG-byte segments per CTA filled by 1D bulk copies (0 = the register loads above).
-SAMPLED_BULK_BUFS, SAMPLED_BULK_SEG = 4, 8192
 TREE_SAMPLED_THREADS = 512
 _SMEM_LIMIT = 227 * 1024 - 1024  # Hopper opt-in shared memory per CTA, minus the static part
 
@@ -127,8 +124,7 @@ def greedy_stream_spec(logit_dtype, tok_dtype, cu_dtype) -> KernelSpec:
 def sampled_spec(logit_dtype, tok_dtype, cu_dtype, vec: bool) -> KernelSpec:
     return KernelSpec("spec/sampled.cuh",
                       f"jitkern::verify_sampled<{_CTYPE[logit_dtype]}, {_CTYPE[tok_dtype]}, {_CTYPE[cu_dtype]}, "
-                      f"{str(vec).lower()}, {SAMPLED_THREADS}, {SAMPLED_UNROLL}, {SAMPLED_MIN_BLOCKS}, {SAMPLED_AHEAD}, "
-                      f"{SAMPLED_BULK_BUFS}, {SAMPLED_BULK_SEG}>", family="spec")
+                      f"{str(vec).lower()}, {SAMPLED_THREADS}, {SAMPLED_UNROLL}, {SAMPLED_MIN_BLOCKS}, {SAMPLED_AHEAD}>", family="spec")
 
 
 def tree_sampled_spec(logit_dtype, tok_dtype, cu_dtype, vec: bool) -> KernelSpec:

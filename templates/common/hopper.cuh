@@ -186,14 +186,6 @@ __device__ __forceinline__ void tma_load_3d_multicast(const TmaDescriptor* desc,
       : "memory");
 }
 
-// 1D bulk copy global -> shared (no tensor map): `bytes` (a multiple of 16; dst, src 16-byte
-// aligned) complete_tx on `bar` of this CTA, with an L2 cache policy (l2_policy_evict_first()...).
-__device__ __forceinline__ void bulk_load_1d(void* dst, const void* src, uint32_t bytes, uint64_t* bar, uint64_t policy) {
-  asm volatile(
-      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1], %2, [%3], %4;"
-      :: "r"(smem_u32(dst)), "l"(src), "r"(bytes), "r"(smem_u32(bar)), "l"(policy) : "memory");
-}
-
 __device__ __forceinline__ uint64_t l2_policy_evict_first() {
   uint64_t p;
   asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(p));

@@ -17,7 +17,6 @@
 // 256-bin shared-atomic radix histogram was 1.4-7 ms per call: real logits share a few top-key
 // bins, so the atomics serialise.)
 #pragma once
-#include "common/hopper.cuh"
 #include "spec/common.cuh"
 #include "spec/greedy.cuh"
 
@@ -511,109 +510,6 @@ __device__ __forceinline__ void chunk_softmax_stream(const T* __restrict__ row, 
   for (int i = c0 + nvec * N + threadIdx.x; i < c1; i += kThreads) softmax_add(m, s, (float)row[i], scale);
 }
 
-// Phase-A streaming through shared memory: thread 0 issues 1D bulk copies of kSegBytes segments
-// into a kBufs-deep ring (one full mbarrier each), so the bytes in flight per CTA (kBufs *
-// kSegBytes) cost no registers; the register path holds kUnroll 16-byte loads per thread under the
-// kernel's 128-register cap (32 KiB per SM at 2 CTAs), where the greedy kernel keeps ~128 KiB.
-template <int kBufs, int kSegBytes>
-struct BulkRing {
-  static constexpr int kSegVec = kSegBytes / 16;
-  uint4 buf[kBufs > 0 ? kBufs : 1][kBufs > 0 ? kSegVec : 1];  // 16-byte aligned, as the copy needs
-  uint64_t full[kBufs > 0 ? kBufs : 1];
-  // thread 0, before the CTA's first barrier; segment u (the CTA's count) uses buffer u % kBufs
-  // at parity (u / kBufs) & 1
-  __device__ __forceinline__ void init() {
-    if (threadIdx.x == 0) {
-      for (int b = 0; b < kBufs; ++b) sm90::mbar_init(&full[b], 1);
-      sm90::fence_barrier_init();
-    }
-  }
-};
-
-// f(v, u) for every 16-byte vector u = p[v], v in [0, nvec), through the ring; thread t gets the
-// vectors t, t + kThreads, ... in increasing order (the same set and order as the register loops,
-// so the per-thread partials are the same bits). `base`: the CTA-uniform count of segments this
-// CTA has streamed before (advanced here). Ends with the ring idle (every copy consumed).
-template <int kThreads, int kBufs, int kSegBytes, typename F>
-__device__ __forceinline__ void bulk_stream(const uint4* __restrict__ p, int nvec, BulkRing<kBufs, kSegBytes>& ring,
-                                            uint32_t& base, F&& f) {
-  constexpr int kSegVec = BulkRing<kBufs, kSegBytes>::kSegVec;
-  static_assert(kSegVec % kThreads == 0, "a segment is whole passes of the CTA");
-  const int nseg = (nvec + kSegVec - 1) / kSegVec;
-  auto issue = [&](int j) {
-    const int b = (int)((base + (uint32_t)j) % kBufs);
-    const uint32_t bytes = (uint32_t)min(kSegVec, nvec - j * kSegVec) * 16u;
-    sm90::mbar_arrive_expect_tx(&ring.full[b], bytes);
-    sm90::bulk_load_1d(&ring.buf[b][0], p + (int64_t)j * kSegVec, bytes, &ring.full[b], sm90::l2_policy_evict_first());
-  };
-  if (threadIdx.x == 0)
-    for (int j = 0; j < kBufs && j < nseg; ++j) issue(j);
-  for (int j = 0; j < nseg; ++j) {
-    const uint32_t u = base + (uint32_t)j;
-    const int b = (int)(u % kBufs);
-    sm90::mbar_wait(&ring.full[b], (u / kBufs) & 1u);
-    const int n = min(kSegVec, nvec - j * kSegVec);
-#pragma unroll
-    for (int r = 0; r < kSegVec / kThreads; ++r) {
-      const int v = threadIdx.x + r * kThreads;
-      if (v < n) f(j * kSegVec + v, ring.buf[b][v]);
-    }
-    __syncthreads();  // buffer b is read: it may be refilled
-    if (threadIdx.x == 0 && j + kBufs < nseg) issue(j + kBufs);
-  }
-  base += (uint32_t)nseg;
-}
-
-// chunk_argmax_stream / chunk_softmax_stream through the ring (16-byte aligned chunk start).
-template <typename T, int kThreads, int kBufs, int kSegBytes>
-__device__ __forceinline__ void chunk_argmax_bulk(const T* __restrict__ row, int c0, int c1, BulkRing<kBufs, kSegBytes>& ring,
-                                                  uint32_t& base, float& best, int& bidx) {
-  constexpr int N = 16 / sizeof(T);
-  const int nvec = (c1 - c0) / N;
-  float bm = 0.0f;
-  int bvi = -1;
-  uint4 bu = make_uint4(0u, 0u, 0u, 0u);
-  bulk_stream<kThreads>(reinterpret_cast<const uint4*>(row + c0), nvec, ring, base, [&](int v, const uint4& u) {
-    const float m = vec_max(u, (const T*)nullptr);
-    if (bvi < 0 || better(m, bm)) { bm = m; bvi = v; bu = u; }
-  });
-  if (bvi >= 0) {
-    float v[N];
-    unpack(bu, (const T*)nullptr, v);
-    int e0 = N - 1;
-#pragma unroll
-    for (int e = N - 1; e >= 0; --e) {
-      const bool hit = (v[e] == bm) || (bm != bm && v[e] != v[e]);
-      if (hit) e0 = e;
-    }
-    best = v[e0];
-    bidx = c0 + bvi * N + e0;
-  }
-  for (int i = c0 + nvec * N + threadIdx.x; i < c1; i += kThreads) {
-    const float v = (float)row[i];
-    if (bidx < 0 || better(v, best)) { best = v; bidx = i; }
-  }
-}
-
-template <typename T, int kThreads, int kBufs, int kSegBytes>
-__device__ __forceinline__ void chunk_softmax_bulk(const T* __restrict__ row, int c0, int c1, float scale,
-                                                   BulkRing<kBufs, kSegBytes>& ring, uint32_t& base, float& m, float& s) {
-  constexpr int N = 16 / sizeof(T);
-  const int nvec = (c1 - c0) / N;
-  bulk_stream<kThreads>(reinterpret_cast<const uint4*>(row + c0), nvec, ring, base, [&](int, const uint4& u) {
-    const float vm = vec_max(u, (const T*)nullptr);
-    if (!(vm > neg_inf())) return;  // all -inf: nothing to add
-    float v[N];
-    unpack(u, (const T*)nullptr, v);
-    if (vm > m) { s *= exp2f((m - vm) * scale); m = vm; }
-    float acc = 0.0f;
-#pragma unroll
-    for (int e = 0; e < N; ++e) acc += exp2f((v[e] - m) * scale);
-    s += acc;
-  });
-  for (int i = c0 + nvec * N + threadIdx.x; i < c1; i += kThreads) softmax_add(m, s, (float)row[i], scale);
-}
-
 __device__ __forceinline__ int ld_acquire(const int* p) {
   int v;
   asm volatile("ld.acquire.gpu.global.b32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
@@ -659,10 +555,7 @@ constexpr int kModeDone = 0, kModeResidual = 1, kModeBonus = 2;
 // entry, zero again on exit. partial [rows * splits] 8 bytes; rowstat [rows] 16 bytes;
 // dec [b] 32 bytes; partial_b [b * splits_b] 8 bytes.
 // kAhead: per-thread L2 prefetch distance (passes) of the phase-A streaming loops (0 = off).
-// kBulkBufs > 0: the non-filtered A tiles of 16-byte aligned rows stream through a ring of that
-// many kBulkSeg-byte shared-memory segments (spec::bulk_stream) instead of registers.
-template <typename T, typename TokT, typename CuT, bool kVec, int kThreads, int kUnroll, int kMinBlocks, int kAhead,
-          int kBulkBufs = 0, int kBulkSeg = 8192>
+template <typename T, typename TokT, typename CuT, bool kVec, int kThreads, int kUnroll, int kMinBlocks, int kAhead>
 __global__ void __launch_bounds__(kThreads, kMinBlocks) verify_sampled(
     const T* __restrict__ logits, int64_t ld, const float* __restrict__ q, int64_t qld, int V, int rows,
     int chunk, int splits, int chunk_b, int splits_b, const TokT* __restrict__ draft, const CuT* __restrict__ cu,
@@ -682,10 +575,6 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) verify_sampled(
   int* work = sync + 3 * b;
   int* exits = work + 1;
   const int tiles_a = rows * splits, total = tiles_a + b * splits_b;
-  constexpr bool kBulk = kVec && kBulkBufs > 0;
-  __shared__ spec::BulkRing<kBulk ? kBulkBufs : 0, kBulkSeg> ring;
-  uint32_t ring_base = 0;  // segments this CTA has streamed (CTA-uniform)
-  if constexpr (kBulk) ring.init();
 
   if (threadIdx.x == 0) s_next = atomicAdd(work, 1);
   __syncthreads();
@@ -718,15 +607,13 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) verify_sampled(
       } else if (greedy) {
         float best = 0.0f;
         int bidx = -1;
-        if constexpr (kBulk) spec::chunk_argmax_bulk<T, kThreads>(lrow, c0, c1, ring, ring_base, best, bidx);
-        else if (kVec) spec::chunk_argmax_stream<T, kThreads, kUnroll, kAhead>(lrow, c0, c1, best, bidx);
+        if (kVec) spec::chunk_argmax_stream<T, kThreads, kUnroll, kAhead>(lrow, c0, c1, best, bidx);
         else spec::chunk_argmax<T, false, kThreads, 4>(lrow, c0, c1, best, bidx);
         const uint64_t key = spec::block_max_u64<kThreads>(spec::argmax_key(best, bidx), sm.red);
         if (threadIdx.x == 0) partial[tile] = make_uint2((uint32_t)key, (uint32_t)(key >> 32));
       } else {
         float m = spec::neg_inf(), s = 0.0f;
-        if constexpr (kBulk) spec::chunk_softmax_bulk<T, kThreads>(lrow, c0, c1, s2, ring, ring_base, m, s);
-        else if (kVec) spec::chunk_softmax_stream<T, kThreads, kUnroll, kAhead>(lrow, c0, c1, s2, m, s);
+        if (kVec) spec::chunk_softmax_stream<T, kThreads, kUnroll, kAhead>(lrow, c0, c1, s2, m, s);
         else for (int i = c0 + threadIdx.x; i < c1; i += kThreads) spec::softmax_add(m, s, (float)lrow[i], s2);
         const float bm = spec::block_max_f<kThreads>(m, reinterpret_cast<float*>(sm.red));
         const float bs = spec::block_sum<kThreads>(s > 0.0f ? s * exp2f((m - bm) * s2) : 0.0f,
