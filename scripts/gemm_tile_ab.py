@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """A/B timing of fp8 GEMM tiles: per shape, the configured tile ("table") against explicit configs
-(labels as `jitkern bench gemm` prints them: BMxBNxSTAGEScMN[sS]), ROUNDS interleaved rounds in one
+(labels as `jitkern bench gemm` prints them: BMxBNxSTAGEScMN[sS], plus an optional gG for the
+raster's N-group width, default 16), ROUNDS interleaved rounds in one
 process (their spread is the noise), cuBLAS fp8 row-wise in every round. Checks each config's output
 against the table config's before timing (rel. error of the two, both against float64 is in the tests).
     GPU host:      python3 scripts/gemm_tile_ab.py [--rounds R] [--json PATH] CFG[,CFG..] [M,N,K ...]
@@ -20,11 +21,11 @@ SHAPES = [(4096, 2112, 7168), (4096, 24576, 1536), (4096, 32768, 512), (4096, 71
 
 
 def parse(label):
-    m = re.fullmatch(r"(\d+)x(\d+)x(\d+)c(\d)(\d)(?:s(\d+))?", label)
+    m = re.fullmatch(r"(\d+)x(\d+)x(\d+)c(\d)(\d)(?:s(\d+))?(?:g(\d+))?", label)
     if not m:
-        raise SystemExit(f"config label {label!r}: expected BMxBNxSTAGEScMN[sS]")
+        raise SystemExit(f"config label {label!r}: expected BMxBNxSTAGEScMN[sS][gG]")
     bm, bn, st, cm, cn = map(int, m.groups()[:5])
-    return H.GemmConfig(bm, bn, st, 16, 132, cm, cn, split_k=int(m.group(6) or 1))
+    return H.GemmConfig(bm, bn, st, int(m.group(7) or 16), 132, cm, cn, split_k=int(m.group(6) or 1))
 
 
 def main(argv):
@@ -54,7 +55,7 @@ def main(argv):
         table = H.gemm_config("fp8", m, n, k, 132, torch.cuda.get_device_name())
         _, _, a8, b8 = _inputs(m, n, k, "cuda")
         sa, sb = torch.rand(m, 1, device="cuda") + 0.5, torch.rand(1, n, device="cuda") + 0.5
-        runs = [("table " + table.label(), table)] + [(c.label(), c) for c in cfgs]
+        runs = [("table " + table.label(), table)] + [(c.label() + f"g{c.group_n}", c) for c in cfgs]
         ref = G.gemm_fp8_nt(a8, b8, config=table)
         outs = {}
         for lab, cfg in runs:
