@@ -153,13 +153,6 @@ __device__ __forceinline__ void tma_load_3d(const TmaDescriptor* desc, uint64_t*
       : "memory");
 }
 
-// The box of a 2D tensor map at (c0, c1) fetched into L2 only (no smem, no barrier): a later TMA
-// load of it then waits for L2, not DRAM.
-__device__ __forceinline__ void tma_prefetch_l2_2d(const TmaDescriptor* desc, int c0, int c1) {
-  asm volatile("cp.async.bulk.prefetch.tensor.2d.L2.global.tile [%0, {%1, %2}];"
-               :: "l"(reinterpret_cast<uint64_t>(desc)), "r"(c0), "r"(c1) : "memory");
-}
-
 // 2D load with an L2 cache-policy hint (createpolicy value, e.g. from l2_policy_evict_last()).
 __device__ __forceinline__ void tma_load_2d_hint(const TmaDescriptor* desc, uint64_t* bar, void* dst, int c0, int c1,
                                                  uint64_t policy) {

@@ -197,11 +197,6 @@ gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constan
 #ifndef JITKERN_GEMM_PIPELINE
 #define JITKERN_GEMM_PIPELINE 1
 #endif
-// JITKERN_GEMM_L2_PREFETCH = D > 0: the producer also prefetches B's k-block kb + D into L2 when it
-// loads kb (an A/B switch: scripts/masked_ab.py, gemm_define_ab.py).
-#ifndef JITKERN_GEMM_L2_PREFETCH
-#define JITKERN_GEMM_L2_PREFETCH 0
-#endif
   constexpr bool kPipelined = kFp8 && JITKERN_GEMM_PIPELINE && (2 + kWaves) * kAcc <= 192 && 128 % BLOCK_N == 0;
   // Register split: 128 * producer + 128 * kNumMathWG * math <= 64K. The producer's cluster
   // index math needs more than the customary 40 registers to stay spill-free.
@@ -315,13 +310,6 @@ gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constan
                                   kb * BLOCK_K, row0 + rank() * Cfg::kMcastRowsA, 0x3);
           } else {
             tma_load_2d(&tma_a, &full_bar[s], smem_a + s * Cfg::kABytes, kb * BLOCK_K, row0);
-          }
-          if constexpr (JITKERN_GEMM_L2_PREFETCH > 0 && kCluster == 1) {
-            // B (weights) from DRAM: its k-block JITKERN_GEMM_L2_PREFETCH ahead asked into L2 now
-            // (at a tile's first k-block also those between the ring's reach and that distance)
-            constexpr uint32_t D = JITKERN_GEMM_L2_PREFETCH;
-            for (uint32_t j = kb == kb_begin ? kStages : D; j <= D; ++j)
-              if (kb + j < kb_end) tma_prefetch_l2_2d(&tma_b, (kb + j) * BLOCK_K, b_row0);
           }
           if constexpr (kClusterM == 2) {
             tma_load_2d_multicast(&tma_b, &full_bar[s], smem_b + s * Cfg::kBBytes + rank() * Cfg::kMcastRowsB * 128,
