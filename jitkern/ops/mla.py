@@ -54,7 +54,11 @@ _DECODE_MODES = {"wgmma": (0, "narrow"), "wgmma_pipe": (1, "narrow"), "wgmma_laz
                  "wgmma_chunk_lazy_wc": (12, "wide"), "wgmma_ov": (16, "narrow"), "wgmma_ov_wc": (16, "wide"),
                  "wgmma_chunk_ov": (24, "narrow"), "wgmma_chunk_ov_wc": (24, "wide"),
                  # FlashMLA-style seesaw schedule (mla.cuh kMode 32)
-                 "wgmma_seesaw": (32, "narrow"), "wgmma_seesaw_wc": (32, "wide")}
+                 "wgmma_seesaw": (32, "narrow"), "wgmma_seesaw_wc": (32, "wide"),
+                 # transposed tiles (S^T = K Q^T, O^T = V^T P^T) for h_q * s_q <= 32 (mla.cuh kMode 64)
+                 "wgmma_t": (64, "narrow"), "wgmma_t_wc": (64, "wide")}
+# impls that take only query blocks of at most this many rows (h_q * s_q)
+NARROW_ROWS_IMPLS, NARROW_ROWS = ("wgmma_t", "wgmma_t_wc"), 32
 _MODE_SPECS = {m: KernelSpec(_TEMPLATE, f"jitkern::mla::mla_decode_kernel<{m}>", family="mla")
                for m in sorted({m for m, _ in _DECODE_MODES.values()})}
 DECODE_SPECS = {k: _MODE_SPECS[m] for k, (m, _) in _DECODE_MODES.items()}
@@ -264,6 +268,8 @@ def mla_decode(q: torch.Tensor, kv_cache: torch.Tensor, block_table: torch.Tenso
     if dq != DIM_QK:
         raise ValueError(f"q: expected head dim {DIM_QK} (512 latent + 64 rope), got {dq}")
     _check_shape_args(s_q, h_q)
+    if impl in NARROW_ROWS_IMPLS and s_q * h_q > NARROW_ROWS:
+        raise ValueError(f"impl: {impl} needs h_q * s_q <= {NARROW_ROWS} query rows per request, got {h_q} x {s_q}")
     check_tensor("kv_cache", kv_cache, dtype=torch.bfloat16, ndim=4, contiguous=True, align_bytes=16)
     num_pages, page_size, hk, dk = kv_cache.shape
     if hk != 1:

@@ -247,6 +247,21 @@ __global__ void __launch_bounds__(kThreads, 1) mla_metadata_kernel(const __grid_
 // Decode
 // ------------------------------------------------------------------------------------------
 
+// Token rows past the sequence end may hold anything (NaN): zero the value dims of chunks
+// [chunk0, chunk0 + 4) of tile kt (tile index blk) so that P = 0 times garbage cannot poison O.
+// Called by the 128 threads of one warpgroup (tid); no wgmma may be reading those rows meanwhile,
+// and the caller fences (fence_proxy_async_shared) before the wgmma that reads them.
+__device__ __forceinline__ void zero_v_tail(uint8_t* kt, int valid, int chunk0, int tid) {
+  if (valid < kBlockN) {
+    const int first = max(valid, 0);
+    const int n16 = (kBlockN - first) * 8;  // 16-byte units per chunk
+    for (int idx = tid; idx < 4 * n16; idx += 128) {
+      const int c = chunk0 + idx / n16, u = idx % n16;
+      *reinterpret_cast<uint4*>(kt + c * kChunkBytes + first * 128 + u * 16) = make_uint4(0, 0, 0, 0);
+    }
+  }
+}
+
 // Next (request, tile range) of this part; advances past requests with no tiles.
 __device__ __forceinline__ bool next_segment(const DecodeParams& p, int& g, int g_end, int& req, int& lo,
                                              int& hi) {
@@ -280,6 +295,7 @@ __device__ __forceinline__ bool next_segment(const DecodeParams& p, int& g, int 
 //               xchg[0]: after K0, [1]: after K1); each derives both rescale factors from its own
 //               copy of m, so one's softmax runs under the other's GEMM. O halves as in mode 0;
 //               row sums: warpgroup 0 over P0 rows, 1 over P1 rows, added at the end. Alone only.
+// 64 ("t"):     transposed tiles for query blocks of <= 32 rows (see the kT branch). Alone only.
 template <int kMode>
 __global__ void __launch_bounds__(384, 1)
 mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __grid_constant__ sm90::TmaDescriptor tma_kv,
@@ -304,6 +320,8 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
   static_assert(!(kOverlap && (kMode & 3)), "overlap: only the in-order, unpipelined S path");
   constexpr bool kSeesaw = (kMode & 32) != 0;
   static_assert(!kSeesaw || kMode == 32, "seesaw: no other mode bit");
+  constexpr bool kT = (kMode & 64) != 0;
+  static_assert(!kT || kMode == 64, "transposed tiles: no other mode bit");
 
   const int mb = blockIdx.x, part = blockIdx.y;
   const int g_begin = p.md_g[part], g_end = p.md_g[part + 1];
@@ -392,6 +410,205 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
   const int cq = (lane & 3) * 2;           // column pair inside an 8-column group
   const float sl2 = p.scale_log2;
 
+  if constexpr (kT) {
+    // ---- kMode 64: transposed tiles for query blocks of at most 32 rows (h_q * s_q <= 32) ----
+    // S^T [64 tokens x 32 rows] = K Q^T and O^T [512 dims x 32 rows] = V^T P^T, so the wgmma M
+    // (64) runs over tokens / value dims and N = 32 over the query rows: a 64-row block would
+    // spend half of every wgmma on rows that do not exist. Warpgroup 0 computes S^T (36 k-steps,
+    // A = the KV tile, B = Q rows 0..31), the softmax and P (bf16, [32 rows x 64 tokens] K-major,
+    // 128-byte swizzle, one of two buffers by tile parity) with the per-row rescale factors; both
+    // warpgroups then rescale and extend their O^T over 256 value dims (A = V^T: the tile itself
+    // read MN-major). One named barrier per tile (P ready); warpgroup 1 passes the next one only
+    // after its PV on the previous P has retired, so P and alpha need two buffers, not a handshake.
+    // Rows of the block past h_q * s_q (the next request's Q, or TMA zeros) are computed, never stored.
+    float* red_w = red_max;      // [4][32] warpgroup 0's cross-warp row partials (max, then sums)
+    float* alpha_s = red_sum;    // [2][32] per-row rescale of the tile, by tile parity
+    float* fin_s = red_sum + 64; // [32] final row sums, [32] final row maxima
+    const int wr = tid >> 5;                      // warp of the warpgroup
+    const int tA = wr * 16 + (lane >> 2);         // this thread's S^T rows (tokens): tA, tA + 8
+    int g = g_begin, req = p.md_begin[part], lo, hi, tile = 0, seg = 0;
+    while (next_segment(p, g, g_end, req, lo, hi)) {
+      const int len = p.seqlens[req];
+      // this thread's 8 query rows n = 8j + cq + e, index i = 2j + e: keys [0, lim[i]) visible
+      int lim[8];
+      float m[8], l[8];
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        const int n = 8 * (i >> 1) + cq + (i & 1);
+        lim[i] = p.causal ? min(len, len - p.s_q + 1 + n / p.h_q) : len;
+        m[i] = -kInf;
+        l[i] = 0.f;
+      }
+      float ot[4][16];
+#pragma unroll
+      for (int c = 0; c < 4; ++c)
+#pragma unroll
+        for (int k = 0; k < 16; ++k) ot[c][k] = 0.f;
+      mbar_wait(q_full, seg & 1);
+      for (int blk = lo; blk < hi; ++blk, ++tile) {
+        const int st = tile & 1;
+        uint8_t* kt = sK + st * kTileBytes;
+        uint8_t* pb = sP + st * (kPBytes / 2);
+        mbar_wait(&full[st], (tile >> 1) & 1);
+        float alpha[8];
+        if (w == 0) {
+          float sacc[16];
+#pragma unroll
+          for (int k = 0; k < 16; ++k) fence_operand(sacc[k]);
+          wgmma_fence();
+#pragma unroll
+          for (int kk = 0; kk < JITKERN_MLA_DIAG_S_STEPS; ++kk) {
+            const uint64_t da = make_smem_desc_k_sw128(kt + (kk >> 2) * kChunkBytes) + (kk & 3) * 2;
+            const uint64_t db = make_smem_desc_k_sw128(sQ + (kk >> 2) * kChunkBytes) + (kk & 3) * 2;
+            WgmmaBf16<32>::mma(da, db, sacc, kk > 0 ? 1u : 0u);
+          }
+          wgmma_commit();
+          wgmma_wait<0>();
+#pragma unroll
+          for (int k = 0; k < 16; ++k) fence_operand(sacc[k]);
+          // mask by selection (NaN garbage past the end never survives), row maxima of the tile
+          const int key = blk * kBlockN + tA;
+          float mx[8];
+#pragma unroll
+          for (int i = 0; i < 8; ++i) {
+            const int a = 4 * (i >> 1) + (i & 1);
+            sacc[a] = key < lim[i] ? sacc[a] : -kInf;
+            sacc[a + 2] = key + 8 < lim[i] ? sacc[a + 2] : -kInf;
+            mx[i] = fmaxf(sacc[a], sacc[a + 2]);
+#pragma unroll
+            for (int o = 4; o < 32; o <<= 1) mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], o));
+          }
+          if (lane < 4) {
+#pragma unroll
+            for (int i = 0; i < 8; ++i) red_w[wr * 32 + 8 * (i >> 1) + cq + (i & 1)] = mx[i];
+          }
+          named_barrier_sync(3, 128);
+          float bse[8];
+#pragma unroll
+          for (int i = 0; i < 8; ++i) {
+            const int n = 8 * (i >> 1) + cq + (i & 1);
+            const float t = fmaxf(fmaxf(red_w[n], red_w[32 + n]), fmaxf(red_w[64 + n], red_w[96 + n]));
+            const float mn = fmaxf(m[i], t);
+            bse[i] = mn == -kInf ? 0.f : mn * sl2;
+            alpha[i] = ex2(m[i] * sl2 - bse[i]);
+            m[i] = mn;
+          }
+          // P^T -> P [32 rows x 64 tokens] bf16, row n at n * 128, 16-byte unit u at u ^ (n & 7)
+#pragma unroll
+          for (int i = 0; i < 8; ++i) {
+            const int n = 8 * (i >> 1) + cq + (i & 1), a = 4 * (i >> 1) + (i & 1);
+            const float pa = ex2(fmaf(sacc[a], sl2, -bse[i])), pc = ex2(fmaf(sacc[a + 2], sl2, -bse[i]));
+            l[i] = l[i] * alpha[i] + (pa + pc);
+            uint8_t* prow = pb + n * 128;
+            *reinterpret_cast<__nv_bfloat16*>(prow + ((((tA * 2) >> 4) ^ (n & 7)) << 4) + ((tA * 2) & 15)) =
+                __float2bfloat16_rn(pa);
+            *reinterpret_cast<__nv_bfloat16*>(prow + (((((tA + 8) * 2) >> 4) ^ (n & 7)) << 4) + (((tA + 8) * 2) & 15)) =
+                __float2bfloat16_rn(pc);
+          }
+          if (wr == 0 && lane < 4) {
+#pragma unroll
+            for (int i = 0; i < 8; ++i) alpha_s[st * 32 + 8 * (i >> 1) + cq + (i & 1)] = alpha[i];
+          }
+          zero_v_tail(kt, len - blk * kBlockN, 0, tid);  // this warpgroup's S is done with the tile
+          fence_proxy_async_shared();
+          named_barrier_sync(1, 256);  // P, alpha of this tile ready (and warpgroup 0's S retired)
+        } else {
+          named_barrier_sync(1, 256);
+#pragma unroll
+          for (int i = 0; i < 8; ++i) alpha[i] = alpha_s[st * 32 + 8 * (i >> 1) + cq + (i & 1)];
+          zero_v_tail(kt, len - blk * kBlockN, 4, tid);
+          fence_proxy_async_shared();
+          if (len - blk * kBlockN < kBlockN) named_barrier_sync(2, 128);  // zeros in before the PV reads them
+        }
+        // O^T *= alpha per column (query row), then O^T += V^T P^T over this warpgroup's 4 chunks
+#pragma unroll
+        for (int c = 0; c < 4; ++c)
+#pragma unroll
+          for (int k = 0; k < 16; ++k) ot[c][k] *= alpha[2 * (k >> 2) + (k & 1)];
+#pragma unroll
+        for (int c = 0; c < 4; ++c)
+#pragma unroll
+          for (int k = 0; k < 16; ++k) fence_operand(ot[c][k]);
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < (JITKERN_MLA_DIAG_NO_PV ? 0 : 4); ++kk) {
+          const uint64_t db = make_smem_desc_k_sw128(pb) + kk * 2;
+#pragma unroll
+          for (int c = 0; c < 4; ++c) {
+            // V^T: 64 dims x 16 tokens, MN-major: 8-token groups SBO = 1 KiB apart
+            const uint64_t da = make_smem_desc(kt + (w * 4 + c) * kChunkBytes + kk * 16 * 128, SmemSwizzle::k128B,
+                                               kChunkBytes, 1024);
+            WgmmaBf16<32, false, true>::mma(da, db, ot[c], 1u);
+          }
+        }
+        wgmma_commit();
+        wgmma_wait<0>();
+#pragma unroll
+        for (int c = 0; c < 4; ++c)
+#pragma unroll
+          for (int k = 0; k < 16; ++k) fence_operand(ot[c][k]);
+        __syncwarp();
+        if (lane == 0) mbar_arrive(&empty[st]);
+      }
+      __syncwarp();
+      if (lane == 0) mbar_arrive(q_empty);
+      ++seg;
+
+      // Row sums (warpgroup 0's partials over its two tokens) -> final L, m for both warpgroups.
+      if (w == 0) {
+        named_barrier_sync(3, 128);  // every thread has read the last tile's maxima from red_w
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+#pragma unroll
+          for (int o = 4; o < 32; o <<= 1) l[i] += __shfl_xor_sync(0xffffffffu, l[i], o);
+        }
+        if (lane < 4) {
+#pragma unroll
+          for (int i = 0; i < 8; ++i) red_w[wr * 32 + 8 * (i >> 1) + cq + (i & 1)] = l[i];
+        }
+        named_barrier_sync(3, 128);
+        if (wr == 0 && lane < 4) {
+#pragma unroll
+          for (int i = 0; i < 8; ++i) {
+            const int n = 8 * (i >> 1) + cq + (i & 1);
+            fin_s[n] = (red_w[n] + red_w[32 + n]) + (red_w[64 + n] + red_w[96 + n]);
+            fin_s[32 + n] = m[i];
+          }
+        }
+      }
+      named_barrier_sync(1, 256);
+      const bool split = p.md_nsplits[req] > 1;
+      const int slot = split ? p.md_soff[req] + part - p.md_first[req] : 0;
+      const float ln2 = 0.6931471805599453f;
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        const int n = 8 * (i >> 1) + cq + (i & 1);
+        if (n >= p.rows) continue;
+        const float L = fin_s[n], M = fin_s[32 + n];
+        // No visible key: out = 0, lse = -inf (the documented empty-row result).
+        const float inv = L > 0.f ? 1.f / L : 0.f;
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const int d = w * 256 + c * 64 + tA + 8 * h;
+            const float v = ot[c][4 * (i >> 1) + 2 * h + (i & 1)] * inv;
+            if (!split)
+              p.out[(static_cast<long long>(req) * p.rows + n) * kDimV + d] = __float2bfloat16_rn(v);
+            else
+              p.out_acc[(static_cast<long long>(slot) * p.rows + n) * kDimV + d] = v;
+          }
+        }
+        if (w == 0 && wr == 0 && lane < 4) {
+          const float lse = L > 0.f ? (M * sl2 + __log2f(L)) * ln2 : -kInf;
+          if (!split) p.lse[static_cast<long long>(req) * p.rows + (n % p.h_q) * p.s_q + n / p.h_q] = lse;
+          else p.lse_acc[static_cast<long long>(slot) * p.rows + n] = lse;
+        }
+      }
+    }
+    return;
+  }
+
   constexpr bool kPipelined = (kMode & 1) != 0;
   constexpr bool kSplit = (kMode & 2) != 0;
   constexpr bool kLazy = (kMode & 4) != 0;
@@ -473,17 +690,7 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
     // Token rows past the sequence end may hold anything (NaN): zero this warpgroup's V part of
     // tile kt (tile index blk) so that P = 0 times garbage cannot poison O. (No S may be reading
     // the tile's rows meanwhile; the caller fences before the PV that reads them.)
-    auto zero_tail = [&](int blk, uint8_t* kt) {
-      const int valid = len - blk * kBlockN;
-      if (valid < kBlockN) {
-        const int first = max(valid, 0);
-        const int n16 = (kBlockN - first) * 8;  // 16-byte units per chunk
-        for (int idx = tid; idx < 4 * n16; idx += 128) {
-          const int c = w * 4 + idx / n16, u = idx % n16;
-          *reinterpret_cast<uint4*>(kt + c * kChunkBytes + first * 128 + u * 16) = make_uint4(0, 0, 0, 0);
-        }
-      }
-    };
+    auto zero_tail = [&](int blk, uint8_t* kt) { zero_v_tail(kt, len - blk * kBlockN, w * 4, tid); };
     // Exponent base of a row max: a row with nothing visible yet keeps max -inf, use 0 (no inf - inf).
     auto base_of = [&](float m) { return m == -kInf ? 0.f : m * sl2; };
     // Given a finished S tile in `acc`: mask, online softmax, P to smem. Returns the rescale
