@@ -43,7 +43,7 @@ FIXED_OVERHEAD = 5  # a request's fixed cost (Q load, output write, combine) in 
 MAX_HEADS = 128
 MAX_Q_TOKENS = 8
 _DECODE_THREADS = 384
-_SMEM_BYTES = 3 * 73728 + 8192 + 1024 + 8 * (2 * 9 + 2 + 2 + 2)  # kSmemBytes in mla.cuh
+_SMEM_BYTES = 3 * 73728 + 8192 + 1024 + 8 * (2 * 9 + 2 + 2 + 2 + 2)  # kSmemBytes in mla.cuh
 
 _TEMPLATE = "mla/mla.cuh"
 # Tensor-core decode paths: impl name -> (kMode bits of mla_decode_kernel: 1 pipe, 2 split, 4 lazy,
@@ -67,6 +67,11 @@ DEFAULT_IMPL = "wgmma"
 # 42.3 us against 53.5 us for "wgmma"; at b >= 32 it was 2-10% slower). Measured at b=1 only, so
 # the switch stays at b <= SMALL_BATCH.
 SMALL_BATCH, SMALL_BATCH_IMPL = 2, "wgmma_chunk_wc"
+# At most 32 query rows per request (e.g. 16 heads x 2 tokens, a TP-sharded DeepSeek layer): the
+# transposed tiles, whose wgmma do no work for rows that do not exist (H200, 2026-12-02 run 5, us,
+# wgmma / wgmma_t: b=64 s_k=4096 h_q=16 s_q=2 97.5 / 92.4; b=128 s_k=8192 h_q=16 s_q=2 380.8 / 311.5;
+# b=64 h_q=32 s_q=1 97.9 / 92.6; b=32 h_q=8 s_q=4 56.0 / 53.7; b=1 s_k=32768 h_q=16: 58.3 / 56.4,
+# with the wide combine 38.2).
 # 128 heads with several query tokens: the seesaw schedule (one warpgroup's softmax under the
 # other's GEMM) measured 5% faster (H200, b=128 s_k=8192 s_q=2: 1175 vs 1237 us; b=32 s_k=4096
 # s_q=4: 293 vs 304-314 us, two rounds each); at s_q = 1 it was -5% (b=64 s_k=4096) to +3%
@@ -76,6 +81,8 @@ MANY_ROWS_IMPL = "wgmma_seesaw"
 
 def default_impl(b: int, s_q: int, h_q: int) -> str:
     """The decode path mla_decode takes when ``impl`` is None (before ``$JITKERN_MLA_IMPL``)."""
+    if h_q * s_q <= NARROW_ROWS:
+        return NARROW_ROWS_IMPLS[1] if b <= SMALL_BATCH else NARROW_ROWS_IMPLS[0]
     if b <= SMALL_BATCH:
         return SMALL_BATCH_IMPL
     if h_q == MAX_HEADS and s_q >= 2:
@@ -230,14 +237,14 @@ def mla_metadata(cache_seqlens: torch.Tensor, num_q_tokens: int, num_heads_q: in
 _TMA_CACHE = {}
 
 
-def _tma(t: torch.Tensor, rows: int):
+def _tma(t: torch.Tensor, rows: int, box_rows: int = BLOCK_M):
     from ..runtime.tma import make_tma_desc
-    key = (t.data_ptr(), rows, t.device.index)
+    key = (t.data_ptr(), rows, box_rows, t.device.index)
     d = _TMA_CACHE.get(key)
     if d is None:
         if len(_TMA_CACHE) > 256:
             _TMA_CACHE.clear()
-        d = make_tma_desc(t, torch.bfloat16, (DIM_QK, rows), (DIM_QK * 2,), (64, BLOCK_M), 128)
+        d = make_tma_desc(t, torch.bfloat16, (DIM_QK, rows), (DIM_QK * 2,), (64, box_rows), 128)
         _TMA_CACHE[key] = d
     return d
 
@@ -328,7 +335,7 @@ def mla_decode(q: torch.Tensor, kv_cache: torch.Tensor, block_table: torch.Tenso
                         b, s_q, h_q, rows, block_table.shape[1], page_size, int(bool(causal)), md.num_parts,
                         float(softmax_scale) * math.log2(math.e), 0)
     if impl != "simt":
-        tq = _tma(q, b * rows)
+        tq = _tma(q, b * rows, NARROW_ROWS if impl in NARROW_ROWS_IMPLS else BLOCK_M)  # Q box: kQRows in mla.cuh
         tkv = _tma(kv_cache, num_pages * page_size)
         spec = DECODE_SPECS[impl]
         get_kernel(spec, q.device).launch((md.num_m_blocks, md.num_parts), (_DECODE_THREADS,), [tq, tkv, prm],
@@ -356,4 +363,4 @@ def mla_check_errors(metadata: MLAMetadata):
 def warmup_specs(entries, target) -> list:
     """Every kernel a default_impl choice can launch (h_q, s_q, page size are runtime values)."""
     return [SPEC_METADATA, SPEC_DECODE, SPEC_COMBINE, DECODE_SPECS[SMALL_BATCH_IMPL],
-            DECODE_SPECS[MANY_ROWS_IMPL], SPEC_COMBINE_WIDE]  # the SIMT cross-check and other modes compile on first use
+            DECODE_SPECS[MANY_ROWS_IMPL], DECODE_SPECS[NARROW_ROWS_IMPLS[0]], SPEC_COMBINE_WIDE]  # the SIMT cross-check and other modes compile on first use

@@ -41,8 +41,9 @@ constexpr int kPBytes = kBlockM * kBlockN * 2;
 constexpr int kSmemP = (1 + kStages) * kTileBytes;
 constexpr int kSmemRed = kSmemP + kPBytes;
 constexpr int kSmemBars = kSmemRed + 2 * 2 * kBlockM * 4;
-// full (per chunk), empty, q_full, q_empty, and the seesaw's two max-exchange barriers
-constexpr int kNumBars = kStages * kChunks + kStages + 2 + 2;
+// full (per chunk), empty, q_full, q_empty, the seesaw's two max-exchange barriers (kMode 64: P
+// ready, by tile parity), and kMode 64's two "P free" barriers
+constexpr int kNumBars = kStages * kChunks + kStages + 2 + 2 + 2;
 constexpr int kSmemBytes = kSmemBars + 8 * kNumBars;
 
 // Must match jitkern/ops/mla.py (_DecodeParams). 8-byte fields first: no padding surprises.
@@ -336,6 +337,10 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
     mbar_init(q_empty, 8);
     mbar_init(&xchg[0], 128);
     mbar_init(&xchg[1], 128);
+    if constexpr ((kMode & 64) != 0) {
+      mbar_init(&xchg[2], 128);
+      mbar_init(&xchg[3], 128);
+    }
     fence_barrier_init();
   }
   __syncthreads();
@@ -356,7 +361,9 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
     while (next_segment(p, g, g_end, req, lo, hi)) {
       if (lane == 0) {
         mbar_wait(q_empty, (seg & 1) ^ 1);
-        mbar_arrive_expect_tx(q_full, kTileBytes);
+        // the Q box holds kQRows rows (host: ops/mla.py _tma): 32 for the transposed tiles
+        constexpr int kQRows = kT ? 32 : kBlockM;
+        mbar_arrive_expect_tx(q_full, kTileBytes / kBlockM * kQRows);
         const int row0 = req * p.rows + mb * kBlockM;
 #pragma unroll
         for (int c = 0; c < kChunks; ++c) tma_load_2d(&tma_q, q_full, sQ + c * kChunkBytes, c * 64, row0);
@@ -418,8 +425,9 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
     // A = the KV tile, B = Q rows 0..31), the softmax and P (bf16, [32 rows x 64 tokens] K-major,
     // 128-byte swizzle, one of two buffers by tile parity) with the per-row rescale factors; both
     // warpgroups then rescale and extend their O^T over 256 value dims (A = V^T: the tile itself
-    // read MN-major). One named barrier per tile (P ready); warpgroup 1 passes the next one only
-    // after its PV on the previous P has retired, so P and alpha need two buffers, not a handshake.
+    // read MN-major). P and alpha have two buffers by tile parity, handed over with mbarriers
+    // (arrive = release, wait = acquire): xchg[st] "P ready" (warpgroup 0 -> 1), xchg[2 + st]
+    // "P free" (warpgroup 1 -> 0, once its PV on that buffer retired).
     // Rows of the block past h_q * s_q (the next request's Q, or TMA zeros) are computed, never stored.
     float* red_w = red_max;      // [4][32] warpgroup 0's cross-warp row partials (max, then sums)
     float* alpha_s = red_sum;    // [2][32] per-row rescale of the tile, by tile parity
@@ -449,7 +457,8 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
         const int st = tile & 1;
         uint8_t* kt = sK + st * kTileBytes;
         uint8_t* pb = sP + st * (kPBytes / 2);
-        mbar_wait(&full[st], (tile >> 1) & 1);
+        const uint32_t ph = (tile >> 1) & 1;  // this tile's phase of the stage and of the P buffer
+        mbar_wait(&full[st], ph);
         float alpha[8];
         if (w == 0) {
           float sacc[16];
@@ -493,7 +502,9 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
             alpha[i] = ex2(m[i] * sl2 - bse[i]);
             m[i] = mn;
           }
-          // P^T -> P [32 rows x 64 tokens] bf16, row n at n * 128, 16-byte unit u at u ^ (n & 7)
+          // P^T -> P [32 rows x 64 tokens] bf16, row n at n * 128, 16-byte unit u at u ^ (n & 7),
+          // once warpgroup 1's PV of two tiles ago has released the buffer
+          mbar_wait(&xchg[2 + st], ph ^ 1);
 #pragma unroll
           for (int i = 0; i < 8; ++i) {
             const int n = 8 * (i >> 1) + cq + (i & 1), a = 4 * (i >> 1) + (i & 1);
@@ -511,9 +522,10 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
           }
           zero_v_tail(kt, len - blk * kBlockN, 0, tid);  // this warpgroup's S is done with the tile
           fence_proxy_async_shared();
-          named_barrier_sync(1, 256);  // P, alpha of this tile ready (and warpgroup 0's S retired)
+          mbar_arrive(&xchg[st]);       // P, alpha of this tile ready (and warpgroup 0's S retired)
+          named_barrier_sync(3, 128);   // ... for this warpgroup's own PV too
         } else {
-          named_barrier_sync(1, 256);
+          mbar_wait(&xchg[st], ph);
 #pragma unroll
           for (int i = 0; i < 8; ++i) alpha[i] = alpha_s[st * 32 + 8 * (i >> 1) + cq + (i & 1)];
           zero_v_tail(kt, len - blk * kBlockN, 4, tid);
@@ -547,6 +559,7 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
         for (int c = 0; c < 4; ++c)
 #pragma unroll
           for (int k = 0; k < 16; ++k) fence_operand(ot[c][k]);
+        if (w == 1) mbar_arrive(&xchg[2 + st]);  // done with this P buffer and its alpha
         __syncwarp();
         if (lane == 0) mbar_arrive(&empty[st]);
       }
@@ -555,8 +568,9 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
       ++seg;
 
       // Row sums (warpgroup 0's partials over its two tokens) -> final L, m for both warpgroups.
+      // (The first barrier: warpgroup 1 has read the previous segment's fin_s.)
+      named_barrier_sync(1, 256);
       if (w == 0) {
-        named_barrier_sync(3, 128);  // every thread has read the last tile's maxima from red_w
 #pragma unroll
         for (int i = 0; i < 8; ++i) {
 #pragma unroll
