@@ -5,7 +5,7 @@ import sys
 import pytest
 import torch
 
-from jitkern.ops.mla import IMPLS
+from jitkern.ops.mla import IMPLS, NARROW_ROWS_IMPLS
 
 
 def run_case(lens=(300, 0, 65, 1000), s_q=2, h_q=32, seed=0, impl="wgmma"):
@@ -37,7 +37,8 @@ def run_case(lens=(300, 0, 65, 1000), s_q=2, h_q=32, seed=0, impl="wgmma"):
 @pytest.mark.gpu
 @pytest.mark.parametrize("impl", IMPLS)
 def test_smoke(impl):
-    err, lerr, same_inf, nan = run_case(impl=impl)
+    # the transposed-tile impls take at most 32 query rows per request: 16 heads x 2 tokens
+    err, lerr, same_inf, nan = run_case(impl=impl, h_q=16 if impl in NARROW_ROWS_IMPLS else 32)
     assert not nan and same_inf and err <= 5e-3 and lerr <= 1e-3, (err, lerr, same_inf, nan)
 
 

@@ -42,8 +42,8 @@ constexpr int kSmemP = (1 + kStages) * kTileBytes;
 constexpr int kSmemRed = kSmemP + kPBytes;
 constexpr int kSmemBars = kSmemRed + 2 * 2 * kBlockM * 4;
 // full (per chunk), empty, q_full, q_empty, the seesaw's two max-exchange barriers (kMode 64: P
-// ready, by tile parity), and kMode 64's two "P free" barriers
-constexpr int kNumBars = kStages * kChunks + kStages + 2 + 2 + 2;
+// ready, by tile parity), and kMode 64's two "P free" and its "row sums ready" / "consumed" barriers
+constexpr int kNumBars = kStages * kChunks + kStages + 2 + 2 + 2 + 2;
 constexpr int kSmemBytes = kSmemBars + 8 * kNumBars;
 
 // Must match jitkern/ops/mla.py (_DecodeParams). 8-byte fields first: no padding surprises.
@@ -338,8 +338,7 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
     mbar_init(&xchg[0], 128);
     mbar_init(&xchg[1], 128);
     if constexpr ((kMode & 64) != 0) {
-      mbar_init(&xchg[2], 128);
-      mbar_init(&xchg[3], 128);
+      for (int i = 2; i < 6; ++i) mbar_init(&xchg[i], 128);
     }
     fence_barrier_init();
   }
@@ -567,9 +566,9 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
       if (lane == 0) mbar_arrive(q_empty);
       ++seg;
 
-      // Row sums (warpgroup 0's partials over its two tokens) -> final L, m for both warpgroups.
-      // (The first barrier: warpgroup 1 has read the previous segment's fin_s.)
-      named_barrier_sync(1, 256);
+      // Row sums (warpgroup 0's partials over its two tokens) -> final L, m for both warpgroups
+      // through fin_s: xchg[4] "ready" (0 -> 1), xchg[5] "consumed" (1 -> 0), one phase per segment.
+      const uint32_t fph = (seg - 1) & 1;
       if (w == 0) {
 #pragma unroll
         for (int i = 0; i < 8; ++i) {
@@ -582,6 +581,7 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
         }
         named_barrier_sync(3, 128);
         if (wr == 0 && lane < 4) {
+          mbar_wait(&xchg[5], fph ^ 1);  // warpgroup 1 has read the previous segment's values
 #pragma unroll
           for (int i = 0; i < 8; ++i) {
             const int n = 8 * (i >> 1) + cq + (i & 1);
@@ -589,8 +589,11 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
             fin_s[32 + n] = m[i];
           }
         }
+        mbar_arrive(&xchg[4]);
+        named_barrier_sync(3, 128);
+      } else {
+        mbar_wait(&xchg[4], fph);
       }
-      named_barrier_sync(1, 256);
       const bool split = p.md_nsplits[req] > 1;
       const int slot = split ? p.md_soff[req] + part - p.md_first[req] : 0;
       const float ln2 = 0.6931471805599453f;
@@ -619,6 +622,7 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
           else p.lse_acc[static_cast<long long>(slot) * p.rows + n] = lse;
         }
       }
+      if (w == 1) mbar_arrive(&xchg[5]);  // fin_s read: warpgroup 0 may overwrite it
     }
     return;
   }
