@@ -196,8 +196,8 @@ def test_default_impl_follows_the_measured_cases():
     assert mla.default_impl(64, 1, 128) == mla.default_impl(128, 1, 128) == "wgmma"
     assert mla.default_impl(64, 8, 64) == mla.default_impl(64, 3, 16) == "wgmma"
     # <= 32 query rows per request: the transposed tiles (the wide combine for few requests)
-    assert mla.default_impl(64, 2, 16) == mla.default_impl(3, 1, 32) == mla.default_impl(128, 4, 8) == "wgmma_t"
-    assert mla.default_impl(1, 1, 16) == mla.default_impl(2, 2, 16) == "wgmma_t_wc"
+    assert mla.default_impl(64, 2, 16) == mla.default_impl(17, 1, 32) == mla.default_impl(128, 4, 8) == "wgmma_t"
+    assert mla.default_impl(1, 1, 16) == mla.default_impl(3, 1, 32) == mla.default_impl(16, 2, 16) == "wgmma_t_wc"
     assert mla.default_impl(128, 2, 128) == mla.default_impl(32, 4, 128) == "wgmma_seesaw"
     picked = {mla.default_impl(b, s, h) for b in (1, 3, 64) for s in range(1, 9) for h in (16, 32, 64, 128)}
     specs = mla.warmup_specs([], "sm_90a")

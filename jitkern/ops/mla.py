@@ -71,7 +71,10 @@ SMALL_BATCH, SMALL_BATCH_IMPL = 2, "wgmma_chunk_wc"
 # transposed tiles, whose wgmma do no work for rows that do not exist (H200, 2026-12-02 run 5, us,
 # wgmma / wgmma_t: b=64 s_k=4096 h_q=16 s_q=2 97.5 / 92.4; b=128 s_k=8192 h_q=16 s_q=2 380.8 / 311.5;
 # b=64 h_q=32 s_q=1 97.9 / 92.6; b=32 h_q=8 s_q=4 56.0 / 53.7; b=1 s_k=32768 h_q=16: 58.3 / 56.4,
-# with the wide combine 38.2).
+# with the wide combine 38.2). The wide combine up to 16 requests (run 7, us, wgmma_t / wgmma_t_wc,
+# h_q=16: b=8 s_q=2 37.8 / 35.9, b=16 s_q=1 33.6 / 32.8, b=32 s_q=2 54.1 / 54.3, b=64 s_q=2 91.8 / 93.3;
+# run 6: b=2 s_q=2 40.3 / 31.2, b=4 h_q=32 30.2 / 27.1).
+NARROW_WIDE_COMBINE_MAX_B = 16
 # 128 heads with several query tokens: the seesaw schedule (one warpgroup's softmax under the
 # other's GEMM) measured 5% faster (H200, b=128 s_k=8192 s_q=2: 1175 vs 1237 us; b=32 s_k=4096
 # s_q=4: 293 vs 304-314 us, two rounds each); at s_q = 1 it was -5% (b=64 s_k=4096) to +3%
@@ -82,7 +85,7 @@ MANY_ROWS_IMPL = "wgmma_seesaw"
 def default_impl(b: int, s_q: int, h_q: int) -> str:
     """The decode path mla_decode takes when ``impl`` is None (before ``$JITKERN_MLA_IMPL``)."""
     if h_q * s_q <= NARROW_ROWS:
-        return NARROW_ROWS_IMPLS[1] if b <= SMALL_BATCH else NARROW_ROWS_IMPLS[0]
+        return NARROW_ROWS_IMPLS[1] if b <= NARROW_WIDE_COMBINE_MAX_B else NARROW_ROWS_IMPLS[0]
     if b <= SMALL_BATCH:
         return SMALL_BATCH_IMPL
     if h_q == MAX_HEADS and s_q >= 2:
