@@ -43,7 +43,7 @@ FIXED_OVERHEAD = 5  # a request's fixed cost (Q load, output write, combine) in 
 MAX_HEADS = 128
 MAX_Q_TOKENS = 8
 _DECODE_THREADS = 384
-_SMEM_BYTES = 3 * 73728 + 8192 + 1024 + 8 * (2 * 9 + 2 + 2 + 2 + 2 + 2 + 2)  # kSmemBytes in mla.cuh
+_SMEM_BYTES = 3 * 73728 + 8192 + 1024 + 8 * (2 * 9 + 2 + 2 + 2 + 2 + 2)  # kSmemBytes in mla.cuh
 
 _TEMPLATE = "mla/mla.cuh"
 # Tensor-core decode paths: impl name -> (kMode bits of mla_decode_kernel: 1 pipe, 2 split, 4 lazy,

@@ -42,9 +42,8 @@ constexpr int kSmemP = (1 + kStages) * kTileBytes;
 constexpr int kSmemRed = kSmemP + kPBytes;
 constexpr int kSmemBars = kSmemRed + 2 * 2 * kBlockM * 4;
 // full (per chunk), empty, q_full, q_empty, the seesaw's two max-exchange barriers (kMode 64: P
-// ready, by tile parity), and kMode 64's two "P free", its "row sums ready" / "consumed" and its
-// second Q buffer's full / empty barriers
-constexpr int kNumBars = kStages * kChunks + kStages + 2 + 2 + 2 + 2 + 2;
+// ready, by tile parity), and kMode 64's two "P free" and its "row sums ready" / "consumed" barriers
+constexpr int kNumBars = kStages * kChunks + kStages + 2 + 2 + 2 + 2;
 constexpr int kSmemBytes = kSmemBars + 8 * kNumBars;
 
 // Must match jitkern/ops/mla.py (_DecodeParams). 8-byte fields first: no padding surprises.
@@ -340,8 +339,6 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
     mbar_init(&xchg[1], 128);
     if constexpr ((kMode & 64) != 0) {
       for (int i = 2; i < 6; ++i) mbar_init(&xchg[i], 128);
-      mbar_init(&xchg[6], 1);  // Q buffer 1 full / empty (buffer 0: q_full / q_empty)
-      mbar_init(&xchg[7], 8);
     }
     fence_barrier_init();
   }
@@ -362,20 +359,13 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
     int g = g_begin, req = p.md_begin[part], lo, hi, tile = 0, seg = 0;
     while (next_segment(p, g, g_end, req, lo, hi)) {
       if (lane == 0) {
-        // The Q box holds kQRows rows (host: ops/mla.py _tma): 32 for the transposed tiles, which
-        // double-buffer Q in the two halves of each chunk (segment parity), so the next request's
-        // Q and first KV tiles load while the consumers finish this one.
+        mbar_wait(q_empty, (seg & 1) ^ 1);
+        // the Q box holds kQRows rows (host: ops/mla.py _tma): 32 for the transposed tiles
         constexpr int kQRows = kT ? 32 : kBlockM;
-        const int qb = kT ? (seg & 1) : 0;
-        uint64_t* qf = qb ? &xchg[6] : q_full;
-        uint64_t* qe = qb ? &xchg[7] : q_empty;
-        const int qph = kT ? ((seg >> 1) & 1) : (seg & 1);
-        mbar_wait(qe, qph ^ 1);
-        mbar_arrive_expect_tx(qf, kTileBytes / kBlockM * kQRows);
+        mbar_arrive_expect_tx(q_full, kTileBytes / kBlockM * kQRows);
         const int row0 = req * p.rows + mb * kBlockM;
 #pragma unroll
-        for (int c = 0; c < kChunks; ++c)
-          tma_load_2d(&tma_q, qf, sQ + c * kChunkBytes + qb * (kChunkBytes / 2), c * 64, row0);
+        for (int c = 0; c < kChunks; ++c) tma_load_2d(&tma_q, q_full, sQ + c * kChunkBytes, c * 64, row0);
       }
       ++seg;
       for (int base = lo; base < hi; base += 32) {
@@ -461,9 +451,7 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
       for (int c = 0; c < 4; ++c)
 #pragma unroll
         for (int k = 0; k < 16; ++k) ot[c][k] = 0.f;
-      const int qb = seg & 1;  // this request's Q buffer (rows [32 qb, 32 qb + 32) of each chunk)
-      mbar_wait(qb ? &xchg[6] : q_full, (seg >> 1) & 1);
-      const uint8_t* sQb = sQ + qb * (kChunkBytes / 2);
+      mbar_wait(q_full, seg & 1);
       for (int blk = lo; blk < hi; ++blk, ++tile) {
         const int st = tile & 1;
         uint8_t* kt = sK + st * kTileBytes;
@@ -479,7 +467,7 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
 #pragma unroll
           for (int kk = 0; kk < JITKERN_MLA_DIAG_S_STEPS; ++kk) {
             const uint64_t da = make_smem_desc_k_sw128(kt + (kk >> 2) * kChunkBytes) + (kk & 3) * 2;
-            const uint64_t db = make_smem_desc_k_sw128(sQb + (kk >> 2) * kChunkBytes) + (kk & 3) * 2;
+            const uint64_t db = make_smem_desc_k_sw128(sQ + (kk >> 2) * kChunkBytes) + (kk & 3) * 2;
             WgmmaBf16<32>::mma(da, db, sacc, kk > 0 ? 1u : 0u);
           }
           wgmma_commit();
@@ -575,7 +563,7 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
         if (lane == 0) mbar_arrive(&empty[st]);
       }
       __syncwarp();
-      if (lane == 0) mbar_arrive(qb ? &xchg[7] : q_empty);
+      if (lane == 0) mbar_arrive(q_empty);
       ++seg;
 
       // Row sums (warpgroup 0's partials over its two tokens) -> final L, m for both warpgroups
