@@ -1,0 +1,45 @@
+#!/usr/bin/env python3
+"""Per-kernel GPU times of mla_decode (decode and combine kernels) for bench cases, from
+torch.profiler over a few calls, next to the graph-replayed time of the whole call. Tells how much
+of a case's excess over its bandwidth floor is the combine kernel and the gap between the two.
+    GPU host: python3 scripts/mla_profile.py [b:s_k:h_q:s_q ...] [--impl NAME]
+"""
+import sys
+
+import torch
+
+from jitkern.bench.common import graph_time_us
+from jitkern.bench.mla import _make
+from jitkern.ops import mla
+
+
+def main(argv):
+    impl = argv[argv.index("--impl") + 1] if "--impl" in argv else None
+    cases = [tuple(int(v) for v in a.split(":")) for a in argv if ":" in a] or [(64, 4096, 16, 2), (64, 4096, 128, 1)]
+    for b, s_k, h_q, s_q in cases:
+        q = torch.randn(b, s_q, h_q, 576, device="cuda", dtype=torch.bfloat16)
+        sl = torch.full((b,), s_k, dtype=torch.int32, device="cuda")
+        kv, bt = _make(b, s_k, h_q, s_q, 7)
+        md = mla.mla_metadata(sl, s_q, h_q)
+        out = torch.empty(b, s_q, h_q, 512, device="cuda", dtype=torch.bfloat16)
+        lse = torch.empty(b, h_q, s_q, device="cuda", dtype=torch.float32)
+        call = lambda: mla.mla_decode(q, kv, bt, sl, md, out=(out, lse), impl=impl)  # noqa: E731
+        whole = graph_time_us(lambda i: call(), calls=10, reps=10)
+        for _ in range(3):
+            call()
+        torch.cuda.synchronize()
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            for _ in range(10):
+                call()
+            torch.cuda.synchronize()
+        times = {}
+        for e in prof.events():
+            if e.device_type == torch.autograd.DeviceType.CUDA:
+                times.setdefault(e.name.split("<")[0].split("(")[0][-40:], []).append(e.device_time)
+        parts = "; ".join(f"{k} {sum(v) / len(v):.1f} us x{len(v) // 10}" for k, v in times.items())
+        print(f"b={b} s_k={s_k} h_q={h_q} s_q={s_q} impl={impl or mla.default_impl(b, s_q, h_q)}: "
+              f"graph {whole:.1f} us per call; kernels: {parts}", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
