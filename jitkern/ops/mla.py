@@ -185,9 +185,24 @@ def num_m_blocks(num_q_tokens: int, num_heads_q: int) -> int:
     return -(-num_q_tokens * num_heads_q // BLOCK_M)
 
 
-def default_num_parts(num_sms: int, num_q_tokens: int, num_heads_q: int) -> int:
-    """One wave: the grid is (m_blocks, parts) and one 227 KiB CTA fits an SM."""
-    return max(num_sms // num_m_blocks(num_q_tokens, num_heads_q), 1)
+# Whole requests per part when that still fills this share of the one-wave part count: with equal
+# lengths the parts then split no request, and the combine kernel has nothing to merge (it cost
+# 10.8 us of 169.9 at b=64 s_k=4096 h_q=128, H200, scripts/mla_profile.py).
+WHOLE_REQUEST_MIN_FILL = 0.85
+
+
+def default_num_parts(num_sms: int, num_q_tokens: int, num_heads_q: int, batch: int | None = None) -> int:
+    """One wave: the grid is (m_blocks, parts) and one 227 KiB CTA fits an SM. With ``batch``: the
+    fewest requests per part (k) that fit that wave, as ceil(batch / k) parts, when those keep at
+    least WHOLE_REQUEST_MIN_FILL of it (e.g. 64 requests x 2 query blocks on 132 SMs: 64 parts of
+    one request instead of 66 parts that cut 62 of them in two)."""
+    full = max(num_sms // num_m_blocks(num_q_tokens, num_heads_q), 1)
+    if batch:
+        per = -(-batch // full)
+        parts = -(-batch // per)
+        if parts >= WHOLE_REQUEST_MIN_FILL * full:
+            return parts
+    return full
 
 
 def _check_shape_args(num_q_tokens, num_heads_q):
@@ -202,7 +217,8 @@ def mla_metadata(cache_seqlens: torch.Tensor, num_q_tokens: int, num_heads_q: in
     """Split-KV work partition for :func:`mla_decode`, computed on the GPU (no host sync).
 
     cache_seqlens: [b] int32 CUDA tensor, contiguous. num_q_tokens: s_q in [1, 8]. num_heads_q:
-    h_q in [1, 128]. num_parts: KV partitions per query block (default: SMs // query blocks).
+    h_q in [1, 128]. num_parts: KV partitions per query block (default: ``default_num_parts``: SMs //
+    query blocks, or whole requests per part where that fills most of them).
     ``out``: an earlier result of the same (b, s_q, h_q, num_parts) to overwrite in place (for
     CUDA-graph replay with new lengths). Reuse the result for every layer of one decode step.
     """
@@ -213,7 +229,7 @@ def mla_metadata(cache_seqlens: torch.Tensor, num_q_tokens: int, num_heads_q: in
         raise ValueError("cache_seqlens: expected at least one request, got an empty tensor")
     nmb = num_m_blocks(num_q_tokens, num_heads_q)
     if num_parts is None:
-        num_parts = default_num_parts(_num_sms(cache_seqlens.device), num_q_tokens, num_heads_q)
+        num_parts = default_num_parts(_num_sms(cache_seqlens.device), num_q_tokens, num_heads_q, b)
     if not isinstance(num_parts, int) or num_parts < 1:
         raise ValueError(f"num_parts: expected a positive int, got {num_parts!r}")
     if out is None:
