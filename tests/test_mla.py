@@ -191,10 +191,10 @@ def test_decode_impls_keep_wgmma_pipelined(cache_dir):
 def test_default_num_parts_keeps_requests_whole_where_it_fills_the_wave():
     from jitkern.ops.mla import default_num_parts as parts
     assert parts(132, 1, 128) == 66 and parts(132, 2, 16) == 132  # without a batch: one wave
-    assert parts(132, 1, 128, 64) == 64 and parts(132, 1, 128, 128) == 64  # 1 and 2 requests per part
-    assert parts(132, 1, 128, 65) == 65 and parts(132, 2, 16, 128) == 128
-    # whole requests would idle too many SMs: the one-wave count (and split requests)
+    assert parts(132, 1, 128, 64) == 64 and parts(132, 1, 128, 65) == 65 and parts(132, 2, 16, 128) == 128
+    # one request per part would idle too many SMs, or two per part measured no better: one wave
     assert parts(132, 2, 16, 64) == 132 and parts(132, 1, 128, 100) == 66 and parts(132, 1, 128, 1) == 66
+    assert parts(132, 1, 128, 128) == 66 and parts(132, 2, 128, 128) == 33
 
 
 def test_default_impl_follows_the_measured_cases():

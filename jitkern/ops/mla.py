@@ -185,23 +185,22 @@ def num_m_blocks(num_q_tokens: int, num_heads_q: int) -> int:
     return -(-num_q_tokens * num_heads_q // BLOCK_M)
 
 
-# Whole requests per part when that still fills this share of the one-wave part count: with equal
-# lengths the parts then split no request, and the combine kernel has nothing to merge (it cost
-# 10.8 us of 169.9 at b=64 s_k=4096 h_q=128, H200, scripts/mla_profile.py).
+# One request per part when the batch fills at least this share of the one-wave part count: with
+# equal lengths no request is then split, and the combine kernel has nothing to merge. Measured
+# (H200, 2026-12-02 runs 9, 10): b=64 s_k=4096 h_q=128 s_q=1 169.9 -> 157.4 us (the combine took
+# 10.8 us of it), b=128 s_k=8192 h_q=16 s_q=2 309-311 -> 307 us; two requests per part (b=128
+# h_q=128 on 64 instead of 66 parts) lost what it saved (623 -> 636, 1145 -> 1160 us: 3% fewer SMs
+# on a long compute-bound run), so only one request per part.
 WHOLE_REQUEST_MIN_FILL = 0.85
 
 
 def default_num_parts(num_sms: int, num_q_tokens: int, num_heads_q: int, batch: int | None = None) -> int:
-    """One wave: the grid is (m_blocks, parts) and one 227 KiB CTA fits an SM. With ``batch``: the
-    fewest requests per part (k) that fit that wave, as ceil(batch / k) parts, when those keep at
-    least WHOLE_REQUEST_MIN_FILL of it (e.g. 64 requests x 2 query blocks on 132 SMs: 64 parts of
-    one request instead of 66 parts that cut 62 of them in two)."""
+    """One wave: the grid is (m_blocks, parts) and one 227 KiB CTA fits an SM. With ``batch``
+    between WHOLE_REQUEST_MIN_FILL of that wave and all of it: one part per request (e.g. 64
+    requests x 2 query blocks on 132 SMs: 64 parts instead of 66 that cut 62 requests in two)."""
     full = max(num_sms // num_m_blocks(num_q_tokens, num_heads_q), 1)
-    if batch:
-        per = -(-batch // full)
-        parts = -(-batch // per)
-        if parts >= WHOLE_REQUEST_MIN_FILL * full:
-            return parts
+    if batch and WHOLE_REQUEST_MIN_FILL * full <= batch <= full:
+        return batch
     return full
 
 
