@@ -279,7 +279,9 @@ def mla_decode(q: torch.Tensor, kv_cache: torch.Tensor, block_table: torch.Tenso
     path per case as measured (H100/H200).
     "simt" uses no tensor cores (a slow cross-check). The other names select experimental decode
     modes of the same kernel and the wide combine (``*_wc``); templates/mla/NOTES.md has their
-    measured speed and verification status (all give the same math contract).
+    measured speed and verification status (all give the same math contract). ``wgmma_t`` and
+    ``wgmma_t_wc`` (transposed tiles) take at most ``NARROW_ROWS`` = 32 query rows per request
+    (``h_q * s_q``); other shapes raise ValueError naming ``impl``.
     """
     if impl is None:
         impl = os.environ.get("JITKERN_MLA_IMPL")
