@@ -263,6 +263,22 @@ __device__ __forceinline__ void zero_v_tail(uint8_t* kt, int valid, int chunk0, 
   }
 }
 
+// acc (m64nN) = A B^T over all 576 dims: JITKERN_MLA_DIAG_S_STEPS k16 steps, A rows at a, B rows at
+// b, both K-major in 128-byte-swizzled 64-dim chunks kChunkBytes apart; committed, not waited for.
+template <int N>
+__device__ __forceinline__ void issue_dot576(const uint8_t* a, const uint8_t* b, float* acc) {
+#pragma unroll
+  for (int k = 0; k < N / 2; ++k) sm90::fence_operand(acc[k]);
+  sm90::wgmma_fence();
+#pragma unroll
+  for (int kk = 0; kk < JITKERN_MLA_DIAG_S_STEPS; ++kk) {
+    const uint64_t da = sm90::make_smem_desc_k_sw128(a + (kk >> 2) * kChunkBytes) + (kk & 3) * 2;
+    const uint64_t db = sm90::make_smem_desc_k_sw128(b + (kk >> 2) * kChunkBytes) + (kk & 3) * 2;
+    sm90::WgmmaBf16<N>::mma(da, db, acc, kk > 0 ? 1u : 0u);
+  }
+  sm90::wgmma_commit();
+}
+
 // Next (request, tile range) of this part; advances past requests with no tiles.
 __device__ __forceinline__ bool next_segment(const DecodeParams& p, int& g, int g_end, int& req, int& lo,
                                              int& hi) {
@@ -461,16 +477,7 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
         float alpha[8];
         if (w == 0) {
           float sacc[16];
-#pragma unroll
-          for (int k = 0; k < 16; ++k) fence_operand(sacc[k]);
-          wgmma_fence();
-#pragma unroll
-          for (int kk = 0; kk < JITKERN_MLA_DIAG_S_STEPS; ++kk) {
-            const uint64_t da = make_smem_desc_k_sw128(kt + (kk >> 2) * kChunkBytes) + (kk & 3) * 2;
-            const uint64_t db = make_smem_desc_k_sw128(sQ + (kk >> 2) * kChunkBytes) + (kk & 3) * 2;
-            WgmmaBf16<32>::mma(da, db, sacc, kk > 0 ? 1u : 0u);
-          }
-          wgmma_commit();
+          issue_dot576<32>(kt, sQ, sacc);  // S^T: A = the KV tile, B = Q rows 0..31
           wgmma_wait<0>();
 #pragma unroll
           for (int k = 0; k < 16; ++k) fence_operand(sacc[k]);
@@ -791,18 +798,7 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
       // bar.arrive/bar.sync: racecheck reported the named-barrier handoff (4 hazards, H200 run 1 of
       // the fourth 2026-12-01 session); the mbarrier's release/acquire states the same ordering.
       // S [64 x 64] = Q K^T over all 576 dims of tile kt into sacc (committed, not waited for).
-      auto issue_s64 = [&](const uint8_t* kt) {
-#pragma unroll
-        for (int k = 0; k < kSRegs; ++k) fence_operand(sacc[k]);
-        wgmma_fence();
-#pragma unroll
-        for (int kk = 0; kk < JITKERN_MLA_DIAG_S_STEPS; ++kk) {
-          const uint64_t da = make_smem_desc_k_sw128(sQ + (kk >> 2) * kChunkBytes) + (kk & 3) * 2;
-          const uint64_t db = make_smem_desc_k_sw128(kt + (kk >> 2) * kChunkBytes) + (kk & 3) * 2;
-          WgmmaBf16<64>::mma(da, db, sacc, kk > 0 ? 1u : 0u);
-        }
-        wgmma_commit();
-      };
+      auto issue_s64 = [&](const uint8_t* kt) { issue_dot576<64>(sQ, kt, sacc); };
       // Finished S of tile blk in sacc: mask (by selection), the new row maxima mn (from the
       // running ones mp), P = exp(S - mn) as bf16 into pb, P's row sums (this thread's 16 columns).
       auto soft64 = [&](int blk, float mp0, float mp1, float& mn0, float& mn1, float& rs0, float& rs1, uint8_t* pb) {
