@@ -2,7 +2,9 @@
 """Per-kernel GPU times of mla_decode (decode and combine kernels) for bench cases, from
 torch.profiler over a few calls, next to the graph-replayed time of the whole call. Tells how much
 of a case's excess over its bandwidth floor is the combine kernel and the gap between the two.
-    GPU host: python3 scripts/mla_profile.py [b:s_k:h_q:s_q ...] [--impl NAME]
+    GPU host: python3 scripts/mla_profile.py [b:s_k:h_q:s_q ...] [--impl NAME] [--parts N] [--combine R,G]
+(--parts: mla_metadata's num_parts instead of default_num_parts; --combine: the combine kernel's
+rows per CTA and groups per row instead of ops.mla.COMBINE_CONFIGS)
 """
 import sys
 
@@ -15,12 +17,16 @@ from jitkern.ops import mla
 
 def main(argv):
     impl = argv[argv.index("--impl") + 1] if "--impl" in argv else None
+    parts = int(argv[argv.index("--parts") + 1]) if "--parts" in argv else None
+    if "--combine" in argv:
+        cfg = tuple(int(v) for v in argv[argv.index("--combine") + 1].split(","))
+        mla.COMBINE_CONFIGS.update(narrow=cfg, wide=cfg)
     cases = [tuple(int(v) for v in a.split(":")) for a in argv if ":" in a] or [(64, 4096, 16, 2), (64, 4096, 128, 1)]
     for b, s_k, h_q, s_q in cases:
         q = torch.randn(b, s_q, h_q, 576, device="cuda", dtype=torch.bfloat16)
         sl = torch.full((b,), s_k, dtype=torch.int32, device="cuda")
         kv, bt = _make(b, s_k, h_q, s_q, 7)
-        md = mla.mla_metadata(sl, s_q, h_q)
+        md = mla.mla_metadata(sl, s_q, h_q, num_parts=parts)
         out = torch.empty(b, s_q, h_q, 512, device="cuda", dtype=torch.bfloat16)
         lse = torch.empty(b, h_q, s_q, device="cuda", dtype=torch.float32)
         call = lambda: mla.mla_decode(q, kv, bt, sl, md, out=(out, lse), impl=impl)  # noqa: E731
@@ -36,9 +42,9 @@ def main(argv):
         for e in prof.events():
             if e.device_type == torch.autograd.DeviceType.CUDA:
                 times.setdefault(e.name.split("<")[0].split("(")[0][-40:], []).append(e.device_time)
-        parts = "; ".join(f"{k} {sum(v) / len(v):.1f} us x{len(v) // 10}" for k, v in times.items())
-        print(f"b={b} s_k={s_k} h_q={h_q} s_q={s_q} impl={impl or mla.default_impl(b, s_q, h_q)}: "
-              f"graph {whole:.1f} us per call; kernels: {parts}", flush=True)
+        kern = "; ".join(f"{k} {sum(v) / len(v):.1f} us x{len(v) // 10}" for k, v in times.items())
+        print(f"b={b} s_k={s_k} h_q={h_q} s_q={s_q} impl={impl or mla.default_impl(b, s_q, h_q)} parts={md.num_parts} combine={mla.COMBINE_CONFIGS}: "
+              f"graph {whole:.1f} us per call; kernels: {kern}", flush=True)
 
 
 if __name__ == "__main__":

@@ -164,7 +164,8 @@ def test_partition_balances_cost():
 def test_kernels_compile_for_sm90a(cache_dir):
     from jitkern.ops import mla
     from jitkern.runtime import compile_spec
-    for spec in (mla.SPEC_METADATA, mla.SPEC_DECODE, mla.SPEC_DECODE_PIPE, mla.SPEC_COMBINE, mla.SPEC_DECODE_SIMT):
+    for spec in (mla.SPEC_METADATA, mla.SPEC_DECODE, mla.SPEC_DECODE_PIPE, mla.SPEC_COMBINE_NARROW, mla.SPEC_COMBINE_WIDE,
+                 mla.SPEC_DECODE_SIMT):
         entry, status = compile_spec(spec, "sm_90a")
         assert status == "compiled" and entry.cubin
         px = entry.meta["ptxas"]
@@ -411,9 +412,28 @@ def test_transposed_impls_match_reference(impl, lens, s_q, h_q, causal, parts):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("cfg", [(4, 1), (1, 4), (8, 1), (2, 2)])
+def test_combine_configs(cfg, monkeypatch):
+    """Every combine shape (rows per CTA x groups per row) on 15 query rows (not a multiple of the
+    rows per CTA), many splits, empty and one-token requests and splits that see no key of some
+    rows (the causal tail of a 65- and a 129-token request cut into ~40-token parts)."""
+    from jitkern.ops import mla
+    monkeypatch.setitem(mla.COMBINE_CONFIGS, "narrow", cfg)
+    g = torch.Generator().manual_seed(sum(cfg))
+    lens = [900, 0, 1, 65, 129, 2]
+    q, kv, bt, sl = _make_inputs(lens, 3, 5, gen=g, device="cuda")
+    md = mla.mla_metadata(sl, 3, 5, num_parts=40)
+    out = torch.full((len(lens), 3, 5, 512), float("nan"), dtype=torch.bfloat16, device="cuda")
+    lse = torch.full((len(lens), 5, 3), float("nan"), dtype=torch.float32, device="cuda")
+    mla.mla_decode(q, kv, bt, sl, md, out=(out, lse), impl="wgmma")
+    assert md.num_splits.max().item() > 8  # several ring stages for every config
+    _check_against_ref(q, kv, bt, sl, out, lse)
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("impl", ["wgmma", "wgmma_wc"])
 def test_many_splits_combine(impl):
-    """One request split over ~626 parts: the wide combine stages split weights in passes of 512."""
+    """One request split over ~626 parts: the wide combine cycles its ring of shared-memory stages ~20 times."""
     from jitkern.ops import mla
     g = torch.Generator().manual_seed(13)
     lens = [40000, 3]

@@ -93,8 +93,19 @@ def default_impl(b: int, s_q: int, h_q: int) -> str:
     return DEFAULT_IMPL
 SPEC_DECODE = DECODE_SPECS[DEFAULT_IMPL]
 SPEC_DECODE_PIPE = DECODE_SPECS["wgmma_pipe"]
-SPEC_COMBINE_NARROW = KernelSpec(_TEMPLATE, "jitkern::mla::mla_combine_kernel<0>", family="mla")
-SPEC_COMBINE_WIDE = KernelSpec(_TEMPLATE, "jitkern::mla::mla_combine_wide_kernel<0>", family="mla")
+# Combine kernel configs (mla.cuh mla_combine_kernel<kRows, kGroups>: kRows query rows per CTA,
+# kGroups x 128 threads per row, each group summing every kGroups-th split): "wide" for requests
+# split over many parts (the *_wc impls: b = 1 has 66 splits per row), "narrow" otherwise.
+COMBINE_CONFIGS = {"narrow": (4, 1), "wide": (1, 4)}
+_COMBINE_SMEM_BYTES = 4 * 16384  # kCombineSmemBytes in mla.cuh
+
+
+def combine_spec(rows_per_cta: int, groups: int) -> KernelSpec:
+    return KernelSpec(_TEMPLATE, f"jitkern::mla::mla_combine_kernel<{rows_per_cta}, {groups}>", family="mla")
+
+
+SPEC_COMBINE_NARROW = combine_spec(*COMBINE_CONFIGS["narrow"])
+SPEC_COMBINE_WIDE = combine_spec(*COMBINE_CONFIGS["wide"])
 SPEC_COMBINE = SPEC_COMBINE_WIDE if _DECODE_MODES[DEFAULT_IMPL][1] == "wide" else SPEC_COMBINE_NARROW
 SPEC_DECODE_SIMT = KernelSpec(_TEMPLATE, "jitkern::mla::mla_decode_simt_kernel<0>", family="mla")
 _SIMT_SMEM_BYTES = 2 * 64 * (DIM_QK + 8) * 2
@@ -365,10 +376,10 @@ def mla_decode(q: torch.Tensor, kv_cache: torch.Tensor, block_table: torch.Tenso
                                                       smem=_SIMT_SMEM_BYTES)
     cprm = _CombineParams(o.data_ptr(), lse.data_ptr(), out_acc.data_ptr(), lse_acc.data_ptr(), mp("num_splits"),
                           mp("slot_offset"), b, s_q, h_q, rows)
-    if impl != "simt" and _DECODE_MODES[impl][1] == "wide":
-        get_kernel(SPEC_COMBINE_WIDE, q.device).launch((rows, b), (128,), [cprm])
-    else:
-        get_kernel(SPEC_COMBINE_NARROW, q.device).launch((-(-rows // 8), b), (256,), [cprm])
+    kind = _DECODE_MODES[impl][1] if impl != "simt" else "narrow"
+    c_rows, c_groups = COMBINE_CONFIGS[kind]
+    get_kernel(combine_spec(c_rows, c_groups), q.device).launch((-(-rows // c_rows), b), (128 * c_rows * c_groups,),
+                                                               [cprm], smem=_COMBINE_SMEM_BYTES)
     return o, lse
 
 

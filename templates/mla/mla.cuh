@@ -1174,72 +1174,29 @@ __global__ void __launch_bounds__(256, 1) mla_decode_simt_kernel(const __nv_bflo
 }
 
 // ------------------------------------------------------------------------------------------
-// Combine: one warp per query row of a request. Requests with one split were written by the
-// decode kernel; requests with none (no cached tokens) get out = 0, lse = -inf here.
+// Combine: merges the partials of requests split across parts. One CTA per kRows consecutive
+// query rows of a request, a team of kGroups x 128 threads per row (4 value dims per thread).
+// The rows' partials (kRows x 2 KiB per split, contiguous in out_acc) stream through a ring of
+// kCombineStages shared-memory stages, filled by 1D bulk copies that thread 0 issues (the first
+// stages before the lse reductions, so they overlap them); group g of a team sums the stage's
+// splits g, g + kGroups, ..., with the split weights staged in shared memory, and the groups'
+// sums meet in shared memory at the end. So no thread waits on a global load inside the loop
+// and up to 64 KiB are in flight per CTA (ptxas keeps only ~2 register loads of a batch in
+// flight). Configs (ops/mla.py COMBINE_CONFIGS): few requests with many splits (b = 1: 66) one
+// row per CTA and four groups; otherwise four rows per CTA, one group.
+// Requests with one split were written by the decode kernel; requests with none (no cached
+// tokens) get out = 0, lse = -inf here; a split with lse -inf contributes nothing.
+// Dynamic shared memory: kCombineSmemBytes.
 // ------------------------------------------------------------------------------------------
-template <int kDummy>
-__global__ void __launch_bounds__(256) mla_combine_kernel(const __grid_constant__ CombineParams p) {
-  const int req = blockIdx.y;
-  const int row = blockIdx.x * 8 + (threadIdx.x >> 5);
-  const int lane = threadIdx.x & 31;
-  if (row >= p.rows) return;
-  const int n = p.md_nsplits[req];
-  if (n == 1) return;
-  __nv_bfloat16* out = p.out + (static_cast<long long>(req) * p.rows + row) * kDimV;
-  float* lse = p.lse + static_cast<long long>(req) * p.rows + (row % p.h_q) * p.s_q + row / p.h_q;
-  float acc[16];
-#pragma unroll
-  for (int k = 0; k < 16; ++k) acc[k] = 0.f;
-  float total = -kInf;
-  if (n > 1) {
-    const int slot0 = p.md_soff[req];
-    float mx = -kInf;
-    for (int s = lane; s < n; s += 32) mx = fmaxf(mx, p.lse_acc[static_cast<long long>(slot0 + s) * p.rows + row]);
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
-    if (mx != -kInf) {
-      float sum = 0.f;
-      for (int s = lane; s < n; s += 32) sum += __expf(p.lse_acc[static_cast<long long>(slot0 + s) * p.rows + row] - mx);
-#pragma unroll
-      for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
-      total = mx + __logf(sum);
-      for (int s = 0; s < n; ++s) {
-        const long long base = static_cast<long long>(slot0 + s) * p.rows + row;
-        const float ls = p.lse_acc[base];
-        if (ls == -kInf) continue;  // this split saw no key of this row: its partial is 0
-        const float wgt = __expf(ls - total);
-        const float4* src = reinterpret_cast<const float4*>(p.out_acc + base * kDimV);
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-          const float4 v = src[k * 32 + lane];
-          acc[4 * k + 0] += wgt * v.x;
-          acc[4 * k + 1] += wgt * v.y;
-          acc[4 * k + 2] += wgt * v.z;
-          acc[4 * k + 3] += wgt * v.w;
-        }
-      }
-    }
-  }
-#pragma unroll
-  for (int k = 0; k < 4; ++k) {
-    uint2 v;
-    v.x = sm90::pack_bf16x2(acc[4 * k + 0], acc[4 * k + 1]);
-    v.y = sm90::pack_bf16x2(acc[4 * k + 2], acc[4 * k + 3]);
-    *reinterpret_cast<uint2*>(out + (k * 32 + lane) * 4) = v;
-  }
-  if (lane == 0) *lse = total;
-}
+constexpr int kCombineStageBytes = 16384;
+constexpr int kCombineStages = 4;
+constexpr int kCombineSmemBytes = kCombineStages * kCombineStageBytes;
+constexpr int kCombineWeights = 256;  // split weights staged per pass, per row
+constexpr int kRowBytes = kDimV * 4;
 
-// ------------------------------------------------------------------------------------------
-// Wide combine: one 128-thread CTA per (query row, request), 4 value dims per thread, so a
-// long request split over many parts (b = 1: 66 splits) is read by 128 CTAs with several
-// independent 2 KiB loads in flight per CTA, instead of 16 CTAs walking the splits one dependent
-// load at a time. Same results and edge cases as mla_combine_kernel (which it replaces when
-// selected): n == 0 -> out 0, lse -inf; a split with lse -inf contributes nothing.
-// ------------------------------------------------------------------------------------------
-constexpr int kWideChunk = 512;  // split weights staged in smem per pass
-
-__device__ __forceinline__ float block128_reduce(float v, float* red, bool is_max) {
+// Reduction over the kTeamWarps warps of the calling thread's team (teams: consecutive warps).
+template <int kWarps, int kTeamWarps>
+__device__ __forceinline__ float team_reduce(float v, float* red, bool is_max) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) {
     const float u = __shfl_xor_sync(0xffffffffu, v, o);
@@ -1248,58 +1205,112 @@ __device__ __forceinline__ float block128_reduce(float v, float* red, bool is_ma
   __syncthreads();  // red may still be read by the previous reduction
   if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
   __syncthreads();
-  return is_max ? fmaxf(fmaxf(red[0], red[1]), fmaxf(red[2], red[3])) : (red[0] + red[1]) + (red[2] + red[3]);
+  const float* r = red + (threadIdx.x >> 5) / kTeamWarps * kTeamWarps;
+  v = r[0];
+#pragma unroll
+  for (int w = 1; w < kTeamWarps; ++w) v = is_max ? fmaxf(v, r[w]) : v + r[w];
+  return v;
 }
 
-template <int kDummy>
-__global__ void __launch_bounds__(128) mla_combine_wide_kernel(const __grid_constant__ CombineParams p) {
-  __shared__ float wsh[kWideChunk];
-  __shared__ float red[4];
-  const int row = blockIdx.x, req = blockIdx.y, tid = threadIdx.x;
+template <int kRows, int kGroups>
+__global__ void __launch_bounds__(128 * kGroups * kRows) mla_combine_kernel(const __grid_constant__ CombineParams p) {
+  constexpr int kTeam = 128 * kGroups, kThreads = kTeam * kRows;
+  constexpr int kStageSplits = kCombineStageBytes / (kRows * kRowBytes);
+  static_assert(kStageSplits >= 1 && kCombineWeights % kStageSplits == 0, "combine: kRows x 2 KiB per stage split");
+  extern __shared__ __align__(128) uint8_t combine_smem[];
+  __shared__ uint64_t full[kCombineStages];
+  __shared__ float red[kThreads / 32];
+  __shared__ float wsh[kRows][kCombineWeights];
+  __shared__ float4 part[kGroups > 1 ? kRows * (kGroups - 1) : 1][128];
+  const int req = blockIdx.y, r0 = blockIdx.x * kRows, tid = threadIdx.x;
+  const int rr = tid / kTeam, grp = (tid / 128) % kGroups, t = tid % 128, team_tid = tid % kTeam;
+  const int nrows = min(kRows, p.rows - r0), row = r0 + rr;
   const int n = p.md_nsplits[req];
   if (n == 1) return;  // written by the decode kernel
   const long long slot0 = n > 1 ? p.md_soff[req] : 0;
-  const float* lse_acc = p.lse_acc + slot0 * p.rows + row;  // split s at lse_acc[s * rows]
-  float mx = -kInf;
-  for (int s = tid; s < n; s += 128) mx = fmaxf(mx, lse_acc[static_cast<long long>(s) * p.rows]);
-  mx = block128_reduce(mx, red, true);
-  float total = -kInf;
-  if (mx != -kInf) {
-    float sum = 0.f;
-    for (int s = tid; s < n; s += 128) sum += __expf(lse_acc[static_cast<long long>(s) * p.rows] - mx);
-    total = mx + __logf(block128_reduce(sum, red, false));
+  const float* lse_acc = p.lse_acc + slot0 * p.rows + row;  // split s at lse_acc[s * rows] (rr < nrows)
+  const float* src = p.out_acc + (slot0 * p.rows + r0) * kDimV;  // split s's rows at src[s * rows * kDimV]
+  const long long split_stride = static_cast<long long>(p.rows) * kDimV;
+  const int chunks = (n + kStageSplits - 1) / kStageSplits;
+  auto stage = [&](int c) {
+    return reinterpret_cast<float4*>(combine_smem + (c % kCombineStages) * kCombineStageBytes);
+  };
+  auto issue = [&](int c) {  // thread 0: chunk c into its stage
+    const int cnt = min(kStageSplits, n - c * kStageSplits);
+    uint64_t* bar = &full[c % kCombineStages];
+    sm90::mbar_arrive_expect_tx(bar, cnt * nrows * kRowBytes);
+    for (int j = 0; j < cnt; ++j)
+      sm90::bulk_load_1d(stage(c) + j * kRows * (kRowBytes / 16), src + (c * kStageSplits + j) * split_stride,
+                         nrows * kRowBytes, bar);
+  };
+  if (tid == 0) {
+    for (int i = 0; i < kCombineStages; ++i) sm90::mbar_init(&full[i], 1);
+    sm90::fence_barrier_init();
+    for (int c = 0; c < min(chunks, kCombineStages); ++c) issue(c);
   }
+  const bool live = rr < nrows;
+  float mx = -kInf;
+  if (live)
+    for (int s = team_tid; s < n; s += kTeam) mx = fmaxf(mx, lse_acc[static_cast<long long>(s) * p.rows]);
+  mx = team_reduce<kThreads / 32, kTeam / 32>(mx, red, true);  // its __syncthreads publish the barrier init
+  float sum = 0.f;
+  if (mx != -kInf)
+    for (int s = team_tid; s < n; s += kTeam) sum += __expf(lse_acc[static_cast<long long>(s) * p.rows] - mx);
+  sum = team_reduce<kThreads / 32, kTeam / 32>(sum, red, false);
+  const float total = mx != -kInf ? mx + __logf(sum) : -kInf;
   float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-  if (total != -kInf) {
-    const float4* src = reinterpret_cast<const float4*>(p.out_acc + (slot0 * p.rows + row) * kDimV) + tid;
-    const long long split_stride = static_cast<long long>(p.rows) * kDimV / 4;  // float4s
-    for (int base = 0; base < n; base += kWideChunk) {
-      const int m = min(kWideChunk, n - base);
-      __syncthreads();
-      for (int s = tid; s < m; s += 128) {
-        const float ls = lse_acc[static_cast<long long>(base + s) * p.rows];
-        wsh[s] = ls == -kInf ? 0.f : __expf(ls - total);
+  for (int c = 0; c < chunks; ++c) {
+    const int first = c * kStageSplits;
+    if (first % kCombineWeights == 0) {  // next pass of split weights
+      __syncthreads();  // the previous pass's weights are read
+      for (int s = team_tid; s < min(kCombineWeights, n - first); s += kTeam) {
+        const float ls = total == -kInf ? -kInf : lse_acc[static_cast<long long>(first + s) * p.rows];
+        wsh[rr][s] = ls == -kInf ? 0.f : __expf(ls - total);
       }
       __syncthreads();
-#pragma unroll 8
-      for (int s = 0; s < m; ++s) {
-        const float wgt = wsh[s];
-        const float4 v = src[(base + s) * split_stride];
-        // A split that saw no key of this row holds 0 (weight 0): select, not multiply, so the
-        // loads stay unconditional (hoistable) and nothing but finite partials is summed.
+    }
+    const int cnt = min(kStageSplits, n - first);
+    // every issued stage is waited for, also when total is -inf (its weights are then all 0), so
+    // no bulk copy is still writing shared memory when the CTA exits
+    sm90::mbar_wait(&full[c % kCombineStages], (c / kCombineStages) & 1);
+    const float4* buf = stage(c);
+    if (live) {
+      for (int j = grp; j < cnt; j += kGroups) {
+        // a split that saw no key of this row holds 0 (weight 0): select, not multiply, so
+        // nothing but finite partials is summed
+        const float wgt = wsh[rr][(first + j) % kCombineWeights];
+        const float4 v = buf[(j * kRows + rr) * 128 + t];
         acc.x += wgt != 0.f ? wgt * v.x : 0.f;
         acc.y += wgt != 0.f ? wgt * v.y : 0.f;
         acc.z += wgt != 0.f ? wgt * v.z : 0.f;
         acc.w += wgt != 0.f ? wgt * v.w : 0.f;
       }
     }
+    if (c + kCombineStages < chunks) {
+      __syncthreads();  // every team is done with this stage before it is refilled
+      if (tid == 0) issue(c + kCombineStages);
+    }
   }
-  __nv_bfloat16* out = p.out + (static_cast<long long>(req) * p.rows + row) * kDimV + tid * 4;
+  if (kGroups > 1) {
+    if (grp > 0) part[rr * (kGroups - 1) + grp - 1][t] = acc;
+    __syncthreads();
+    if (grp > 0) return;
+#pragma unroll
+    for (int g = 0; g < kGroups - 1; ++g) {
+      const float4 o = part[rr * (kGroups - 1) + g][t];
+      acc.x += o.x;
+      acc.y += o.y;
+      acc.z += o.z;
+      acc.w += o.w;
+    }
+  }
+  if (!live) return;
+  __nv_bfloat16* out = p.out + (static_cast<long long>(req) * p.rows + row) * kDimV + t * 4;
   uint2 v;
   v.x = sm90::pack_bf16x2(acc.x, acc.y);
   v.y = sm90::pack_bf16x2(acc.z, acc.w);
   *reinterpret_cast<uint2*>(out) = v;
-  if (tid == 0) p.lse[static_cast<long long>(req) * p.rows + (row % p.h_q) * p.s_q + row / p.h_q] = total;
+  if (t == 0) p.lse[static_cast<long long>(req) * p.rows + (row % p.h_q) * p.s_q + row / p.h_q] = total;
 }
 
 }  // namespace mla
