@@ -2,9 +2,9 @@
 """Per-kernel GPU times of mla_decode (decode and combine kernels) for bench cases, from
 torch.profiler over a few calls, next to the graph-replayed time of the whole call. Tells how much
 of a case's excess over its bandwidth floor is the combine kernel and the gap between the two.
-    GPU host: python3 scripts/mla_profile.py [b:s_k:h_q:s_q ...] [--impl NAME] [--parts N] [--combine R,G]
+    GPU host: python3 scripts/mla_profile.py [b:s_k:h_q:s_q ...] [--impl NAME] [--parts N] [--combine R,G,S]
 (--parts: mla_metadata's num_parts instead of default_num_parts; --combine: the combine kernel's
-rows per CTA and groups per row instead of ops.mla.COMBINE_CONFIGS)
+rows per CTA, groups per row and stages instead of ops.mla.COMBINE_CONFIGS)
 """
 import sys
 

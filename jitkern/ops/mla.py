@@ -93,15 +93,16 @@ def default_impl(b: int, s_q: int, h_q: int) -> str:
     return DEFAULT_IMPL
 SPEC_DECODE = DECODE_SPECS[DEFAULT_IMPL]
 SPEC_DECODE_PIPE = DECODE_SPECS["wgmma_pipe"]
-# Combine kernel configs (mla.cuh mla_combine_kernel<kRows, kGroups>: kRows query rows per CTA,
-# kGroups x 128 threads per row, each group summing every kGroups-th split): "wide" for requests
-# split over many parts (the *_wc impls: b = 1 has 66 splits per row), "narrow" otherwise.
-COMBINE_CONFIGS = {"narrow": (4, 1), "wide": (1, 4)}
-_COMBINE_SMEM_BYTES = 4 * 16384  # kCombineSmemBytes in mla.cuh
+# Combine kernel configs (mla.cuh mla_combine_kernel<kRows, kGroups, kStages>: kRows query rows per
+# CTA, kGroups x 128 threads per row, each group summing every kGroups-th split, a ring of kStages
+# 16 KiB stages): "wide" for few rows split over many parts (the *_wc impls: b = 1 has 66 splits per
+# row, all in flight at once, one CTA per SM), "narrow" otherwise (one wave of small CTAs).
+COMBINE_CONFIGS = {"narrow": (4, 1, 2), "wide": (1, 4, 12)}
+_COMBINE_STAGE_BYTES = 16384  # kCombineStageBytes in mla.cuh
 
 
-def combine_spec(rows_per_cta: int, groups: int) -> KernelSpec:
-    return KernelSpec(_TEMPLATE, f"jitkern::mla::mla_combine_kernel<{rows_per_cta}, {groups}>", family="mla")
+def combine_spec(rows_per_cta: int, groups: int, stages: int) -> KernelSpec:
+    return KernelSpec(_TEMPLATE, f"jitkern::mla::mla_combine_kernel<{rows_per_cta}, {groups}, {stages}>", family="mla")
 
 
 SPEC_COMBINE_NARROW = combine_spec(*COMBINE_CONFIGS["narrow"])
@@ -377,9 +378,9 @@ def mla_decode(q: torch.Tensor, kv_cache: torch.Tensor, block_table: torch.Tenso
     cprm = _CombineParams(o.data_ptr(), lse.data_ptr(), out_acc.data_ptr(), lse_acc.data_ptr(), mp("num_splits"),
                           mp("slot_offset"), b, s_q, h_q, rows)
     kind = _DECODE_MODES[impl][1] if impl != "simt" else "narrow"
-    c_rows, c_groups = COMBINE_CONFIGS[kind]
-    get_kernel(combine_spec(c_rows, c_groups), q.device).launch((-(-rows // c_rows), b), (128 * c_rows * c_groups,),
-                                                               [cprm], smem=_COMBINE_SMEM_BYTES)
+    c_rows, c_groups, c_stages = COMBINE_CONFIGS[kind]
+    get_kernel(combine_spec(c_rows, c_groups, c_stages), q.device).launch(
+        (-(-rows // c_rows), b), (128 * c_rows * c_groups,), [cprm], smem=c_stages * _COMBINE_STAGE_BYTES)
     return o, lse
 
 

@@ -1177,20 +1177,19 @@ __global__ void __launch_bounds__(256, 1) mla_decode_simt_kernel(const __nv_bflo
 // Combine: merges the partials of requests split across parts. One CTA per kRows consecutive
 // query rows of a request, a team of kGroups x 128 threads per row (4 value dims per thread).
 // The rows' partials (kRows x 2 KiB per split, contiguous in out_acc) stream through a ring of
-// kCombineStages shared-memory stages, filled by 1D bulk copies that thread 0 issues (the first
-// stages before the lse reductions, so they overlap them); group g of a team sums the stage's
-// splits g, g + kGroups, ..., with the split weights staged in shared memory, and the groups'
-// sums meet in shared memory at the end. So no thread waits on a global load inside the loop
-// and up to 64 KiB are in flight per CTA (ptxas keeps only ~2 register loads of a batch in
-// flight). Configs (ops/mla.py COMBINE_CONFIGS): few requests with many splits (b = 1: 66) one
-// row per CTA and four groups; otherwise four rows per CTA, one group.
+// kStages shared-memory stages of 16 KiB, filled by 1D bulk copies that thread 0 issues (the
+// first kStages together with the lse loads, so the CTA's critical path is two dependent global
+// round trips: metadata, then lse + partials); group g of a team sums the stage's splits g,
+// g + kGroups, ..., with the split weights staged in shared memory, and the groups' sums meet in
+// shared memory at the end. No thread waits on a global load inside the loop (ptxas keeps only
+// ~2 register loads of a batch in flight). Configs (ops/mla.py COMBINE_CONFIGS): few rows with
+// many splits (b = 1: 66) one row per CTA, four groups and 12 stages (every split in flight);
+// otherwise four rows per CTA, one group, two stages (one wave of CTAs).
 // Requests with one split were written by the decode kernel; requests with none (no cached
 // tokens) get out = 0, lse = -inf here; a split with lse -inf contributes nothing.
-// Dynamic shared memory: kCombineSmemBytes.
+// Dynamic shared memory: kStages x kCombineStageBytes.
 // ------------------------------------------------------------------------------------------
 constexpr int kCombineStageBytes = 16384;
-constexpr int kCombineStages = 4;
-constexpr int kCombineSmemBytes = kCombineStages * kCombineStageBytes;
 constexpr int kCombineWeights = 256;  // split weights staged per pass, per row
 constexpr int kRowBytes = kDimV * 4;
 
@@ -1212,13 +1211,13 @@ __device__ __forceinline__ float team_reduce(float v, float* red, bool is_max) {
   return v;
 }
 
-template <int kRows, int kGroups>
+template <int kRows, int kGroups, int kStages>
 __global__ void __launch_bounds__(128 * kGroups * kRows) mla_combine_kernel(const __grid_constant__ CombineParams p) {
   constexpr int kTeam = 128 * kGroups, kThreads = kTeam * kRows;
   constexpr int kStageSplits = kCombineStageBytes / (kRows * kRowBytes);
   static_assert(kStageSplits >= 1 && kCombineWeights % kStageSplits == 0, "combine: kRows x 2 KiB per stage split");
   extern __shared__ __align__(128) uint8_t combine_smem[];
-  __shared__ uint64_t full[kCombineStages];
+  __shared__ uint64_t full[kStages];
   __shared__ float red[kThreads / 32];
   __shared__ float wsh[kRows][kCombineWeights];
   __shared__ float4 part[kGroups > 1 ? kRows * (kGroups - 1) : 1][128];
@@ -1233,29 +1232,33 @@ __global__ void __launch_bounds__(128 * kGroups * kRows) mla_combine_kernel(cons
   const long long split_stride = static_cast<long long>(p.rows) * kDimV;
   const int chunks = (n + kStageSplits - 1) / kStageSplits;
   auto stage = [&](int c) {
-    return reinterpret_cast<float4*>(combine_smem + (c % kCombineStages) * kCombineStageBytes);
+    return reinterpret_cast<float4*>(combine_smem + (c % kStages) * kCombineStageBytes);
   };
   auto issue = [&](int c) {  // thread 0: chunk c into its stage
     const int cnt = min(kStageSplits, n - c * kStageSplits);
-    uint64_t* bar = &full[c % kCombineStages];
+    uint64_t* bar = &full[c % kStages];
     sm90::mbar_arrive_expect_tx(bar, cnt * nrows * kRowBytes);
     for (int j = 0; j < cnt; ++j)
       sm90::bulk_load_1d(stage(c) + j * kRows * (kRowBytes / 16), src + (c * kStageSplits + j) * split_stride,
                          nrows * kRowBytes, bar);
   };
   if (tid == 0) {
-    for (int i = 0; i < kCombineStages; ++i) sm90::mbar_init(&full[i], 1);
+    for (int i = 0; i < kStages; ++i) sm90::mbar_init(&full[i], 1);
     sm90::fence_barrier_init();
-    for (int c = 0; c < min(chunks, kCombineStages); ++c) issue(c);
+    for (int c = 0; c < min(chunks, kStages); ++c) issue(c);
   }
   const bool live = rr < nrows;
-  float mx = -kInf;
+  // split team_tid's lse is loaded once and kept: with n <= kTeam no other lse load is needed
+  const float my_ls = live && team_tid < n ? lse_acc[static_cast<long long>(team_tid) * p.rows] : -kInf;
+  float mx = my_ls;
   if (live)
-    for (int s = team_tid; s < n; s += kTeam) mx = fmaxf(mx, lse_acc[static_cast<long long>(s) * p.rows]);
+    for (int s = team_tid + kTeam; s < n; s += kTeam) mx = fmaxf(mx, lse_acc[static_cast<long long>(s) * p.rows]);
   mx = team_reduce<kThreads / 32, kTeam / 32>(mx, red, true);  // its __syncthreads publish the barrier init
   float sum = 0.f;
-  if (mx != -kInf)
-    for (int s = team_tid; s < n; s += kTeam) sum += __expf(lse_acc[static_cast<long long>(s) * p.rows] - mx);
+  if (mx != -kInf) {
+    sum = __expf(my_ls - mx);  // 0 for -inf
+    for (int s = team_tid + kTeam; s < n; s += kTeam) sum += __expf(lse_acc[static_cast<long long>(s) * p.rows] - mx);
+  }
   sum = team_reduce<kThreads / 32, kTeam / 32>(sum, red, false);
   const float total = mx != -kInf ? mx + __logf(sum) : -kInf;
   float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
@@ -1264,7 +1267,8 @@ __global__ void __launch_bounds__(128 * kGroups * kRows) mla_combine_kernel(cons
     if (first % kCombineWeights == 0) {  // next pass of split weights
       __syncthreads();  // the previous pass's weights are read
       for (int s = team_tid; s < min(kCombineWeights, n - first); s += kTeam) {
-        const float ls = total == -kInf ? -kInf : lse_acc[static_cast<long long>(first + s) * p.rows];
+        const float ls = total == -kInf ? -kInf
+                         : first + s == team_tid ? my_ls : lse_acc[static_cast<long long>(first + s) * p.rows];
         wsh[rr][s] = ls == -kInf ? 0.f : __expf(ls - total);
       }
       __syncthreads();
@@ -1272,7 +1276,7 @@ __global__ void __launch_bounds__(128 * kGroups * kRows) mla_combine_kernel(cons
     const int cnt = min(kStageSplits, n - first);
     // every issued stage is waited for, also when total is -inf (its weights are then all 0), so
     // no bulk copy is still writing shared memory when the CTA exits
-    sm90::mbar_wait(&full[c % kCombineStages], (c / kCombineStages) & 1);
+    sm90::mbar_wait(&full[c % kStages], (c / kStages) & 1);
     const float4* buf = stage(c);
     if (live) {
       for (int j = grp; j < cnt; j += kGroups) {
@@ -1286,9 +1290,9 @@ __global__ void __launch_bounds__(128 * kGroups * kRows) mla_combine_kernel(cons
         acc.w += wgt != 0.f ? wgt * v.w : 0.f;
       }
     }
-    if (c + kCombineStages < chunks) {
+    if (c + kStages < chunks) {
       __syncthreads();  // every team is done with this stage before it is refilled
-      if (tid == 0) issue(c + kCombineStages);
+      if (tid == 0) issue(c + kStages);
     }
   }
   if (kGroups > 1) {
