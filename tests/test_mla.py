@@ -203,15 +203,19 @@ def test_default_impl_follows_the_measured_cases():
     # every path the rule can pick is in the warmup set.
     from jitkern.ops import mla
     assert mla.default_impl(1, 1, 128) == mla.default_impl(2, 4, 16) == mla.SMALL_BATCH_IMPL
+    # the wide combine only where the batch's query rows fit one wave of it
+    assert mla.default_impl(2, 2, 128) == mla.default_impl(2, 1, 128) == "wgmma_chunk"
     assert mla.default_impl(64, 1, 128) == mla.default_impl(128, 1, 128) == "wgmma"
     assert mla.default_impl(64, 8, 64) == mla.default_impl(64, 3, 16) == "wgmma"
     # <= 32 query rows per request: the transposed tiles (the wide combine for few requests)
     assert mla.default_impl(64, 2, 16) == mla.default_impl(17, 1, 32) == mla.default_impl(128, 4, 8) == "wgmma_t"
-    assert mla.default_impl(1, 1, 16) == mla.default_impl(3, 1, 32) == mla.default_impl(16, 2, 16) == "wgmma_t_wc"
+    assert mla.default_impl(16, 2, 16) == mla.default_impl(8, 2, 16) == mla.default_impl(5, 1, 32) == "wgmma_t"
+    assert mla.default_impl(1, 1, 16) == mla.default_impl(4, 1, 32) == mla.default_impl(4, 2, 16) == "wgmma_t_wc"
     assert mla.default_impl(128, 2, 128) == mla.default_impl(32, 4, 128) == "wgmma_seesaw"
     picked = {mla.default_impl(b, s, h) for b in (1, 3, 64) for s in range(1, 9) for h in (16, 32, 64, 128)}
     specs = mla.warmup_specs([], "sm_90a")
     assert all(mla.DECODE_SPECS[i] in specs for i in picked), picked
+    assert mla.SPEC_COMBINE_NARROW in specs and mla.SPEC_COMBINE_WIDE in specs
 
 
 def test_validation_on_cpu_tensors():

@@ -63,18 +63,21 @@ _MODE_SPECS = {m: KernelSpec(_TEMPLATE, f"jitkern::mla::mla_decode_kernel<{m}>",
                for m in sorted({m for m, _ in _DECODE_MODES.values()})}
 DECODE_SPECS = {k: _MODE_SPECS[m] for k, (m, _) in _DECODE_MODES.items()}
 DEFAULT_IMPL = "wgmma"
-# Few requests: many KV parts per request, so the wide combine pays (H100, b=1, s_k=32768, h_q=128:
-# 42.3 us against 53.5 us for "wgmma"; at b >= 32 it was 2-10% slower). Measured at b=1 only, so
-# the switch stays at b <= SMALL_BATCH.
+# Few requests: many KV parts per request. SMALL_BATCH_IMPL's per-chunk barriers measured best at
+# b=1 (H100, s_k=32768, h_q=128: 42.3 us against 53.5 us for "wgmma"; at b >= 32 2-10% slower).
 SMALL_BATCH, SMALL_BATCH_IMPL = 2, "wgmma_chunk_wc"
 # At most 32 query rows per request (e.g. 16 heads x 2 tokens, a TP-sharded DeepSeek layer): the
 # transposed tiles, whose wgmma do no work for rows that do not exist (H200, 2026-12-02 run 5, us,
 # wgmma / wgmma_t: b=64 s_k=4096 h_q=16 s_q=2 97.5 / 92.4; b=128 s_k=8192 h_q=16 s_q=2 380.8 / 311.5;
 # b=64 h_q=32 s_q=1 97.9 / 92.6; b=32 h_q=8 s_q=4 56.0 / 53.7; b=1 s_k=32768 h_q=16: 58.3 / 56.4,
-# with the wide combine 38.2). The wide combine up to 16 requests (run 7, us, wgmma_t / wgmma_t_wc,
-# h_q=16: b=8 s_q=2 37.8 / 35.9, b=16 s_q=1 33.6 / 32.8, b=32 s_q=2 54.1 / 54.3, b=64 s_q=2 91.8 / 93.3;
-# run 6: b=2 s_q=2 40.3 / 31.2, b=4 h_q=32 30.2 / 27.1).
-NARROW_WIDE_COMBINE_MAX_B = 16
+# with the wide combine 38.2).
+# The wide combine (one 512-thread CTA per query row, every split in flight, one CTA per SM) where
+# the batch's query rows fit one wave of it, the narrow one (four rows per CTA) above. Measured
+# (H200, 2026-12-02 second session run 3, scripts/mla_profile.py, combine kernel us, wide / narrow):
+# b=1 s_k=32768 h_q=128 s_q=1 (128 rows) 8.3 / 16.7; b=2 s_k=16384 h_q=128 s_q=2 (512 rows) 14.8 / 6.6;
+# b=16 s_k=4096 h_q=16 s_q=2 (512) 10.9 / 4.4; b=8 the same (256) 7.2 / 5.4; b=8 h_q=128 s_q=1
+# (1024) 20.3 / 5.2.
+WIDE_COMBINE_MAX_ROWS = 128
 # 128 heads with several query tokens: the seesaw schedule (one warpgroup's softmax under the
 # other's GEMM) measured 5% faster (H200, b=128 s_k=8192 s_q=2: 1175 vs 1237 us; b=32 s_k=4096
 # s_q=4: 293 vs 304-314 us, two rounds each); at s_q = 1 it was -5% (b=64 s_k=4096) to +3%
@@ -84,10 +87,11 @@ MANY_ROWS_IMPL = "wgmma_seesaw"
 
 def default_impl(b: int, s_q: int, h_q: int) -> str:
     """The decode path mla_decode takes when ``impl`` is None (before ``$JITKERN_MLA_IMPL``)."""
+    wide = b * h_q * s_q <= WIDE_COMBINE_MAX_ROWS
     if h_q * s_q <= NARROW_ROWS:
-        return NARROW_ROWS_IMPLS[1] if b <= NARROW_WIDE_COMBINE_MAX_B else NARROW_ROWS_IMPLS[0]
+        return NARROW_ROWS_IMPLS[1] if wide else NARROW_ROWS_IMPLS[0]
     if b <= SMALL_BATCH:
-        return SMALL_BATCH_IMPL
+        return SMALL_BATCH_IMPL if wide else "wgmma_chunk"
     if h_q == MAX_HEADS and s_q >= 2:
         return MANY_ROWS_IMPL
     return DEFAULT_IMPL
@@ -107,7 +111,6 @@ def combine_spec(rows_per_cta: int, groups: int, stages: int) -> KernelSpec:
 
 SPEC_COMBINE_NARROW = combine_spec(*COMBINE_CONFIGS["narrow"])
 SPEC_COMBINE_WIDE = combine_spec(*COMBINE_CONFIGS["wide"])
-SPEC_COMBINE = SPEC_COMBINE_WIDE if _DECODE_MODES[DEFAULT_IMPL][1] == "wide" else SPEC_COMBINE_NARROW
 SPEC_DECODE_SIMT = KernelSpec(_TEMPLATE, "jitkern::mla::mla_decode_simt_kernel<0>", family="mla")
 _SIMT_SMEM_BYTES = 2 * 64 * (DIM_QK + 8) * 2
 IMPLS = tuple(_DECODE_MODES) + ("simt",)
@@ -394,5 +397,5 @@ def mla_check_errors(metadata: MLAMetadata):
 
 def warmup_specs(entries, target) -> list:
     """Every kernel a default_impl choice can launch (h_q, s_q, page size are runtime values)."""
-    return [SPEC_METADATA, SPEC_DECODE, SPEC_COMBINE, DECODE_SPECS[SMALL_BATCH_IMPL],
+    return [SPEC_METADATA, SPEC_DECODE, SPEC_COMBINE_NARROW, DECODE_SPECS[SMALL_BATCH_IMPL],
             DECODE_SPECS[MANY_ROWS_IMPL], DECODE_SPECS[NARROW_ROWS_IMPLS[0]], SPEC_COMBINE_WIDE]  # the SIMT cross-check and other modes compile on first use

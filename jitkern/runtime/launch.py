@@ -210,12 +210,21 @@ class Kernel:
                                                        smem), f"setting {smem} bytes of dynamic shared memory for {self.name}")
         self._smem_limit_set = smem
 
+    def _allow_smem(self, smem: int):
+        # Static plus dynamic shared memory above 48 KiB needs the opt-in attribute (a kernel with
+        # 6 KiB of static arrays fails to launch with 48 KiB dynamic without it).
+        static = self.attribute(cudadrv.CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES)
+        if smem + static > 49152:
+            self._ensure_smem(smem)
+        else:
+            self._smem_limit_set = smem
+
     def launch(self, grid, block, args, smem: int = 0, cluster=None, stream=None):
         """Launch on ``stream`` (a raw ``cudaStream_t`` int; default torch's current stream of this
         kernel's device). ``grid``/``block``/``cluster`` are tuples of up to 3 ints."""
         # Host-latency-critical (every op's launch): locals, no helper calls where avoidable.
-        if smem > 49152 and smem > self._smem_limit_set:
-            self._ensure_smem(smem)
+        if smem > self._smem_limit_set:
+            self._allow_smem(smem)
         if stream is None:
             stream = (_raw_stream_fn or _stream_fn())(self.device_index)
         params, _keep = pack_args(args)

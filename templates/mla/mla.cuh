@@ -1177,7 +1177,7 @@ __global__ void __launch_bounds__(256, 1) mla_decode_simt_kernel(const __nv_bflo
 // Combine: merges the partials of requests split across parts. One CTA per kRows consecutive
 // query rows of a request, a team of kGroups x 128 threads per row (4 value dims per thread).
 // The rows' partials (kRows x 2 KiB per split, contiguous in out_acc) stream through a ring of
-// kStages shared-memory stages of 16 KiB, filled by 1D bulk copies that thread 0 issues (the
+// kStages shared-memory stages of 16 KiB, filled by 1D bulk copies that warp 0 issues (the
 // first kStages together with the lse loads, so the CTA's critical path is two dependent global
 // round trips: metadata, then lse + partials); group g of a team sums the stage's splits g,
 // g + kGroups, ..., with the split weights staged in shared memory, and the groups' sums meet in
@@ -1234,17 +1234,22 @@ __global__ void __launch_bounds__(128 * kGroups * kRows) mla_combine_kernel(cons
   auto stage = [&](int c) {
     return reinterpret_cast<float4*>(combine_smem + (c % kStages) * kCombineStageBytes);
   };
-  auto issue = [&](int c) {  // thread 0: chunk c into its stage
+  const int lane = tid & 31;
+  auto issue = [&](int c) {  // warp 0: chunk c into its stage, one split per lane
     const int cnt = min(kStageSplits, n - c * kStageSplits);
     uint64_t* bar = &full[c % kStages];
-    sm90::mbar_arrive_expect_tx(bar, cnt * nrows * kRowBytes);
-    for (int j = 0; j < cnt; ++j)
+    if (lane == 0) sm90::mbar_arrive_expect_tx(bar, cnt * nrows * kRowBytes);
+    __syncwarp();  // the bytes are expected before any copy can complete them
+    for (int j = lane; j < cnt; j += 32)
       sm90::bulk_load_1d(stage(c) + j * kRows * (kRowBytes / 16), src + (c * kStageSplits + j) * split_stride,
                          nrows * kRowBytes, bar);
   };
-  if (tid == 0) {
-    for (int i = 0; i < kStages; ++i) sm90::mbar_init(&full[i], 1);
-    sm90::fence_barrier_init();
+  if (tid < 32) {
+    if (tid == 0) {
+      for (int i = 0; i < kStages; ++i) sm90::mbar_init(&full[i], 1);
+      sm90::fence_barrier_init();
+    }
+    __syncwarp();
     for (int c = 0; c < min(chunks, kStages); ++c) issue(c);
   }
   const bool live = rr < nrows;
@@ -1292,7 +1297,7 @@ __global__ void __launch_bounds__(128 * kGroups * kRows) mla_combine_kernel(cons
     }
     if (c + kStages < chunks) {
       __syncthreads();  // every team is done with this stage before it is refilled
-      if (tid == 0) issue(c + kStages);
+      if (tid < 32) issue(c + kStages);
     }
   }
   if (kGroups > 1) {
