@@ -18,9 +18,12 @@ for tool in memcheck racecheck; do
     >> $OUT/san.log 2>&1; say "$tool smoke chunk_wc rc=$? $(grep -hE 'ERROR SUMMARY|RACECHECK SUMMARY' $OUT/san.log | tail -1)"
 done
 P="timeout 60 python3 scripts/mla_profile.py"
-{ $P 1:32768:128:1 2:16384:128:2 16:4096:16:2 64:4096:16:2 64:4096:128:1 8:4096:128:1 4:4096:16:2 1:32768:128:2
-  $P 4:4096:16:2 --impl wgmma_t
-  $P 1:32768:128:2 --impl wgmma_chunk_wc; } 2>&1 | grep "^b=" > $OUT/profile.log
+N="64:4096:16:2 8:4096:128:1 64:4096:128:1 16:4096:16:2 2:16384:128:2"
+{ for r in 1 2; do $P $N; $P $N --combine 4,1,2; done
+  $P 16:4096:16:2 8:4096:16:2 4:4096:16:2 2:4096:16:2 --impl wgmma_t
+  $P 16:4096:16:2 8:4096:16:2 4:4096:16:2 2:4096:16:2 --impl wgmma_t_wc
+  $P 2:16384:128:2 1:32768:128:2 2:16384:128:1 --impl wgmma_chunk
+  $P 2:16384:128:2 1:32768:128:2 2:16384:128:1 1:32768:128:1 --impl wgmma_chunk_wc; } 2>&1 | grep "^b=" > $OUT/profile.log
 say "profile rc=$?"
 timeout 100 python3 -m jitkern.cli bench mla --json $OUT/mla_default.json > $OUT/bench.log 2>&1; say "bench mla default rc=$?"
 cat $OUT/profile.log

@@ -2,9 +2,9 @@
 """Per-kernel GPU times of mla_decode (decode and combine kernels) for bench cases, from
 torch.profiler over a few calls, next to the graph-replayed time of the whole call. Tells how much
 of a case's excess over its bandwidth floor is the combine kernel and the gap between the two.
-    GPU host: python3 scripts/mla_profile.py [b:s_k:h_q:s_q ...] [--impl NAME] [--parts N] [--combine R,G,S]
-(--parts: mla_metadata's num_parts instead of default_num_parts; --combine: the combine kernel's
-rows per CTA, groups per row and stages instead of ops.mla.COMBINE_CONFIGS)
+    GPU host: python3 scripts/mla_profile.py [b:s_k:h_q:s_q ...] [--impl NAME] [--parts N] [--combine warp|R,G,S]
+(--parts: mla_metadata's num_parts instead of default_num_parts; --combine: the warp combine kernel or
+the ring kernel's rows per CTA, groups per row and stages instead of ops.mla.COMBINE_CONFIGS)
 """
 import sys
 
@@ -19,7 +19,8 @@ def main(argv):
     impl = argv[argv.index("--impl") + 1] if "--impl" in argv else None
     parts = int(argv[argv.index("--parts") + 1]) if "--parts" in argv else None
     if "--combine" in argv:
-        cfg = tuple(int(v) for v in argv[argv.index("--combine") + 1].split(","))
+        arg = argv[argv.index("--combine") + 1]
+        cfg = arg if arg == "warp" else tuple(int(v) for v in arg.split(","))
         mla.COMBINE_CONFIGS.update(narrow=cfg, wide=cfg)
     cases = [tuple(int(v) for v in a.split(":")) for a in argv if ":" in a] or [(64, 4096, 16, 2), (64, 4096, 128, 1)]
     for b, s_k, h_q, s_q in cases:

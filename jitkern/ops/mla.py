@@ -97,20 +97,36 @@ def default_impl(b: int, s_q: int, h_q: int) -> str:
     return DEFAULT_IMPL
 SPEC_DECODE = DECODE_SPECS[DEFAULT_IMPL]
 SPEC_DECODE_PIPE = DECODE_SPECS["wgmma_pipe"]
-# Combine kernel configs (mla.cuh mla_combine_kernel<kRows, kGroups, kStages>: kRows query rows per
-# CTA, kGroups x 128 threads per row, each group summing every kGroups-th split, a ring of kStages
-# 16 KiB stages): "wide" for few rows split over many parts (the *_wc impls: b = 1 has 66 splits per
-# row, all in flight at once, one CTA per SM), "narrow" otherwise (one wave of small CTAs).
-COMBINE_CONFIGS = {"narrow": (4, 1, 2), "wide": (1, 4, 12)}
+# Combine kernels by the impl's kind: "wide" (the *_wc impls) the ring kernel, mla.cuh
+# mla_combine_kernel<kRows, kGroups, kStages> (kRows query rows per CTA, kGroups x 128 threads per
+# row each summing every kGroups-th split, a ring of kStages 16 KiB bulk-copy stages): one row per
+# CTA with every split in flight, for few rows split over many parts (b = 1: 66 splits per row);
+# "narrow" the warp kernel (mla_combine_warp_kernel, one warp per row, plain loads). Measured (H200,
+# 2026-12-02 second session runs 2-4, scripts/mla_profile.py, combine kernel us): the ring kernel
+# with four rows per CTA, one group, 2-4 stages in place of the warp kernel: b=64 s_k=4096 h_q=16
+# s_q=2 5.5-7.5 (warp kernel 4.9-5.0 in runs 1 and 9 of the first session), b=8 h_q=128 s_q=1
+# 4.9-5.4 (5.1), b=64 h_q=128 whole requests 2.7-3.1 (1.9).
+COMBINE_CONFIGS = {"narrow": "warp", "wide": (1, 4, 12)}
 _COMBINE_STAGE_BYTES = 16384  # kCombineStageBytes in mla.cuh
 
 
-def combine_spec(rows_per_cta: int, groups: int, stages: int) -> KernelSpec:
-    return KernelSpec(_TEMPLATE, f"jitkern::mla::mla_combine_kernel<{rows_per_cta}, {groups}, {stages}>", family="mla")
+def combine_spec(config) -> KernelSpec:
+    """The combine kernel of a COMBINE_CONFIGS value: "warp" or (rows per CTA, groups, stages)."""
+    name = "mla_combine_warp_kernel<0>" if config == "warp" else "mla_combine_kernel<%d, %d, %d>" % tuple(config)
+    return KernelSpec(_TEMPLATE, "jitkern::mla::" + name, family="mla")
 
 
-SPEC_COMBINE_NARROW = combine_spec(*COMBINE_CONFIGS["narrow"])
-SPEC_COMBINE_WIDE = combine_spec(*COMBINE_CONFIGS["wide"])
+def _launch_combine(config, prm, rows: int, b: int, device):
+    if config == "warp":
+        get_kernel(combine_spec(config), device).launch((-(-rows // 8), b), (256,), [prm])
+    else:
+        c_rows, c_groups, c_stages = config
+        get_kernel(combine_spec(config), device).launch((-(-rows // c_rows), b), (128 * c_rows * c_groups,), [prm],
+                                                        smem=c_stages * _COMBINE_STAGE_BYTES)
+
+
+SPEC_COMBINE_NARROW = combine_spec(COMBINE_CONFIGS["narrow"])
+SPEC_COMBINE_WIDE = combine_spec(COMBINE_CONFIGS["wide"])
 SPEC_DECODE_SIMT = KernelSpec(_TEMPLATE, "jitkern::mla::mla_decode_simt_kernel<0>", family="mla")
 _SIMT_SMEM_BYTES = 2 * 64 * (DIM_QK + 8) * 2
 IMPLS = tuple(_DECODE_MODES) + ("simt",)
@@ -380,10 +396,7 @@ def mla_decode(q: torch.Tensor, kv_cache: torch.Tensor, block_table: torch.Tenso
                                                       smem=_SIMT_SMEM_BYTES)
     cprm = _CombineParams(o.data_ptr(), lse.data_ptr(), out_acc.data_ptr(), lse_acc.data_ptr(), mp("num_splits"),
                           mp("slot_offset"), b, s_q, h_q, rows)
-    kind = _DECODE_MODES[impl][1] if impl != "simt" else "narrow"
-    c_rows, c_groups, c_stages = COMBINE_CONFIGS[kind]
-    get_kernel(combine_spec(c_rows, c_groups, c_stages), q.device).launch(
-        (-(-rows // c_rows), b), (128 * c_rows * c_groups,), [cprm], smem=c_stages * _COMBINE_STAGE_BYTES)
+    _launch_combine(COMBINE_CONFIGS[_DECODE_MODES[impl][1] if impl != "simt" else "narrow"], cprm, rows, b, q.device)
     return o, lse
 
 

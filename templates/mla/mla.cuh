@@ -1174,6 +1174,65 @@ __global__ void __launch_bounds__(256, 1) mla_decode_simt_kernel(const __nv_bflo
 }
 
 // ------------------------------------------------------------------------------------------
+// Warp combine: one warp per query row of a request, 16 value dims per lane, plain loads. For
+// many requests with a few splits each, where its short dependent chain beats the ring kernel
+// below (ops/mla.py COMBINE_CONFIGS has the figures). Requests with one split were written by the
+// decode kernel; requests with none (no cached tokens) get out = 0, lse = -inf here.
+// ------------------------------------------------------------------------------------------
+template <int kDummy>
+__global__ void __launch_bounds__(256) mla_combine_warp_kernel(const __grid_constant__ CombineParams p) {
+  const int req = blockIdx.y;
+  const int row = blockIdx.x * 8 + (threadIdx.x >> 5);
+  const int lane = threadIdx.x & 31;
+  if (row >= p.rows) return;
+  const int n = p.md_nsplits[req];
+  if (n == 1) return;
+  __nv_bfloat16* out = p.out + (static_cast<long long>(req) * p.rows + row) * kDimV;
+  float* lse = p.lse + static_cast<long long>(req) * p.rows + (row % p.h_q) * p.s_q + row / p.h_q;
+  float acc[16];
+#pragma unroll
+  for (int k = 0; k < 16; ++k) acc[k] = 0.f;
+  float total = -kInf;
+  if (n > 1) {
+    const int slot0 = p.md_soff[req];
+    float mx = -kInf;
+    for (int s = lane; s < n; s += 32) mx = fmaxf(mx, p.lse_acc[static_cast<long long>(slot0 + s) * p.rows + row]);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+    if (mx != -kInf) {
+      float sum = 0.f;
+      for (int s = lane; s < n; s += 32) sum += __expf(p.lse_acc[static_cast<long long>(slot0 + s) * p.rows + row] - mx);
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+      total = mx + __logf(sum);
+      for (int s = 0; s < n; ++s) {
+        const long long base = static_cast<long long>(slot0 + s) * p.rows + row;
+        const float ls = p.lse_acc[base];
+        if (ls == -kInf) continue;  // this split saw no key of this row: its partial is 0
+        const float wgt = __expf(ls - total);
+        const float4* src = reinterpret_cast<const float4*>(p.out_acc + base * kDimV);
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+          const float4 v = src[k * 32 + lane];
+          acc[4 * k + 0] += wgt * v.x;
+          acc[4 * k + 1] += wgt * v.y;
+          acc[4 * k + 2] += wgt * v.z;
+          acc[4 * k + 3] += wgt * v.w;
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    uint2 v;
+    v.x = sm90::pack_bf16x2(acc[4 * k + 0], acc[4 * k + 1]);
+    v.y = sm90::pack_bf16x2(acc[4 * k + 2], acc[4 * k + 3]);
+    *reinterpret_cast<uint2*>(out + (k * 32 + lane) * 4) = v;
+  }
+  if (lane == 0) *lse = total;
+}
+
+// ------------------------------------------------------------------------------------------
 // Combine: merges the partials of requests split across parts. One CTA per kRows consecutive
 // query rows of a request, a team of kGroups x 128 threads per row (4 value dims per thread).
 // The rows' partials (kRows x 2 KiB per split, contiguous in out_acc) stream through a ring of
@@ -1182,9 +1241,8 @@ __global__ void __launch_bounds__(256, 1) mla_decode_simt_kernel(const __nv_bflo
 // round trips: metadata, then lse + partials); group g of a team sums the stage's splits g,
 // g + kGroups, ..., with the split weights staged in shared memory, and the groups' sums meet in
 // shared memory at the end. No thread waits on a global load inside the loop (ptxas keeps only
-// ~2 register loads of a batch in flight). Configs (ops/mla.py COMBINE_CONFIGS): few rows with
-// many splits (b = 1: 66) one row per CTA, four groups and 12 stages (every split in flight);
-// otherwise four rows per CTA, one group, two stages (one wave of CTAs).
+// ~2 register loads of a batch in flight). Config (ops/mla.py COMBINE_CONFIGS): few rows with
+// many splits (b = 1: 66) one row per CTA, four groups and 12 stages (every split in flight).
 // Requests with one split were written by the decode kernel; requests with none (no cached
 // tokens) get out = 0, lse = -inf here; a split with lse -inf contributes nothing.
 // Dynamic shared memory: kStages x kCombineStageBytes.
