@@ -44,7 +44,7 @@ def main(argv):
             if e.device_type == torch.autograd.DeviceType.CUDA:
                 times.setdefault(e.name.split("<")[0].split("(")[0][-40:], []).append(e.device_time)
         kern = "; ".join(f"{k} {sum(v) / len(v):.1f} us x{len(v) // 10}" for k, v in times.items())
-        print(f"b={b} s_k={s_k} h_q={h_q} s_q={s_q} impl={impl or mla.default_impl(b, s_q, h_q)} parts={md.num_parts} combine={mla.COMBINE_CONFIGS}: "
+        print(f"b={b} s_k={s_k} h_q={h_q} s_q={s_q} impl={impl or mla.default_impl(b, s_q, h_q, md.num_parts)} parts={md.num_parts} combine={mla.COMBINE_CONFIGS}: "
               f"graph {whole:.1f} us per call; kernels: {kern}", flush=True)
 
 

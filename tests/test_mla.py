@@ -203,8 +203,10 @@ def test_default_impl_follows_the_measured_cases():
     # every path the rule can pick is in the warmup set.
     from jitkern.ops import mla
     assert mla.default_impl(1, 1, 128) == mla.default_impl(2, 4, 16) == mla.SMALL_BATCH_IMPL
-    # the wide combine only where the batch's query rows fit one wave of it
-    assert mla.default_impl(2, 2, 128) == mla.default_impl(2, 1, 128) == "wgmma_chunk"
+    # the wide combine only where a request has >= 32 parts (of 132 by default)
+    assert mla.default_impl(2, 1, 128) == mla.default_impl(1, 2, 128) == mla.SMALL_BATCH_IMPL
+    assert mla.default_impl(2, 2, 128) == mla.default_impl(1, 1, 128, num_parts=31) == "wgmma_chunk"
+    assert mla.default_impl(8, 2, 16, num_parts=256) == "wgmma_t_wc"
     assert mla.default_impl(64, 1, 128) == mla.default_impl(128, 1, 128) == "wgmma"
     assert mla.default_impl(64, 8, 64) == mla.default_impl(64, 3, 16) == "wgmma"
     # <= 32 query rows per request: the transposed tiles (the wide combine for few requests)

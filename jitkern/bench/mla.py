@@ -72,7 +72,7 @@ def run(args):
         for impl in impls:
             if impl in mla.NARROW_ROWS_IMPLS and s_q * h_q > mla.NARROW_ROWS:
                 continue  # that path takes only query blocks of <= NARROW_ROWS rows
-            rec = dict(base, impl=impl or "default", path=impl or mla.default_impl(b, s_q, h_q))
+            rec = dict(base, impl=impl or "default", path=impl or mla.default_impl(b, s_q, h_q, md.num_parts))
             if ro is not None:
                 kv, bt = sets[0]
                 o, l = mla.mla_decode(q, kv, bt, sl, md, impl=impl)

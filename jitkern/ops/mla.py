@@ -71,13 +71,14 @@ SMALL_BATCH, SMALL_BATCH_IMPL = 2, "wgmma_chunk_wc"
 # wgmma / wgmma_t: b=64 s_k=4096 h_q=16 s_q=2 97.5 / 92.4; b=128 s_k=8192 h_q=16 s_q=2 380.8 / 311.5;
 # b=64 h_q=32 s_q=1 97.9 / 92.6; b=32 h_q=8 s_q=4 56.0 / 53.7; b=1 s_k=32768 h_q=16: 58.3 / 56.4,
 # with the wide combine 38.2).
-# The wide combine (one 512-thread CTA per query row, every split in flight, one CTA per SM) where
-# the batch's query rows fit one wave of it, the narrow one (four rows per CTA) above. Measured
-# (H200, 2026-12-02 second session run 3, scripts/mla_profile.py, combine kernel us, wide / narrow):
-# b=1 s_k=32768 h_q=128 s_q=1 (128 rows) 8.3 / 16.7; b=2 s_k=16384 h_q=128 s_q=2 (512 rows) 14.8 / 6.6;
-# b=16 s_k=4096 h_q=16 s_q=2 (512) 10.9 / 4.4; b=8 the same (256) 7.2 / 5.4; b=8 h_q=128 s_q=1
-# (1024) 20.3 / 5.2.
-WIDE_COMBINE_MAX_ROWS = 128
+# The wide combine (one 512-thread CTA per query row, every split in flight) where a request has at
+# least WIDE_COMBINE_MIN_SPLITS parts (num_parts >= that x b; equal lengths), the warp one below.
+# Measured (H200, 2026-12-02 second session run 5, scripts/mla_profile.py, whole call us,
+# narrow / wide): h_q=16 s_q=2 s_k=4096: b=16 (8 splits) 35.3 / 41.7, b=8 (16) 24.6 / 26.8, b=4
+# (33) 21.8 / 17.8, b=2 (66) 23.1 / 17.1; h_q=128: b=2 s_k=16384 s_q=2 (16) 52.8 / 59.9, b=2 s_q=1
+# (33) 41.7 / 39.7, b=1 s_k=32768 s_q=2 (33) 58.2 / 56.3.
+WIDE_COMBINE_MIN_SPLITS = 32
+NOMINAL_SMS = 132  # H100 SXM / H200: default_impl's part count when it is not given
 # 128 heads with several query tokens: the seesaw schedule (one warpgroup's softmax under the
 # other's GEMM) measured 5% faster (H200, b=128 s_k=8192 s_q=2: 1175 vs 1237 us; b=32 s_k=4096
 # s_q=4: 293 vs 304-314 us, two rounds each); at s_q = 1 it was -5% (b=64 s_k=4096) to +3%
@@ -85,9 +86,12 @@ WIDE_COMBINE_MAX_ROWS = 128
 MANY_ROWS_IMPL = "wgmma_seesaw"
 
 
-def default_impl(b: int, s_q: int, h_q: int) -> str:
-    """The decode path mla_decode takes when ``impl`` is None (before ``$JITKERN_MLA_IMPL``)."""
-    wide = b * h_q * s_q <= WIDE_COMBINE_MAX_ROWS
+def default_impl(b: int, s_q: int, h_q: int, num_parts: int | None = None) -> str:
+    """The decode path mla_decode takes when ``impl`` is None (before ``$JITKERN_MLA_IMPL``), for
+    metadata of ``num_parts`` parts (None: ``default_num_parts`` on NOMINAL_SMS SMs)."""
+    if num_parts is None:
+        num_parts = default_num_parts(NOMINAL_SMS, s_q, h_q, b)
+    wide = num_parts >= WIDE_COMBINE_MIN_SPLITS * b
     if h_q * s_q <= NARROW_ROWS:
         return NARROW_ROWS_IMPLS[1] if wide else NARROW_ROWS_IMPLS[0]
     if b <= SMALL_BATCH:
@@ -306,7 +310,7 @@ def mla_decode(q: torch.Tensor, kv_cache: torch.Tensor, block_table: torch.Tenso
     See the module docstring for shapes, dtypes, layouts and edge cases. softmax_scale defaults
     to 576 ** -0.5. ``out``: None, an ``out`` tensor [b, s_q, h_q, 512] bf16 contiguous, or a
     pair ``(out, lse)`` with lse [b, h_q, s_q] fp32 contiguous. ``impl``: one of ``IMPLS``;
-    None = ``default_impl(b, s_q, h_q)`` (``$JITKERN_MLA_IMPL`` overrides): the fastest verified
+    None = ``default_impl(b, s_q, h_q, metadata.num_parts)`` (``$JITKERN_MLA_IMPL`` overrides): the fastest verified
     path per case as measured (H100/H200).
     "simt" uses no tensor cores (a slow cross-check). The other names select experimental decode
     modes of the same kernel and the wide combine (``*_wc``); templates/mla/NOTES.md has their
@@ -318,7 +322,8 @@ def mla_decode(q: torch.Tensor, kv_cache: torch.Tensor, block_table: torch.Tenso
         impl = os.environ.get("JITKERN_MLA_IMPL")
         if impl is None:  # a malformed q falls through to check_tensor's error below
             ok = isinstance(q, torch.Tensor) and q.dim() == 4
-            impl = default_impl(q.shape[0], q.shape[1], q.shape[2]) if ok else DEFAULT_IMPL
+            impl = default_impl(q.shape[0], q.shape[1], q.shape[2], getattr(metadata, "num_parts", None)) if ok \
+                else DEFAULT_IMPL
     if impl not in IMPLS:
         raise ValueError(f"impl: expected one of {IMPLS}, got {impl!r}")
     check_tensor("q", q, dtype=torch.bfloat16, ndim=4, contiguous=True, align_bytes=16)
