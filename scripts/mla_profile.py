@@ -2,10 +2,9 @@
 """Per-kernel GPU times of mla_decode (decode and combine kernels) for bench cases, from
 torch.profiler over a few calls, next to the graph-replayed time of the whole call. Tells how much
 of a case's excess over its bandwidth floor is the combine kernel and the gap between the two.
-    GPU host: python3 scripts/mla_profile.py [b:s_k:h_q:s_q ...] [--impl NAME] [--parts N] [--combine warp|R,G,S] [--unfused]
+    GPU host: python3 scripts/mla_profile.py [b:s_k:h_q:s_q ...] [--impl NAME] [--parts N] [--combine warp|R,G,S]
 (--parts: mla_metadata's num_parts instead of default_num_parts; --combine: the warp combine kernel or
-the ring kernel's rows per CTA, groups per row and stages instead of ops.mla.COMBINE_CONFIGS;
---unfused: a combine kernel after the decode also where it would merge splits itself)
+the ring kernel's rows per CTA, groups per row and stages instead of ops.mla.COMBINE_CONFIGS)
 """
 import sys
 
@@ -19,8 +18,6 @@ from jitkern.ops import mla
 def main(argv):
     impl = argv[argv.index("--impl") + 1] if "--impl" in argv else None
     parts = int(argv[argv.index("--parts") + 1]) if "--parts" in argv else None
-    if "--unfused" in argv:
-        mla.FUSED_COMBINE = False
     if "--combine" in argv:
         arg = argv[argv.index("--combine") + 1]
         cfg = arg if arg == "warp" else tuple(int(v) for v in arg.split(","))
@@ -47,7 +44,7 @@ def main(argv):
             if e.device_type == torch.autograd.DeviceType.CUDA:
                 times.setdefault(e.name.split("<")[0].split("(")[0][-40:], []).append(e.device_time)
         kern = "; ".join(f"{k} {sum(v) / len(v):.1f} us x{len(v) // 10}" for k, v in times.items())
-        print(f"b={b} s_k={s_k} h_q={h_q} s_q={s_q} impl={impl or mla.default_impl(b, s_q, h_q, md.num_parts)} parts={md.num_parts} combine={mla.COMBINE_CONFIGS} fused={mla.FUSED_COMBINE}: "
+        print(f"b={b} s_k={s_k} h_q={h_q} s_q={s_q} impl={impl or mla.default_impl(b, s_q, h_q, md.num_parts)} parts={md.num_parts} combine={mla.COMBINE_CONFIGS}: "
               f"graph {whole:.1f} us per call; kernels: {kern}", flush=True)
 
 

@@ -418,16 +418,13 @@ def test_transposed_impls_match_reference(impl, lens, s_q, h_q, causal, parts):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("cfg", ["fused", "warp", (4, 1, 2), (1, 4, 12), (8, 1, 1), (2, 2, 3)])
+@pytest.mark.parametrize("cfg", ["warp", (4, 1, 2), (1, 4, 12), (8, 1, 1), (2, 2, 3)])
 def test_combine_configs(cfg, monkeypatch):
-    """Every way of merging splits (fused into the decode; warp kernel; ring kernel: rows per CTA x
-    groups per row x stages) on 15 query rows (not a multiple of the rows per CTA), many splits,
-    empty and one-token requests and splits that see no key of some rows (the causal tail of a 65-
-    and a 129-token request cut into one-tile parts)."""
+    """Combine kernels (warp; ring: rows per CTA x groups per row x stages) on 15 query rows (not a multiple of the
+    rows per CTA), many splits, empty and one-token requests and splits that see no key of some
+    rows (the causal tail of a 65- and a 129-token request cut into one-tile parts)."""
     from jitkern.ops import mla
-    monkeypatch.setattr(mla, "FUSED_COMBINE", cfg == "fused")
-    if cfg != "fused":
-        monkeypatch.setitem(mla.COMBINE_CONFIGS, "narrow", cfg)
+    monkeypatch.setitem(mla.COMBINE_CONFIGS, "narrow", cfg)
     g = torch.Generator().manual_seed(len(str(cfg)))
     lens = [2000, 0, 1, 65, 129, 2]
     q, kv, bt, sl = _make_inputs(lens, 3, 5, gen=g, device="cuda")
@@ -437,33 +434,6 @@ def test_combine_configs(cfg, monkeypatch):
     mla.mla_decode(q, kv, bt, sl, md, out=(out, lse), impl="wgmma")
     _check_against_ref(q, kv, bt, sl, out, lse)
     assert md.num_splits.max().item() > 12  # the ring wraps for every config
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("impl", ["wgmma", "wgmma_seesaw", "wgmma_t"])
-def test_fused_combine_reuses_metadata(impl):
-    """The fused combine's arrival counters return to 0 after every launch: one metadata serves
-    several layers (fresh q and cache each), and an all-empty batch (every part without tiles)
-    still writes out = 0, lse = -inf."""
-    from jitkern.ops import mla
-    h_q, s_q = (16, 2) if impl in NARROW_ROWS_IMPLS else (32, 2)
-    lens = [700, 0, 1, 64, 65, 3000, 129]
-    sl = torch.tensor(lens, dtype=torch.int32, device="cuda")
-    md = mla.mla_metadata(sl, s_q, h_q, num_parts=11)
-    assert md.num_splits.max().item() > 1
-    for layer in range(3):
-        g = torch.Generator().manual_seed(100 + layer)
-        q, kv, bt, sl2 = _make_inputs(lens, s_q, h_q, gen=g, device="cuda")
-        out = torch.full((len(lens), s_q, h_q, 512), float("nan"), dtype=torch.bfloat16, device="cuda")
-        lse = torch.full((len(lens), h_q, s_q), float("nan"), dtype=torch.float32, device="cuda")
-        mla.mla_decode(q, kv, bt, sl2, md, out=(out, lse), impl=impl)
-        _check_against_ref(q, kv, bt, sl2, out, lse)
-        assert int(md.arrivals.abs().sum().item()) == 0
-    q, kv, bt, sl0 = _make_inputs([0, 0, 0], 1, h_q, gen=g, device="cuda")
-    out = torch.full((3, 1, h_q, 512), float("nan"), dtype=torch.bfloat16, device="cuda")
-    lse = torch.full((3, h_q, 1), float("nan"), dtype=torch.float32, device="cuda")
-    mla.mla_decode(q, kv, bt, sl0, mla.mla_metadata(sl0, 1, h_q), out=(out, lse), impl=impl)
-    assert torch.all(out == 0) and torch.all(lse == float("-inf"))
 
 
 @pytest.mark.gpu

@@ -111,9 +111,6 @@ SPEC_DECODE_PIPE = DECODE_SPECS["wgmma_pipe"]
 # s_q=2 5.5-7.5 (warp kernel 4.9-5.0 in runs 1 and 9 of the first session), b=8 h_q=128 s_q=1
 # 4.9-5.4 (5.1), b=64 h_q=128 whole requests 2.7-3.1 (1.9).
 COMBINE_CONFIGS = {"narrow": "warp", "wide": (1, 4, 12)}
-# The tensor-core decode of the "narrow" impls merges split requests itself (mla.cuh fused_combine:
-# the CTA that completes a request's query block merges it from L2; no combine launch).
-FUSED_COMBINE = True
 _COMBINE_STAGE_BYTES = 16384  # kCombineStageBytes in mla.cuh
 
 
@@ -151,9 +148,9 @@ class _ByValue(ctypes.Structure):
 class _DecodeParams(_ByValue):
     _fields_ = [(n, ctypes.c_void_p) for n in (
         "out", "lse", "out_acc", "lse_acc", "block_table", "seqlens", "md_g", "md_begin", "md_bpre",
-        "md_nsplits", "md_first", "md_soff", "err", "md_arrive")] + [("bt_stride", ctypes.c_longlong)] + [
+        "md_nsplits", "md_first", "md_soff", "err")] + [("bt_stride", ctypes.c_longlong)] + [
         (n, ctypes.c_int32) for n in ("batch", "s_q", "h_q", "rows", "max_pages", "page_size", "causal",
-                                      "num_parts")] + [("scale_log2", ctypes.c_float), ("fused", ctypes.c_int32)]
+                                      "num_parts")] + [("scale_log2", ctypes.c_float), ("pad_", ctypes.c_int32)]
 
 
 class _CombineParams(_ByValue):
@@ -185,7 +182,7 @@ class MLAMetadata:
         b, p = self.batch, self.num_parts
         sizes = [("error", 1), ("total_slots", 1), ("part_start", p + 1), ("part_begin_req", p),
                  ("tile_prefix", b + 1), ("cost_prefix", b + 1), ("num_splits", b), ("first_part", b),
-                 ("slot_offset", b), ("arrivals", b * self.num_m_blocks)]
+                 ("slot_offset", b)]
         out, o = {}, 0
         for n, s in sizes:
             out[n] = (o, o + s)
@@ -194,7 +191,7 @@ class MLAMetadata:
 
     def __getattr__(self, name):
         if name in ("error", "total_slots", "part_start", "part_begin_req", "tile_prefix", "cost_prefix",
-                    "num_splits", "first_part", "slot_offset", "arrivals"):
+                    "num_splits", "first_part", "slot_offset"):
             return self._view(name)
         raise AttributeError(name)
 
@@ -204,8 +201,8 @@ class MLAMetadata:
         return 2 * self.num_parts
 
 
-def metadata_size(batch: int, num_parts: int, m_blocks: int) -> int:
-    return 2 + (num_parts + 1) + num_parts + 5 * batch + 2 + batch * m_blocks
+def metadata_size(batch: int, num_parts: int) -> int:
+    return 2 + (num_parts + 1) + num_parts + 5 * batch + 2
 
 
 _NUM_SMS = {}
@@ -270,14 +267,13 @@ def mla_metadata(cache_seqlens: torch.Tensor, num_q_tokens: int, num_heads_q: in
     if not isinstance(num_parts, int) or num_parts < 1:
         raise ValueError(f"num_parts: expected a positive int, got {num_parts!r}")
     if out is None:
-        data = torch.zeros(metadata_size(b, num_parts, nmb), dtype=torch.int32, device=cache_seqlens.device)
+        data = torch.zeros(metadata_size(b, num_parts), dtype=torch.int32, device=cache_seqlens.device)
         md = MLAMetadata(data, b, num_q_tokens, num_heads_q, num_parts, nmb)
     else:
         md = out
         if (md.batch, md.num_q_tokens, md.num_heads_q, md.num_parts) != (b, num_q_tokens, num_heads_q, num_parts):
             raise ValueError("out: metadata was made for another (batch, num_q_tokens, num_heads_q, num_parts)")
         md.error.zero_()
-        md.arrivals.zero_()  # the decode kernels leave them 0; this also clears an aborted launch's
     d = md.data
     lay = md.layout()
 
@@ -389,13 +385,11 @@ def mla_decode(q: torch.Tensor, kv_cache: torch.Tensor, block_table: torch.Tenso
     def mp(name):
         return base + 4 * lay[name][0]
 
-    kind = _DECODE_MODES[impl][1] if impl != "simt" else "narrow"
-    fused = FUSED_COMBINE and impl != "simt" and kind == "narrow"
     prm = _DecodeParams(o.data_ptr(), lse.data_ptr(), out_acc.data_ptr(), lse_acc.data_ptr(), block_table.data_ptr(),
                         cache_seqlens.data_ptr(), mp("part_start"), mp("part_begin_req"), mp("tile_prefix"),
-                        mp("num_splits"), mp("first_part"), mp("slot_offset"), mp("error"), mp("arrivals"),
-                        block_table.stride(0), b, s_q, h_q, rows, block_table.shape[1], page_size, int(bool(causal)),
-                        md.num_parts, float(softmax_scale) * math.log2(math.e), int(fused))
+                        mp("num_splits"), mp("first_part"), mp("slot_offset"), mp("error"), block_table.stride(0),
+                        b, s_q, h_q, rows, block_table.shape[1], page_size, int(bool(causal)), md.num_parts,
+                        float(softmax_scale) * math.log2(math.e), 0)
     if impl != "simt":
         tq = _tma(q, b * rows, NARROW_ROWS if impl in NARROW_ROWS_IMPLS else BLOCK_M)  # Q box: kQRows in mla.cuh
         tkv = _tma(kv_cache, num_pages * page_size)
@@ -405,10 +399,9 @@ def mla_decode(q: torch.Tensor, kv_cache: torch.Tensor, block_table: torch.Tenso
     else:
         get_kernel(SPEC_DECODE_SIMT, q.device).launch((md.num_m_blocks, md.num_parts), (256,), [q, kv_cache, prm],
                                                       smem=_SIMT_SMEM_BYTES)
-    if not fused:
-        cprm = _CombineParams(o.data_ptr(), lse.data_ptr(), out_acc.data_ptr(), lse_acc.data_ptr(), mp("num_splits"),
-                              mp("slot_offset"), b, s_q, h_q, rows)
-        _launch_combine(COMBINE_CONFIGS[kind], cprm, rows, b, q.device)
+    cprm = _CombineParams(o.data_ptr(), lse.data_ptr(), out_acc.data_ptr(), lse_acc.data_ptr(), mp("num_splits"),
+                          mp("slot_offset"), b, s_q, h_q, rows)
+    _launch_combine(COMBINE_CONFIGS[_DECODE_MODES[impl][1] if impl != "simt" else "narrow"], cprm, rows, b, q.device)
     return o, lse
 
 

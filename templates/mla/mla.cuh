@@ -61,11 +61,10 @@ struct DecodeParams {
   const int* md_first;         // [b] first part touching each request
   const int* md_soff;          // [b] first partial slot of each split request
   int* err;                    // bit 0: a request needs more pages than block_table holds
-  int* md_arrive;              // [b][m_blocks] arrivals of split partials (fused), 0 between launches
   long long bt_stride;
   int batch, s_q, h_q, rows, max_pages, page_size, causal, num_parts;
   float scale_log2;            // softmax_scale * log2(e)
-  int fused;                   // 1: the decode kernel merges split requests itself (fused_combine)
+  int pad_;
 };
 
 struct CombineParams {
@@ -93,7 +92,7 @@ struct MetadataParams {
 };
 
 // The host packs these structs with ctypes (jitkern/ops/mla.py): sizes must agree.
-static_assert(sizeof(DecodeParams) == 160, "DecodeParams layout changed: update _DecodeParams");
+static_assert(sizeof(DecodeParams) == 152, "DecodeParams layout changed: update _DecodeParams");
 static_assert(sizeof(CombineParams) == 64, "CombineParams layout changed: update _CombineParams");
 static_assert(sizeof(MetadataParams) == 88, "MetadataParams layout changed: update _MetadataParams");
 
@@ -246,111 +245,6 @@ __global__ void __launch_bounds__(kThreads, 1) mla_metadata_kernel(const __grid_
 }
 
 // ------------------------------------------------------------------------------------------
-// Combine of one query row (a warp, 16 value dims per lane): merges the n split partials of row
-// `row` of request `req` into out / lse; n == 0 (no cached tokens) gives out = 0, lse = -inf; a
-// split with lse -inf (it saw no key of this row) contributes nothing. Loads through L2
-// (__ldcg): the fused path reads partials that other CTAs of the running grid wrote.
-// ------------------------------------------------------------------------------------------
-__device__ __forceinline__ void combine_row_warp(__nv_bfloat16* out_all, float* lse_all, const float* out_acc,
-                                                 const float* lse_acc, const int* md_soff, int n, int rows, int h_q,
-                                                 int s_q, int req, int row, int lane) {
-  __nv_bfloat16* out = out_all + (static_cast<long long>(req) * rows + row) * kDimV;
-  float* lse = lse_all + static_cast<long long>(req) * rows + (row % h_q) * s_q + row / h_q;
-  float acc[16];
-#pragma unroll
-  for (int k = 0; k < 16; ++k) acc[k] = 0.f;
-  float total = -kInf;
-  if (n > 1) {
-    const int slot0 = md_soff[req];
-    float mx = -kInf;
-    for (int s = lane; s < n; s += 32) mx = fmaxf(mx, __ldcg(lse_acc + static_cast<long long>(slot0 + s) * rows + row));
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
-    if (mx != -kInf) {
-      float sum = 0.f;
-      for (int s = lane; s < n; s += 32) sum += __expf(__ldcg(lse_acc + static_cast<long long>(slot0 + s) * rows + row) - mx);
-#pragma unroll
-      for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
-      total = mx + __logf(sum);
-      for (int s = 0; s < n; ++s) {
-        const long long base = static_cast<long long>(slot0 + s) * rows + row;
-        const float ls = __ldcg(lse_acc + base);
-        if (ls == -kInf) continue;
-        const float wgt = __expf(ls - total);
-        const float4* src = reinterpret_cast<const float4*>(out_acc + base * kDimV);
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-          const float4 v = __ldcg(src + k * 32 + lane);
-          acc[4 * k + 0] += wgt * v.x;
-          acc[4 * k + 1] += wgt * v.y;
-          acc[4 * k + 2] += wgt * v.z;
-          acc[4 * k + 3] += wgt * v.w;
-        }
-      }
-    }
-  }
-#pragma unroll
-  for (int k = 0; k < 4; ++k) {
-    uint2 v;
-    v.x = sm90::pack_bf16x2(acc[4 * k + 0], acc[4 * k + 1]);
-    v.y = sm90::pack_bf16x2(acc[4 * k + 2], acc[4 * k + 3]);
-    *reinterpret_cast<uint2*>(out + (k * 32 + lane) * 4) = v;
-  }
-  if (lane == 0) *lse = total;
-}
-
-constexpr int kFuseBar = 4;  // named barrier of the 256 math threads in fused_combine
-
-// Fused combine (DecodeParams::fused), called by the 256 math threads (mtid) of CTA (mb, part)
-// after they stored their shares of its partial of split request `req`. One arrival per
-// (request, query block) counter after the stores (release: bar.sync, then thread 0's fence and
-// atomic); the CTA that brings it to the request's split count resets it for the next launch and
-// merges the block's rows from L2 (acquire: its fence, then bar.sync), so no combine kernel runs.
-__device__ __forceinline__ void fused_combine(const DecodeParams& p, int req, int mb, int mtid, int* s_last) {
-  sm90::named_barrier_sync(kFuseBar, 256);
-  const int n = p.md_nsplits[req];
-  if (mtid == 0) {
-    int* ctr = p.md_arrive + static_cast<long long>(req) * gridDim.x + mb;
-    __threadfence();
-    const bool last = atomicAdd(ctr, 1) == n - 1;
-    if (last) *ctr = 0;  // every split of this block has arrived: nobody else touches it this launch
-    __threadfence();
-    *s_last = last;
-  }
-  sm90::named_barrier_sync(kFuseBar, 256);
-  if (!*s_last) return;
-  const int r1 = min((mb + 1) * kBlockM, p.rows);
-  for (int row = mb * kBlockM + (mtid >> 5); row < r1; row += 8)
-    combine_row_warp(p.out, p.lse, p.out_acc, p.lse_acc, p.md_soff, n, p.rows, p.h_q, p.s_q, req, row, mtid & 31);
-}
-
-// After CTA (mb, part) wrote all its partials: a part splits at most its first and its last
-// request (`last_req`, the request of its last segment), so at most two arrivals (`s_last`: a
-// word of shared memory no longer in use, read by the segment loop before fused_combine's first
-// barrier). Arriving only
-// here, outside the segment loop, keeps the branchy arrival code away from the pipelined modes'
-// in-flight wgmma (inside the loop ptxas serialised them, C7518).
-__device__ __forceinline__ void fused_combine_part(const DecodeParams& p, int part, int last_req, int mb, int mtid,
-                                                   int* s_last) {
-  const int first = p.md_begin[part];
-  if (p.md_nsplits[first] > 1) fused_combine(p, first, mb, mtid, s_last);
-  if (last_req != first && p.md_nsplits[last_req] > 1) fused_combine(p, last_req, mb, mtid, s_last);
-}
-
-// Fused mode: requests with no cached tokens (no split, no tile) get out = 0, lse = -inf from the
-// CTAs of part req % num_parts (query block mb's rows), threads i of t.
-__device__ __forceinline__ void zero_empty_requests(const DecodeParams& p, int mb, int part, int i, int t) {
-  const int r0 = mb * kBlockM, nr = min(r0 + kBlockM, p.rows) - r0;
-  for (int req = part; req < p.batch; req += p.num_parts) {
-    if (p.md_nsplits[req] != 0) continue;
-    uint4* out = reinterpret_cast<uint4*>(p.out + (static_cast<long long>(req) * p.rows + r0) * kDimV);
-    for (int e = i; e < nr * (kDimV / 8); e += t) out[e] = make_uint4(0u, 0u, 0u, 0u);
-    for (int r = r0 + i; r < r0 + nr; r += t)
-      p.lse[static_cast<long long>(req) * p.rows + (r % p.h_q) * p.s_q + r / p.h_q] = -kInf;
-  }
-}
-
-// ------------------------------------------------------------------------------------------
 // Decode
 // ------------------------------------------------------------------------------------------
 
@@ -448,10 +342,7 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
 
   const int mb = blockIdx.x, part = blockIdx.y;
   const int g_begin = p.md_g[part], g_end = p.md_g[part + 1];
-  if (g_begin >= g_end) {  // uniform across the CTA
-    if (p.fused) zero_empty_requests(p, mb, part, threadIdx.x, blockDim.x);
-    return;
-  }
+  if (g_begin >= g_end) return;  // uniform across the CTA
 
   if (threadIdx.x == 0) {
     tma_prefetch_desc(&tma_q);
@@ -478,10 +369,7 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
   static_assert(128 * kProducerRegs + 256 * kConsumerRegs <= 384 * 168, "setmaxnreg over the CTA's registers");
   if (wg == 0) {
     setmaxnreg_dec<kProducerRegs>();
-    if (threadIdx.x >= 32) {  // warps 1-3 of the producer warpgroup have nothing else to do
-      if (p.fused) zero_empty_requests(p, mb, part, threadIdx.x - 32, 96);
-      return;
-    }
+    if (threadIdx.x >= 32) return;
     // Producer warp: lanes fetch 32 block-table entries at a time; lane 0 issues the TMA.
     const int tiles_per_page = p.page_size / kBlockN;
     int g = g_begin, req = p.md_begin[part], lo, hi, tile = 0, seg = 0;
@@ -743,7 +631,6 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
       }
       if (w == 1) mbar_arrive(&xchg[5]);  // fin_s read: warpgroup 0 may overwrite it
     }
-    if (p.fused) fused_combine_part(p, part, req, mb, threadIdx.x - 128, reinterpret_cast<int*>(red_max));
     return;
   }
 
@@ -1161,7 +1048,6 @@ mla_decode_kernel(const __grid_constant__ sm90::TmaDescriptor tma_q, const __gri
       }
     }
   }
-  if (p.fused) fused_combine_part(p, part, req, mb, threadIdx.x - 128, reinterpret_cast<int*>(red_max));
 }
 
 
@@ -1297,10 +1183,53 @@ template <int kDummy>
 __global__ void __launch_bounds__(256) mla_combine_warp_kernel(const __grid_constant__ CombineParams p) {
   const int req = blockIdx.y;
   const int row = blockIdx.x * 8 + (threadIdx.x >> 5);
+  const int lane = threadIdx.x & 31;
   if (row >= p.rows) return;
   const int n = p.md_nsplits[req];
-  if (n == 1) return;  // written by the decode kernel
-  combine_row_warp(p.out, p.lse, p.out_acc, p.lse_acc, p.md_soff, n, p.rows, p.h_q, p.s_q, req, row, threadIdx.x & 31);
+  if (n == 1) return;
+  __nv_bfloat16* out = p.out + (static_cast<long long>(req) * p.rows + row) * kDimV;
+  float* lse = p.lse + static_cast<long long>(req) * p.rows + (row % p.h_q) * p.s_q + row / p.h_q;
+  float acc[16];
+#pragma unroll
+  for (int k = 0; k < 16; ++k) acc[k] = 0.f;
+  float total = -kInf;
+  if (n > 1) {
+    const int slot0 = p.md_soff[req];
+    float mx = -kInf;
+    for (int s = lane; s < n; s += 32) mx = fmaxf(mx, p.lse_acc[static_cast<long long>(slot0 + s) * p.rows + row]);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+    if (mx != -kInf) {
+      float sum = 0.f;
+      for (int s = lane; s < n; s += 32) sum += __expf(p.lse_acc[static_cast<long long>(slot0 + s) * p.rows + row] - mx);
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+      total = mx + __logf(sum);
+      for (int s = 0; s < n; ++s) {
+        const long long base = static_cast<long long>(slot0 + s) * p.rows + row;
+        const float ls = p.lse_acc[base];
+        if (ls == -kInf) continue;  // this split saw no key of this row: its partial is 0
+        const float wgt = __expf(ls - total);
+        const float4* src = reinterpret_cast<const float4*>(p.out_acc + base * kDimV);
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+          const float4 v = src[k * 32 + lane];
+          acc[4 * k + 0] += wgt * v.x;
+          acc[4 * k + 1] += wgt * v.y;
+          acc[4 * k + 2] += wgt * v.z;
+          acc[4 * k + 3] += wgt * v.w;
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    uint2 v;
+    v.x = sm90::pack_bf16x2(acc[4 * k + 0], acc[4 * k + 1]);
+    v.y = sm90::pack_bf16x2(acc[4 * k + 2], acc[4 * k + 3]);
+    *reinterpret_cast<uint2*>(out + (k * 32 + lane) * 4) = v;
+  }
+  if (lane == 0) *lse = total;
 }
 
 // ------------------------------------------------------------------------------------------
