@@ -106,10 +106,11 @@ SPEC_DECODE_PIPE = DECODE_SPECS["wgmma_pipe"]
 # row each summing every kGroups-th split, a ring of kStages 16 KiB bulk-copy stages): one row per
 # CTA with every split in flight, for few rows split over many parts (b = 1: 66 splits per row);
 # "narrow" the warp kernel (mla_combine_warp_kernel, one warp per row, plain loads). Measured (H200,
-# 2026-12-02 second session runs 2-4, scripts/mla_profile.py, combine kernel us): the ring kernel
-# with four rows per CTA, one group, 2-4 stages in place of the warp kernel: b=64 s_k=4096 h_q=16
-# s_q=2 5.5-7.5 (warp kernel 4.9-5.0 in runs 1 and 9 of the first session), b=8 h_q=128 s_q=1
-# 4.9-5.4 (5.1), b=64 h_q=128 whole requests 2.7-3.1 (1.9).
+# 2026-12-02 second session run 5, scripts/mla_profile.py, two interleaved rounds, combine kernel
+# us, warp / ring with four rows per CTA, one group, two stages): b=64 s_k=4096 h_q=16 s_q=2 5.0 /
+# 6.9; b=64 h_q=128 s_q=1 whole requests 1.8-1.9 / 3.1; b=8 h_q=128 5.0-5.3 / 5.2-5.3; b=16 h_q=16
+# 4.7 / 4.4; b=2 s_k=16384 h_q=128 s_q=2 7.3-7.5 / 6.4 (requests of >= WIDE_COMBINE_MIN_SPLITS parts
+# take the wide one).
 COMBINE_CONFIGS = {"narrow": "warp", "wide": (1, 4, 12)}
 _COMBINE_STAGE_BYTES = 16384  # kCombineStageBytes in mla.cuh
 

@@ -1,6 +1,6 @@
 // MLA decode over a paged latent KV cache (DeepSeek multi-head latent attention), sm_90a.
 //
-// Three kernels, all CUDA-graph capturable (no host-side data dependence):
+// Kernels, all CUDA-graph capturable (no host-side data dependence):
 //  * mla_metadata_kernel: split-KV work partition from cache_seqlens, on the GPU (one CTA).
 //  * mla_decode_kernel:   one CTA = one 64-row query block (h_q*s_q rows of one request,
 //                         flattened as row = t*h_q + h) x one "part" (a contiguous range of
@@ -8,7 +8,9 @@
 //                         producer; warpgroups 1 and 2 compute S = Q K^T (each 32 of the 64
 //                         tokens), online softmax in fp32, and O += P V (each 256 of the 512
 //                         value dims; V = first 512 dims of the same latent tile, loaded once).
-//  * mla_combine_kernel:  merges the partial (out, lse) of requests split across parts.
+//  * mla_combine_warp_kernel / mla_combine_kernel: merge the partial (out, lse) of requests
+//                         split across parts (a warp per row for a few splits; a bulk-copy ring,
+//                         one CTA per row, for many).
 // Math contract and edge cases: jitkern/reference/mla.py.
 #pragma once
 #include <cuda_bf16.h>
