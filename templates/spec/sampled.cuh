@@ -20,6 +20,24 @@
 #include "spec/common.cuh"
 #include "spec/greedy.cuh"
 
+// Diagnostic timeline of verify_sampled (scripts/sampled_trace.py compiles with
+// -DJITKERN_SAMPLED_TRACE=1): thread 0 stamps %globaltimer into u64 slots after the sync counters
+// (the script allocates them): CTA start [G], CTA exit [G], A tile done [tiles_a], decision
+// published [b], B tile saw its decision [b * splits_b], B tile done [b * splits_b], token written
+// [b]. Off: compiles to nothing.
+#if defined(JITKERN_SAMPLED_TRACE) && JITKERN_SAMPLED_TRACE
+#define SAMPLED_STAMP(slot)                                                                            \
+  do {                                                                                                 \
+    if (threadIdx.x == 0) {                                                                            \
+      unsigned long long ns;                                                                           \
+      asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(ns));                                           \
+      reinterpret_cast<unsigned long long*>(sync + ((3 * b + 3) & ~1))[slot] = ns;                     \
+    }                                                                                                  \
+  } while (0)
+#else
+#define SAMPLED_STAMP(slot) do {} while (0)
+#endif
+
 namespace jitkern {
 namespace spec {
 
@@ -575,6 +593,10 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) verify_sampled(
   int* work = sync + 3 * b;
   int* exits = work + 1;
   const int tiles_a = rows * splits, total = tiles_a + b * splits_b;
+  const int tr_a = 2 * gridDim.x, tr_dec = tr_a + tiles_a, tr_bseen = tr_dec + b, tr_bdone = tr_bseen + b * splits_b,
+            tr_tok = tr_bdone + b * splits_b;  // SAMPLED_STAMP slots
+  (void)tr_tok;
+  SAMPLED_STAMP(blockIdx.x);
 
   if (threadIdx.x == 0) s_next = atomicAdd(work, 1);
   __syncthreads();
@@ -621,6 +643,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) verify_sampled(
         if (threadIdx.x == 0) partial[tile] = make_uint2(__float_as_uint(bm), __float_as_uint(bs));
       }
       const int d0 = (int)cu[req], k = (int)cu[req + 1] - d0, r0 = d0 + req;
+      SAMPLED_STAMP(tr_a + tile);
       if (!spec::arrive_last(cnt_a + req, (k + 1) * splits, &s_flag)) goto next_tile;
 
       // Last A tile of the request: statistics per row, accept chain, decision.
@@ -720,6 +743,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) verify_sampled(
           __threadfence();
           spec::st_release(ready + req, 1);
         }
+        SAMPLED_STAMP(tr_dec + req);
       }
     } else {
       // ---------------- B: sample the emitted token ----------------
@@ -731,6 +755,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) verify_sampled(
         s_dec[0] = __ldcg(dec + 2 * req);
         s_dec[1] = __ldcg(dec + 2 * req + 1);
       }
+      SAMPLED_STAMP(tr_bseen + tb);
       __syncthreads();
       const int4 da = s_dec[0], db = s_dec[1];
       const int mode = da.w;
@@ -747,6 +772,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) verify_sampled(
         const uint64_t key = spec::race_blocks<T, kVec, kThreads>(lrow, qrow, c0, c1, st, seed, req, db.z, sm.red);
         if (threadIdx.x == 0) partial_b[tb] = key;
       }
+      SAMPLED_STAMP(tr_bdone + tb);
       if (!spec::arrive_last(cnt_b + req, splits_b, &s_flag)) goto next_tile;
       if (mode != spec::kModeDone) {
         uint64_t best = ~0ull;
@@ -764,6 +790,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) verify_sampled(
           if (lane == 0) out[(int64_t)req * out_cols + db.z] = tok < 0 ? 0 : tok;
         }
       }
+      SAMPLED_STAMP(tr_tok + req);
       if (threadIdx.x == 0) {
         cnt_b[req] = 0;
         ready[req] = 0;
@@ -773,6 +800,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) verify_sampled(
     __syncthreads();
     tile = s_next;
   }
+  SAMPLED_STAMP(gridDim.x + blockIdx.x);
   if (threadIdx.x == 0) {
     __threadfence();
     if (atomicAdd(exits, 1) == (int)gridDim.x - 1) {
