@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import functools
 import math
 import os
 
@@ -115,6 +116,7 @@ COMBINE_CONFIGS = {"narrow": "warp", "wide": (1, 4, 12)}
 _COMBINE_STAGE_BYTES = 16384  # kCombineStageBytes in mla.cuh
 
 
+@functools.lru_cache(maxsize=None)  # on every mla_decode call: build each spec once
 def combine_spec(config) -> KernelSpec:
     """The combine kernel of a COMBINE_CONFIGS value: "warp" or (rows per CTA, groups, stages)."""
     name = "mla_combine_warp_kernel<0>" if config == "warp" else "mla_combine_kernel<%d, %d, %d>" % tuple(config)
