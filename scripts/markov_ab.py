@@ -1,10 +1,11 @@
-"""markov_draft_exact (as built: lean grid barrier, and with -DJITKERN_BARRIER_LEAN=0) against the tensor-core
-markov_draft on the bench's inputs (b = 1, 2; k = 7), three interleaved rounds, every output checked
-equal to the default's: python3 scripts/markov_ab.py (GPU host); --pre compiles only.
-Measured on the H200 (third 2026-12-01 session): b=1 exact 64.90 / 65.44 / 65.47 us, lean barrier
-63.34 / 63.12 / 63.20, tensor-core 79.57 / 80.18 / 80.20; b=2 80.80 / 80.53 / 80.75, 78.70 / 78.91 /
-78.91, 81.62 / 81.10 / 81.04 (then "exact" was the fenced barrier, the default until the fourth
-session: now the lean one is, and the A/B builds the fenced one)."""
+"""A/B of markov_draft build switches on the bench's inputs (k = 7), three interleaved rounds, every
+output checked equal to the default build's (and once to the oracle): python3 scripts/markov_ab.py
+[exact|tc] (GPU host); --pre compiles only.
+
+exact: markov_draft_exact (b = 1, 2) as built (lean grid barrier) and with -DJITKERN_BARRIER_LEAN=0,
+against the tensor-core kernel. tc (default): the tensor-core kernel (b = 16, 64) as built; add
+entries with build defines to VARIANTS["tc"] to compare switches (templates/spec/markov.cuh).
+Measured figures: templates/spec/NOTES.md."""
 import dataclasses
 import sys
 
@@ -12,33 +13,56 @@ sys.path.insert(0, "scripts")
 import torch  # noqa: E402
 
 from jitkern.ops import speculative as ops  # noqa: E402
+from jitkern.reference import speculative as ref  # noqa: E402
 
-_exact = ops.markov_exact_spec
+_exact, _tc = ops.markov_exact_spec, ops.markov_spec
 
 
-def _fenced(*a, **kw):
-    return dataclasses.replace(_exact(*a, **kw), defines=(("JITKERN_BARRIER_LEAN", "0"),))
+def _with(fn, defines):
+    return lambda *a, **kw: dataclasses.replace(fn(*a, **kw), defines=defines)
+
+
+# name -> (MARKOV_EXACT_MAX_B, attribute of ops to patch, spec function)
+VARIANTS = {
+    "exact": {"exact": (2, "markov_exact_spec", _exact),
+              "exact fenced barrier": (2, "markov_exact_spec", _with(_exact, (("JITKERN_BARRIER_LEAN", "0"),))),
+              "tensor-core": (0, "markov_exact_spec", _exact)},
+    "tc": {"default": (0, "markov_spec", _tc)},
+}
+BATCHES = {"exact": (1, 2), "tc": (16, 64)}
 
 
 def main():
+    mode = next((a for a in sys.argv[1:] if a in VARIANTS), "tc")
     if "--pre" in sys.argv:
         from jitkern.runtime import compile_spec
-        for sp in (_exact, _fenced):
-            compile_spec(sp(torch.bfloat16, torch.int64, 128), "sm_90a")
+        for max_b, attr, sp in VARIANTS[mode].values():
+            for b in BATCHES[mode]:
+                args = ((torch.bfloat16, torch.int64, 128) if attr == "markov_exact_spec" else
+                        (torch.bfloat16, torch.int64, 128, False, ops.markov_mtiles(b, 128), True))
+                compile_spec(sp(*args), "sm_90a")
         return
     from jitkern.bench.common import graph_time_us
     from markov_profile import markov_inputs
-    for b in (1, 2):
+    for b in BATCHES[mode]:
         base, prev, w_in, w_out = markov_inputs(b, 7)
-        ref = ops.markov_draft(base, prev, w_in, w_out, 0.0)
+        want = None
         res = {}
-        for _ in range(3):
-            for name, max_b, sp in (("exact", 2, _exact), ("exact fenced barrier", 2, _fenced), ("tensor-core", 0, _exact)):
-                ops.MARKOV_EXACT_MAX_B, ops.markov_exact_spec = max_b, sp
-                assert torch.equal(ops.markov_draft(base, prev, w_in, w_out, 0.0), ref), name
-                res.setdefault(name, []).append(
-                    graph_time_us(lambda i: ops.markov_draft(base, prev, w_in, w_out, 0.0), calls=10, reps=10))
-        ops.markov_exact_spec = _exact
+        for rnd in range(3):
+            for name, (max_b, attr, sp) in VARIANTS[mode].items():
+                saved = getattr(ops, attr)
+                ops.MARKOV_EXACT_MAX_B = max_b
+                setattr(ops, attr, sp)
+                try:
+                    got = ops.markov_draft(base, prev, w_in, w_out, 0.0)
+                    if want is None:
+                        want = got
+                        assert torch.equal(got, ref.markov_draft_greedy(base, prev, w_in, w_out)), "oracle"
+                    assert torch.equal(got, want), name
+                    res.setdefault(name, []).append(
+                        graph_time_us(lambda i: ops.markov_draft(base, prev, w_in, w_out, 0.0), calls=10, reps=10))
+                finally:
+                    setattr(ops, attr, saved)
         print(f"b={b} k=7: " + "; ".join(f"{n} {' / '.join(f'{t:.2f}' for t in ts)} us" for n, ts in res.items()),
               flush=True)
 

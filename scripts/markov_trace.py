@@ -2,9 +2,9 @@
 
 Compiles the kernel with -DJITKERN_MARKOV_TRACE=1 (thread 0 of the first and last CTA stamps
 %globaltimer at phase points, templates/spec/markov.cuh) and prints per position, in us from the
-first CTA's start: h loaded, warp 0's scan done, all scans done, candidates recomputed, past the
-grid barrier. With "exact" (B = 1): markov_draft_exact, whose stamps are h loaded, thread 0's rows
-done, rows reduced (twice), past the barrier."""
+first CTA's start: h loaded, warp 0's scan done, all scans done, candidate list complete,
+candidates recomputed, past the grid barrier. With "exact" (B = 1): markov_draft_exact, whose
+stamps are h loaded, thread 0's rows done, rows reduced (three times), past the barrier."""
 import dataclasses
 import sys
 
@@ -33,14 +33,14 @@ torch.cuda.synchronize()
 assert torch.equal(got, ref_out), "traced kernel disagrees with the untraced one"
 stamps = bufs[-1][4 + 2 * k * b:].view(torch.int64).cpu()
 t0 = int(stamps[0])
-names = ["h loaded", "warp0 scan", "all scans", "candidates", "barrier"]
+names = ["h loaded", "warp0 scan", "all scans", "listed", "candidates", "barrier"]
 print(f"markov_draft b={b} k={k} T={temp}: us since CTA 0 start (first CTA | last CTA)")
 prev_end = [0.0, (int(stamps[64]) - t0) / 1e3]
 for t in range(k):
     row = []
     for c, off in enumerate((0, 64)):
-        vals = [(int(stamps[off + 1 + 5 * t + i]) - t0) / 1e3 for i in range(5)]
+        vals = [(int(stamps[off + 1 + 6 * t + i]) - t0) / 1e3 for i in range(6)]
         row.append(" ".join(f"{n}={v:7.2f}" for n, v in zip(names, vals)))
     print(f"t={t}: " + " | ".join(row))
-end = (int(stamps[5 + 5 * (k - 1)]) - t0) / 1e3
+end = (int(stamps[6 + 6 * (k - 1)]) - t0) / 1e3
 print(f"total to last barrier {end:.2f} us, {end / k:.2f} us per position")

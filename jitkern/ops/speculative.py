@@ -168,10 +168,10 @@ _MARKOV_SMEM_LIMIT = 227 * 1024 - 6 * 1024  # opt-in shared memory minus the ker
 
 # Greedy batches up to this size take markov_draft_exact (CUDA-core logits in the reference's
 # order, w_out cached in shared memory): exact by construction, no candidate pass. 0 = always the
-# tensor-core kernel. H200 (r=128, k=7, same run): b=1 65.4 vs 80.4 us (tensor-core, bench spec);
-# b=2 80.5-80.8 vs 81.0-81.6 us (scripts/markov_ab.py, 3 rounds; the exact kernel at b=2 was 87.4
-# before its uncached rows moved to registers).
-MARKOV_EXACT_MAX_B = 2
+# tensor-core kernel. H200 (r=128, k=7, scripts/markov_ab.py exact, 3 rounds, third 2026-12-02
+# session): b=1 62.5-62.7 vs 74.2-74.4 us (tensor-core); b=2 78.5-78.7 vs 75.9-76.2 us, so b=2 takes
+# the tensor-core kernel since its Top1 / fragment-order h rework (before it: 80.5-80.8 vs 81.0-81.6).
+MARKOV_EXACT_MAX_B = 1
 
 
 # Largest batch one markov_draft_exact kernel serves (its kMaxB): 2, the build that was measured and
@@ -191,13 +191,13 @@ def markov_exact_cache_rows(V: int, num_sms: int, rank: int) -> int:
 
 
 def markov_smem_bytes(base_bytes: int, rank: int, mtiles: int, cache_blocks: int = 0) -> int:
-    """Dynamic shared memory of markov_draft (mirrors the kernel's layout): h [16*mtiles][rank+8]
-    bf16, per-warp double-buffered base tiles [8][2][16*mtiles][block rows (+pad)], then the w_out
-    tile cache: 8 warps x cache_blocks x (block rows x rank) bf16."""
+    """Dynamic shared memory of markov_draft (mirrors the kernel's layout): h [16*mtiles][rank]
+    bf16 (in mma fragment order), per-warp double-buffered base tiles [8][2][16*mtiles][block rows
+    (+pad)], then the w_out tile cache: 8 warps x cache_blocks x (block rows x rank) bf16."""
     br = 32 if rank <= 128 else 16
     brs = br + (4 if base_bytes == 4 and br == 32 else 0)
     bp = 16 * mtiles
-    return bp * (rank + 8) * 2 + 8 * 2 * bp * brs * base_bytes + 8 * cache_blocks * br * rank * 2
+    return bp * rank * 2 + 8 * 2 * bp * brs * base_bytes + 8 * cache_blocks * br * rank * 2
 
 
 def markov_cache_blocks(V: int, num_sms: int, base_bytes: int, rank: int, mtiles: int) -> int:
@@ -633,7 +633,7 @@ def markov_draft(base_logits: torch.Tensor, first_prev: torch.Tensor, w_in: torc
     int32/int64 in [0, V) (clamped). w_in, w_out: [V, r] bf16 contiguous, 16-byte aligned, r in
     {64, 128, 256}. Returns int32 [b, k]. The kernel is persistent (one CTA per SM, a software
     grid barrier between positions) and needs a whole SM per CTA: kernels on other streams only
-    delay it. A greedy batch of up to MARKOV_EXACT_MAX_B (2) requests computes every logit on the CUDA
+    delay it. A greedy batch of up to MARKOV_EXACT_MAX_B (1) requests computes every logit on the CUDA
     cores in the reference's order instead (exact by construction). Batches above 64 requests (32 for r = 256) take several passes over w_out per
     position. As much of each CTA's w_out slice as fits stays in shared memory across positions. ``out``: an int32 [b, k] contiguous tensor to write into.
     """

@@ -16,11 +16,13 @@
 // order, then + base). Rigorous bound: |a - F| <= m(a) = E + 2^-20 |a| + 2^-100 with
 // E = R * 2^-17 * ||w_out row||_2 * ||h||_2 (norms inflated by 2^-10); a model with every mma step
 // truncating 17 aligned terms at 2^-22 of the largest needs R * 2^-21, so this is 16x slack. Each
-// thread keeps its top two `a` per request (plus an upper bound a3 of what it dropped); the CTA's lower
-// bound L = max(a) - m(max a); every kept element with a + m(a) >= L is recomputed exactly
-// (F, in the reference's order) and competes through a 64-bit (value, lowest index) key. If a3
-// could still reach L, or anything is non-finite, the CTA recomputes its whole slice
-// exactly for that request (slow, correct). The result equals torch.argmax over F bit for bit.
+// thread keeps, per request, its first maximum a1 (with its index) and a2, the largest of its other
+// values; the CTA's lower bound L = max(a) - m(max a) (a + m(a) is increasing in a). A thread's a1
+// with a1 + m(a1) >= L is recomputed exactly (F, in the reference's order); if a2 could reach L
+// too, every row the thread scanned for that request is. They compete through a 64-bit (value,
+// lowest index) key; every other element has F < L <= max F. A non-finite bound or a full list
+// makes the CTA recompute its whole slice exactly for that request (slow, correct). The result
+// equals torch.argmax over F bit for bit.
 #pragma once
 #include "common/hopper.cuh"
 #include "spec/common.cuh"
@@ -132,18 +134,38 @@ __device__ __forceinline__ void load_vals(const float* p, float (&f)[N]) {
   }
 }
 
+// h of one pass (16 * MT requests, R columns, bf16) in shared memory, in mma A-fragment order:
+// uint4 [MT][R / 32][2][32 lanes]: lane (g, t4) of m-tile m, column chunk q and k-step s holds the
+// four 32-bit words {h[g][c], h[g + 8][c], h[g][c + 2], h[g + 8][c + 2]} (each a bf16 pair c, c + 1)
+// with c = 32q + 8t4 + 4s (rows g + 8: the m-tile's upper half), in the kernel's permuted reduction
+// order, so each A operand is one conflict-free 16-byte load (padded rows needed two loads and
+// register moves per mma: 1.3x the scan's instructions).
+template <int R>
+struct HLayout {
+  static constexpr int kQ = R / 32;
+  // 32-bit word holding columns (c, c + 1) of pass row `row` (c even).
+  static __device__ __forceinline__ int word(int row, int c) {
+    const int m = row >> 4, g = row & 7, hi = (row >> 3) & 1;
+    const int q = c >> 5, t4 = (c >> 3) & 3, st = (c >> 2) & 1, jj = (c >> 1) & 1;
+    return ((((m * kQ + q) * 2 + st) * 32 + g * 4 + t4) << 2) + 2 * jj + hi;
+  }
+};
+
 // Reference logit of vocabulary row v: fp32, acc = 0, acc = acc + w[c] * h[c] for c = 0..R-1 (each
-// product of two bf16 values rounded to fp32 on its own, never fused), then base + acc.
+// product of two bf16 values rounded to fp32 on its own, never fused), then base + acc. h: the
+// request's w_in row in global memory (L2-hot: the pass's h fill just read it). Read from there
+// rather than from the shared h: the threads of a warp recompute different requests' rows, and
+// their shared reads of 32 different h rows conflicted up to 16-way.
 // Not inlined: three call sites, and the scan loop must stay small for the instruction cache.
 template <int R>
-__device__ __noinline__ float exact_logit(const __nv_bfloat16* __restrict__ w_out, const __nv_bfloat16* hrow,
+__device__ __noinline__ float exact_logit(const __nv_bfloat16* __restrict__ w_out, const __nv_bfloat16* __restrict__ hrow,
                                           float basev, int v) {
   const uint4* wp = reinterpret_cast<const uint4*>(w_out + (int64_t)v * R);
+  const uint4* hp = reinterpret_cast<const uint4*>(hrow);
   float acc = 0.0f;
 #pragma unroll 8
   for (int c8 = 0; c8 < R / 8; ++c8) {
-    const uint4 wu = __ldg(wp + c8);
-    const uint4 hu = *reinterpret_cast<const uint4*>(hrow + c8 * 8);
+    const uint4 wu = __ldg(wp + c8), hu = __ldg(hp + c8);
     const uint32_t ww[4] = {wu.x, wu.y, wu.z, wu.w}, hh[4] = {hu.x, hu.y, hu.z, hu.w};
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
@@ -164,38 +186,25 @@ __device__ __noinline__ float gumbel(float u) { return -__logf(-logf(u)); }
 // (24 bits + 0.5 would round the top value to 1.0 and give an infinite Gumbel draw.)
 __device__ __forceinline__ float open_uniform(uint32_t r) { return ((float)(r >> 9) + 0.5f) * 0x1p-23f; }
 
-// Per (thread, request) greedy state: the two largest approximate logits (NaN counts as largest;
-// earlier = lower index wins ties) and the largest value dropped.
-struct Top2 {
-  float a1, a2, a3;
-  int i1, i2;
+// Per (thread, request) greedy state: the first maximum of the approximate logits (NaN counts as
+// largest) and a2, the largest of the others (an upper bound of every value not recomputed when
+// only (a1, i1) is). Elements in increasing index order; branch-free: 5 instructions per element
+// (a top-two state with a bound of the rest took 1.3x the scan instructions and was 4-8% slower).
+struct Top1 {
+  float a1, a2;
+  int i1;
   __device__ __forceinline__ void init() {
-    a1 = a2 = a3 = -__int_as_float(0x7F800000);
-    i1 = i2 = -1;
+    a1 = a2 = -__int_as_float(0x7F800000);
+    i1 = -1;
   }
-  __device__ __forceinline__ void insert(float x, int idx) {
-    if (better(x, a1)) { a3 = nanmax(a3, a2); a2 = a1; i2 = i1; a1 = x; i1 = idx; }
-    else if (better(x, a2)) { a3 = nanmax(a3, a2); a2 = x; i2 = idx; }
-    else a3 = nanmax(a3, x);
-  }
-  // Elements x[0..N) at indices idx0.. in increasing order. Only the block's maximum (first index
-  // of it) can enter the top two; everything else is bounded by the block's second value, which
-  // goes to a3 (an upper bound of the dropped values is all the exactness argument needs).
   template <int N>
   __device__ __forceinline__ void update(const float (&x)[N], int idx0) {
-    float run = x[0], m2 = -__int_as_float(0x7F800000), bm = x[0];
 #pragma unroll
-    for (int e = 1; e < N; ++e) {
-      m2 = fmaxf(m2, fminf(run, x[e]));
-      run = fmaxf(run, x[e]);
-      bm = max_nan(bm, x[e]);
+    for (int e = 0; e < N; ++e) {
+      i1 = x[e] > a1 ? idx0 + e : i1;  // strict: an equal later value leaves i1 (and lands in a2)
+      a2 = fmaxf(a2, fminf(a1, x[e]));
+      a1 = max_nan(a1, x[e]);          // a NaN sticks: the CTA then recomputes its slice exactly
     }
-    int bi = N - 1;
-#pragma unroll
-    for (int e = N - 1; e >= 0; --e)
-      if (x[e] == bm || x[e] != x[e]) bi = e;  // first maximum (first NaN if any)
-    insert(bm, idx0 + bi);
-    a3 = nanmax(a3, m2);
   }
 };
 
@@ -253,7 +262,6 @@ __global__ void __launch_bounds__(256, 1) markov_draft(
     unsigned* __restrict__ sync, int* __restrict__ out, int cache_blocks) {
   constexpr int kThreads = 256, kWarps = 8;
   constexpr int NT = R <= 128 ? 4 : 2, EPT = 2 * NT, BR = 8 * NT, Q = R / 32, BP = 16 * MT;
-  constexpr int HS = R + 8;  // h row stride (elements): +16 bytes makes the lanes' 16-byte reads conflict-free
   constexpr int BRS = BR + ((sizeof(TB) == 4 && BR == 32) ? 4 : 0);  // base stage row stride, same reason
   constexpr int STAGE = BP * BRS;
   constexpr int CPR = BR * (int)sizeof(TB) / 16;  // 16-byte chunks per base row of a block
@@ -261,13 +269,14 @@ __global__ void __launch_bounds__(256, 1) markov_draft(
   static_assert(R == 64 || R == 128 || R == 256, "R must be 64, 128 or 256");
 
   extern __shared__ __align__(16) unsigned char smem[];
-  __nv_bfloat16* sh_h = reinterpret_cast<__nv_bfloat16*>(smem);                // [BP][HS]
-  TB* sh_base = reinterpret_cast<TB*>(smem + BP * HS * 2);                     // [kWarps][2][BP][BRS]
-  uint4* sh_w = reinterpret_cast<uint4*>(smem + BP * HS * 2 + kWarps * 2 * STAGE * sizeof(TB));
+  uint32_t* sh_h = reinterpret_cast<uint32_t*>(smem);                          // [BP][R] bf16, HLayout
+  TB* sh_base = reinterpret_cast<TB*>(smem + BP * R * 2);                      // [kWarps][2][BP][BRS]
+  uint4* sh_w = reinterpret_cast<uint4*>(smem + BP * R * 2 + kWarps * 2 * STAGE * sizeof(TB));
   // sh_w: [kWarps][cache_blocks][NT][Q][32 lanes] uint4
   __shared__ float s_hn[BP];              // ||h||_2 of each request of the pass (inflated)
   __shared__ unsigned s_amax[BP];         // CTA max of the approximate logits (order_bits)
   __shared__ int s_fb[BP];                // 1: recompute the whole slice exactly for this request
+  __shared__ int s_prev[BP];              // the pass's previous tokens (h = w_in[s_prev[row]])
   __shared__ unsigned long long s_key[BP];
   __shared__ int2 s_cand[kMaxCand];       // (request row, token) to recompute exactly
   __shared__ int s_ncand;
@@ -301,18 +310,26 @@ __global__ void __launch_bounds__(256, 1) markov_draft(
         if (row < nb) {
           // prev token: first_prev at t = 0, else the previous position's winner (read after the barrier)
           const int pv = t == 0 ? (int)first_prev[p0 + row] : spec::key_index(__ldcg(keys + (int64_t)(t - 1) * b + p0 + row));
-          u = __ldg(reinterpret_cast<const uint4*>(w_in + (int64_t)min(max(pv, 0), V - 1) * R) + ch);
+          const int pc = min(max(pv, 0), V - 1);
+          if (ch == 0) s_prev[row] = pc;
+          u = __ldg(reinterpret_cast<const uint4*>(w_in + (int64_t)pc * R) + ch);
         }
-        *reinterpret_cast<uint4*>(sh_h + row * HS + ch * 8) = u;
+        const uint32_t w4[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+        for (int i = 0; i < 4; ++i) sh_h[spec::HLayout<R>::word(row, 8 * ch + 2 * i)] = w4[i];
       }
       if (tid < BP) { s_amax[tid] = 0u; s_fb[tid] = 0; s_key[tid] = 0ull; }
       if (tid == 0) s_ncand = 0;
       __syncthreads();
-      if (p0 == 0) MARKOV_STAMP(1 + 5 * t);  // h loaded
+      if (p0 == 0) MARKOV_STAMP(1 + 6 * t);  // h loaded
       if constexpr (!kSampled) {
         for (int row = warp; row < BP; row += kWarps) {  // ||h||_2 in fp32, inflated below
           float sum = 0.0f;
-          for (int c = lane; c < R; c += 32) { const float x = __bfloat162float(sh_h[row * HS + c]); sum = fmaf(x, x, sum); }
+          for (int c = 2 * lane; c < R; c += 64) {
+            const uint32_t w = sh_h[spec::HLayout<R>::word(row, c)];
+            sum = fmaf(spec::bf_lo(w), spec::bf_lo(w), sum);
+            sum = fmaf(spec::bf_hi(w), spec::bf_hi(w), sum);
+          }
 #pragma unroll
           for (int o = 16; o; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
           if (lane == 0) s_hn[row] = sqrtf(sum) * (1.0f + 0x1p-10f) + 0x1p-60f;
@@ -322,7 +339,7 @@ __global__ void __launch_bounds__(256, 1) markov_draft(
       // ---- scan over this warp's blocks: cached ones (from smem) first, then the ones streamed from
       // global memory, whose w_out loads run one block ahead in registers; base tiles go through a
       // per-warp double buffer of cp.async stages ----
-      spec::Top2 top[MT][2];
+      spec::Top1 top[MT][2];
       float yb[MT][2];
       int ib[MT][2];
 #pragma unroll
@@ -414,15 +431,14 @@ __global__ void __launch_bounds__(256, 1) markov_draft(
           float acc[NT][4];
 #pragma unroll
           for (int j = 0; j < NT; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
-          const __nv_bfloat16* hlo = sh_h + (m * 16 + g) * HS + 8 * t4;
 #pragma unroll
           for (int q = 0; q < Q; ++q) {
-            const uint4 alo = *reinterpret_cast<const uint4*>(hlo + 32 * q);
-            const uint4 ahi = *reinterpret_cast<const uint4*>(hlo + 8 * HS + 32 * q);
+            const uint4* hf = reinterpret_cast<const uint4*>(sh_h) + ((m * Q + q) * 2) * 32 + lane;
+            const uint4 a0 = hf[0], a1 = hf[32];  // HLayout: k-steps 0 and 1 of chunk q
 #pragma unroll
             for (int j = 0; j < NT; ++j) {
-              spec::mma_bf16(acc[j], alo.x, ahi.x, alo.y, ahi.y, wc[j][q].x, wc[j][q].y);
-              spec::mma_bf16(acc[j], alo.z, ahi.z, alo.w, ahi.w, wc[j][q].z, wc[j][q].w);
+              spec::mma_bf16(acc[j], a0.x, a0.y, a0.z, a0.w, wc[j][q].x, wc[j][q].y);
+              spec::mma_bf16(acc[j], a1.x, a1.y, a1.z, a1.w, wc[j][q].z, wc[j][q].w);
             }
           }
 #pragma unroll
@@ -464,7 +480,7 @@ __global__ void __launch_bounds__(256, 1) markov_draft(
         }
         __syncwarp();  // stage st fully read before it is refilled
       }
-      if (p0 == 0) MARKOV_STAMP(2 + 5 * t);  // warp 0's scan done
+      if (p0 == 0) MARKOV_STAMP(2 + 6 * t);  // warp 0's scan done
 
       // ---- CTA combine for this pass ----
       if constexpr (kSampled) {
@@ -496,57 +512,80 @@ __global__ void __launch_bounds__(256, 1) markov_draft(
             if (t4 == 0 && row < nb && o) atomicMax(&s_amax[row], o);
           }
         __syncthreads();
-        if (p0 == 0) MARKOV_STAMP(3 + 5 * t);  // every warp's scan done
+        if (p0 == 0) MARKOV_STAMP(3 + 6 * t);  // every warp's scan done
         // Candidates (approximate value within the margin of the CTA's lower bound) go to a list that
-        // the whole CTA recomputes in parallel; an overflowing list or a doubtful dropped value sends
-        // the request to the exact slice pass.
+        // the whole CTA recomputes in parallel; a thread whose dropped values are doubtful adds all
+        // its rows; an overflowing list or a non-finite bound sends the request to the exact slice pass.
         const float w2 = sqrtf(__uint_as_float(s_w2)) * (1.0f + 0x1p-10f) + 0x1p-60f;
+        // First of n list slots for request `row`, or -1 when the list is full: the request then
+        // takes the exact slice pass, and the slots it reserved below kMaxCand are marked unused.
+        auto reserve = [&](int row, int n) -> int {
+          const int slot = atomicAdd(&s_ncand, n);
+          if (slot + n <= kMaxCand) return slot;
+          for (int c = slot; c < kMaxCand; ++c) s_cand[c] = make_int2(row, -1);
+          s_fb[row] = 1;
+          return -1;
+        };
 #pragma unroll
         for (int m = 0; m < MT; ++m)
 #pragma unroll
           for (int h = 0; h < 2; ++h) {
             const int row = m * 16 + 8 * h + g;
             if (row >= nb || s_amax[row] == 0u) continue;
-            const spec::Top2& tp = top[m][h];
+            const auto& tp = top[m][h];
             const float A = spec::ordered_value(s_amax[row]);
             const float E = (float)R * 0x1p-17f * w2 * s_hn[row];
             const float L = A - spec::margin(A, E);
-            const bool ok = fabsf(A) < 0x1p100f && E < 0x1p64f && tp.a3 == tp.a3 && !(tp.a3 + spec::margin(tp.a3, E) >= L);
-            if (!ok) { s_fb[row] = 1; continue; }
-            const bool c1 = tp.i1 >= 0 && tp.a1 + spec::margin(tp.a1, E) >= L;
-            const bool c2 = tp.i2 >= 0 && tp.a2 + spec::margin(tp.a2, E) >= L;
-            if (c1 || c2) {
-              const int slot = atomicAdd(&s_ncand, (int)c1 + (int)c2);
-              if (slot + (int)c1 + (int)c2 > kMaxCand) { s_fb[row] = 1; continue; }
-              if (c1) s_cand[slot] = make_int2(row, tp.i1);
-              if (c2) s_cand[slot + (int)c1] = make_int2(row, tp.i2);
+            const float bound = tp.a2;  // every value of the thread but its first maximum
+            if (!(fabsf(A) < 0x1p100f && E < 0x1p64f && bound == bound)) { s_fb[row] = 1; continue; }
+            if (bound + spec::margin(bound, E) >= L) {
+              // A value this thread kept no index for could reach L: every row it scanned for this
+              // request (EPT per block of its warp) joins the list, so one round of the parallel
+              // recompute replaces the CTA's walk over its whole slice.
+              const int n = nw * EPT;
+              const int slot = reserve(row, n);
+              if (slot < 0) continue;
+              for (int i = 0; i < nw; ++i)
+#pragma unroll
+                for (int e = 0; e < EPT; ++e) {
+                  const int v = blk_of(i) * BR + EPT * t4 + e;
+                  s_cand[slot + i * EPT + e] = make_int2(row, v < V ? v : -1);
+                }
+              continue;
+            }
+            if (tp.i1 >= 0 && tp.a1 + spec::margin(tp.a1, E) >= L) {
+              const int slot = reserve(row, 1);
+              if (slot >= 0) s_cand[slot] = make_int2(row, tp.i1);
             }
           }
         __syncthreads();
+        if (p0 == 0) MARKOV_STAMP(4 + 6 * t);  // candidate list complete
         for (int c = tid; c < min(s_ncand, kMaxCand); c += kThreads) {
           const int row = s_cand[c].x, v = s_cand[c].y;
-          if (s_fb[row]) continue;  // the exact slice pass covers it
+          if (v < 0 || s_fb[row]) continue;  // past the vocabulary / the exact slice pass covers it
           const float bv = (float)base[(int64_t)(p0 + row) * bs + (int64_t)t * V + v];
-          atomicMax(&s_key[row], (unsigned long long)spec::argmax_key(spec::exact_logit<R>(w_out, sh_h + row * HS, bv, v), v));
+          atomicMax(&s_key[row], (unsigned long long)spec::argmax_key(spec::exact_logit<R>(w_out, w_in + (int64_t)s_prev[row] * R, bv, v), v));
         }
-        for (int row = 0; row < nb; ++row) {
+        // Any request for the exact slice pass? (One barrier instead of nb dependent shared loads.)
+        for (int row = 0, any = __syncthreads_or(tid < nb && s_fb[tid]); any && row < nb; ++row) {
           if (!s_fb[row]) continue;  // CTA-uniform (s_fb is final since the barrier above)
           const TB* brow = base + (int64_t)(p0 + row) * bs + (int64_t)t * V;
+          const __nv_bfloat16* hrow = w_in + (int64_t)s_prev[row] * R;
           uint64_t key = 0;
           for (int v = v_lo + tid; v < v_hi; v += kThreads)
-            key = spec::u64max(key, spec::argmax_key(spec::exact_logit<R>(w_out, sh_h + row * HS, (float)brow[v], v), v));
+            key = spec::u64max(key, spec::argmax_key(spec::exact_logit<R>(w_out, hrow, (float)brow[v], v), v));
 #pragma unroll
           for (int o = 16; o; o >>= 1) key = spec::u64max(key, __shfl_xor_sync(0xffffffffu, key, o));
           if (lane == 0 && key) atomicMax(&s_key[row], (unsigned long long)key);
         }
       }
       __syncthreads();
-      if (p0 == 0) MARKOV_STAMP(4 + 5 * t);  // candidates recomputed
+      if (p0 == 0) MARKOV_STAMP(5 + 6 * t);  // candidates recomputed
       if (tid < nb && s_key[tid]) atomicMax(keys + (int64_t)t * b + p0 + tid, s_key[tid]);
       if (t == 0 && p0 == 0) filled = true;
     }
     spec::grid_barrier(sync, (unsigned)G * (t + 1));
-    MARKOV_STAMP(5 + 5 * t);  // past the grid barrier
+    MARKOV_STAMP(6 + 6 * t);  // past the grid barrier
     if (cta == 0)
       for (int i = tid; i < b; i += kThreads) out[(int64_t)i * k + t] = spec::key_index(__ldcg(keys + (int64_t)t * b + i));
   }
@@ -678,7 +717,7 @@ __global__ void __launch_bounds__(256, 1) markov_draft_exact(
       }
     }
     __syncthreads();
-    MARKOV_STAMP(1 + 5 * t);  // h loaded
+    MARKOV_STAMP(1 + 6 * t);  // h loaded
     uint64_t best[kMaxB];
 #pragma unroll
     for (int i = 0; i < kMaxB; ++i) best[i] = 0ull;
@@ -697,7 +736,7 @@ __global__ void __launch_bounds__(256, 1) markov_draft_exact(
           best[i] = spec::u64max(best[i], spec::argmax_key(__fadd_rn(bv[q][i], acc[i]), v));
       }
     }
-    MARKOV_STAMP(2 + 5 * t);  // thread 0's rows done
+    MARKOV_STAMP(2 + 6 * t);  // thread 0's rows done
 #pragma unroll
     for (int i = 0; i < kMaxB; ++i) {
       if (i >= b) break;
@@ -711,10 +750,11 @@ __global__ void __launch_bounds__(256, 1) markov_draft_exact(
         for (int o = 0; o < R * 2; o += 128) spec::prefetch_l2_line(row + o);
       }
     }
-    MARKOV_STAMP(3 + 5 * t);  // every thread's rows reduced
-    MARKOV_STAMP(4 + 5 * t);
+    MARKOV_STAMP(3 + 6 * t);  // every thread's rows reduced
+    MARKOV_STAMP(4 + 6 * t);
+    MARKOV_STAMP(5 + 6 * t);
     spec::grid_barrier(sync, (unsigned)G * (t + 1));
-    MARKOV_STAMP(5 + 5 * t);  // past the grid barrier
+    MARKOV_STAMP(6 + 6 * t);  // past the grid barrier
     if (cta == 0 && tid < b) out[(int64_t)tid * k + t] = spec::key_index(__ldcg(keys + (int64_t)t * b + tid));
   }
 
