@@ -4,7 +4,8 @@ output checked equal to the default build's (and once to the oracle): python3 sc
 
 exact: markov_draft_exact (b = 1, 2) as built (lean grid barrier) and with -DJITKERN_BARRIER_LEAN=0,
 against the tensor-core kernel. tc (default): the tensor-core kernel (b = 16, 64) as built; add
-entries with build defines to VARIANTS["tc"] to compare switches (templates/spec/markov.cuh).
+entries to VARIANTS["tc"] (build defines, or a copy of the header as another template) to compare
+(templates/spec/markov.cuh).
 Measured figures: templates/spec/NOTES.md."""
 import dataclasses
 import sys

@@ -304,19 +304,31 @@ __global__ void __launch_bounds__(256, 1) markov_draft(
     for (int p0 = 0; p0 < b; p0 += BP) {
       const int nb = min(BP, b - p0);
       __syncthreads();  // previous pass done with sh_h and the s_ arrays
-      for (int e = tid; e < BP * (R / 8); e += kThreads) {
-        const int row = e / (R / 8), ch = e % (R / 8);
-        uint4 u = make_uint4(0u, 0u, 0u, 0u);
-        if (row < nb) {
-          // prev token: first_prev at t = 0, else the previous position's winner (read after the barrier)
-          const int pv = t == 0 ? (int)first_prev[p0 + row] : spec::key_index(__ldcg(keys + (int64_t)(t - 1) * b + p0 + row));
-          const int pc = min(max(pv, 0), V - 1);
-          if (ch == 0) s_prev[row] = pc;
-          u = __ldg(reinterpret_cast<const uint4*>(w_in + (int64_t)pc * R) + ch);
-        }
-        const uint32_t w4[4] = {u.x, u.y, u.z, u.w};
+      // prev token: first_prev at t = 0, else the previous position's winner (read after the
+      // barrier); all of the pass's tokens first, then every h chunk load in flight at once (a
+      // token -> row chain per chunk took ~2.5 us per position at b = 64).
+      if (tid < nb) {
+        const int pv = t == 0 ? (int)first_prev[p0 + tid] : spec::key_index(__ldcg(keys + (int64_t)(t - 1) * b + p0 + tid));
+        s_prev[tid] = min(max(pv, 0), V - 1);
+      }
+      __syncthreads();
+      {
+        constexpr int kChunks = BP * (R / 8), kPer = (kChunks + kThreads - 1) / kThreads;  // 16-byte h chunks
+        uint4 u[kPer];
 #pragma unroll
-        for (int i = 0; i < 4; ++i) sh_h[spec::HLayout<R>::word(row, 8 * ch + 2 * i)] = w4[i];
+        for (int i = 0; i < kPer; ++i) {
+          const int e = tid + i * kThreads, row = e / (R / 8), ch = e % (R / 8);
+          u[i] = e < kChunks && row < nb ? __ldg(reinterpret_cast<const uint4*>(w_in + (int64_t)s_prev[row] * R) + ch)
+                                         : make_uint4(0u, 0u, 0u, 0u);
+        }
+#pragma unroll
+        for (int i = 0; i < kPer; ++i) {
+          const int e = tid + i * kThreads, row = e / (R / 8), ch = e % (R / 8);
+          if (e >= kChunks) break;
+          const uint32_t w4[4] = {u[i].x, u[i].y, u[i].z, u[i].w};
+#pragma unroll
+          for (int c = 0; c < 4; ++c) sh_h[spec::HLayout<R>::word(row, 8 * ch + 2 * c)] = w4[c];
+        }
       }
       if (tid < BP) { s_amax[tid] = 0u; s_fb[tid] = 0; s_key[tid] = 0ull; }
       if (tid == 0) s_ncand = 0;
@@ -428,9 +440,14 @@ __global__ void __launch_bounds__(256, 1) markov_draft(
 #pragma unroll
         for (int m = 0; m < MT; ++m) {
           if (m * 16 >= nb) break;  // warp-uniform
-          float acc[NT][4];
+          // Two accumulators per n-tile (k-steps 0 and 1 of each chunk), summed at the end: 2 * NT
+          // independent mma chains of Q instead of NT chains of 2Q (with 8 warps per SM the chain
+          // latency is exposed). The sum's rounding is inside the margin's 2^-20 |a| term.
+          float acc[NT][4], acc2[NT][4];
 #pragma unroll
-          for (int j = 0; j < NT; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
+          for (int j = 0; j < NT; ++j)
+#pragma unroll
+            for (int c = 0; c < 4; ++c) acc[j][c] = acc2[j][c] = 0.0f;
 #pragma unroll
           for (int q = 0; q < Q; ++q) {
             const uint4* hf = reinterpret_cast<const uint4*>(sh_h) + ((m * Q + q) * 2) * 32 + lane;
@@ -438,9 +455,13 @@ __global__ void __launch_bounds__(256, 1) markov_draft(
 #pragma unroll
             for (int j = 0; j < NT; ++j) {
               spec::mma_bf16(acc[j], a0.x, a0.y, a0.z, a0.w, wc[j][q].x, wc[j][q].y);
-              spec::mma_bf16(acc[j], a1.x, a1.y, a1.z, a1.w, wc[j][q].z, wc[j][q].w);
+              spec::mma_bf16(acc2[j], a1.x, a1.y, a1.z, a1.w, wc[j][q].z, wc[j][q].w);
             }
           }
+#pragma unroll
+          for (int j = 0; j < NT; ++j)
+#pragma unroll
+            for (int c = 0; c < 4; ++c) acc[j][c] += acc2[j][c];
 #pragma unroll
           for (int h = 0; h < 2; ++h) {
             const int row = m * 16 + 8 * h + g;
