@@ -440,14 +440,9 @@ __global__ void __launch_bounds__(256, 1) markov_draft(
 #pragma unroll
         for (int m = 0; m < MT; ++m) {
           if (m * 16 >= nb) break;  // warp-uniform
-          // Two accumulators per n-tile (k-steps 0 and 1 of each chunk), summed at the end: 2 * NT
-          // independent mma chains of Q instead of NT chains of 2Q (with 8 warps per SM the chain
-          // latency is exposed). The sum's rounding is inside the margin's 2^-20 |a| term.
-          float acc[NT][4], acc2[NT][4];
+          float acc[NT][4];
 #pragma unroll
-          for (int j = 0; j < NT; ++j)
-#pragma unroll
-            for (int c = 0; c < 4; ++c) acc[j][c] = acc2[j][c] = 0.0f;
+          for (int j = 0; j < NT; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
 #pragma unroll
           for (int q = 0; q < Q; ++q) {
             const uint4* hf = reinterpret_cast<const uint4*>(sh_h) + ((m * Q + q) * 2) * 32 + lane;
@@ -455,13 +450,9 @@ __global__ void __launch_bounds__(256, 1) markov_draft(
 #pragma unroll
             for (int j = 0; j < NT; ++j) {
               spec::mma_bf16(acc[j], a0.x, a0.y, a0.z, a0.w, wc[j][q].x, wc[j][q].y);
-              spec::mma_bf16(acc2[j], a1.x, a1.y, a1.z, a1.w, wc[j][q].z, wc[j][q].w);
+              spec::mma_bf16(acc[j], a1.x, a1.y, a1.z, a1.w, wc[j][q].z, wc[j][q].w);
             }
           }
-#pragma unroll
-          for (int j = 0; j < NT; ++j)
-#pragma unroll
-            for (int c = 0; c < 4; ++c) acc[j][c] += acc2[j][c];
 #pragma unroll
           for (int h = 0; h < 2; ++h) {
             const int row = m * 16 + 8 * h + g;
