@@ -139,7 +139,7 @@ __device__ __forceinline__ void load_vals(const float* p, float (&f)[N]) {
 // four 32-bit words {h[g][c], h[g + 8][c], h[g][c + 2], h[g + 8][c + 2]} (each a bf16 pair c, c + 1)
 // with c = 32q + 8t4 + 4s (rows g + 8: the m-tile's upper half), in the kernel's permuted reduction
 // order, so each A operand is one conflict-free 16-byte load (padded rows needed two loads and
-// register moves per mma: 1.3x the scan's instructions).
+// register moves per mma: 1.5x the scan's instructions at MT = 4).
 template <int R>
 struct HLayout {
   static constexpr int kQ = R / 32;
@@ -153,9 +153,9 @@ struct HLayout {
 
 // Reference logit of vocabulary row v: fp32, acc = 0, acc = acc + w[c] * h[c] for c = 0..R-1 (each
 // product of two bf16 values rounded to fp32 on its own, never fused), then base + acc. h: the
-// request's w_in row in global memory (L2-hot: the pass's h fill just read it). Read from there
-// rather than from the shared h: the threads of a warp recompute different requests' rows, and
-// their shared reads of 32 different h rows conflicted up to 16-way.
+// request's w_in row in global memory (L2-hot: the pass's h fill just read it), not the shared h:
+// the lanes of a warp recompute different requests' rows, whose fragment-order words share banks
+// (no speed difference was measured either way; this keeps exact_logit off the h layout).
 // Not inlined: three call sites, and the scan loop must stay small for the instruction cache.
 template <int R>
 __device__ __noinline__ float exact_logit(const __nv_bfloat16* __restrict__ w_out, const __nv_bfloat16* __restrict__ hrow,
