@@ -49,7 +49,7 @@ def main():
         base, prev, w_in, w_out = markov_inputs(b, 7)
         want = None
         res = {}
-        for rnd in range(3):
+        for _ in range(3):
             for name, (max_b, attr, sp) in VARIANTS[mode].items():
                 saved = getattr(ops, attr)
                 ops.MARKOV_EXACT_MAX_B = max_b

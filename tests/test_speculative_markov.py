@@ -168,8 +168,8 @@ def test_markov_greedy_rounding_ties(b, r, adjacent, seed):
     w_in = torch.full((V, r), 0.5, dtype=torch.bfloat16)
     w_out = (torch.randn(V, r, generator=g) * 0.01).to(torch.bfloat16)
 
-    def seq_sum(row):  # the reference's fp32 order with h = 0.5 (every product exact)
-        return float(np.cumsum(row.float().numpy() * np.float32(0.5), dtype=np.float32)[-1])
+    def seq_sum(row):  # the row's reference logit for h = w_in[any] (base 0)
+        return float(ref.markov_logits(torch.zeros(1, 1), w_in[:1], row.unsqueeze(0))[0, 0])
 
     for grp in range(6):
         v0 = int(torch.randint(0, V - 8, (1,), generator=g))
