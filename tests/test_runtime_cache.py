@@ -122,7 +122,7 @@ def test_unknown_arch_rejected():
         target_for_arch("sm_80")
 
 
-def test_template_digest_covers_headers_only(tmp_path, monkeypatch):
+def test_template_digest_covers_included_headers_only(tmp_path, monkeypatch):
     from jitkern.runtime import render
     (tmp_path / "common").mkdir()
     (tmp_path / "fam").mkdir()
@@ -137,7 +137,20 @@ def test_template_digest_covers_headers_only(tmp_path, monkeypatch):
     d1 = digest("fam/k.cuh")
     assert d1 != d0
     (tmp_path / "fam" / "k.cuh").write_text("// kernel, edited\n")
-    assert digest("fam/k.cuh") != d1
+    d2 = digest("fam/k.cuh")
+    assert d2 != d1
+    # a sibling template is covered once (and only while) the kernel includes it
+    (tmp_path / "fam" / "other.cuh").write_text("// sibling\n")
+    assert digest("fam/k.cuh") == d2
+    (tmp_path / "fam" / "part.cuh").write_text("// part\n")
+    (tmp_path / "fam" / "k.cuh").write_text('#pragma once\n#if 0\n  #include "fam/part.cuh"\n#endif\n')
+    d3 = digest("fam/k.cuh")
+    (tmp_path / "fam" / "part.cuh").write_text("// part, edited\n")
+    assert digest("fam/k.cuh") != d3
+    (tmp_path / "fam" / "other.cuh").write_text("// sibling, edited\n")
+    d4 = digest("fam/k.cuh")
+    (tmp_path / "fam" / "other.cuh").write_text("// sibling, edited again\n")
+    assert digest("fam/k.cuh") == d4
 
 
 def test_ptxas_summary_flags_serialized_wgmma():

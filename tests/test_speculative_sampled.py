@@ -200,13 +200,91 @@ def _filter_arg(v, b, dtype):
     return torch.full((b,), v, dtype=dtype, device="cuda") if v is not None else None
 
 
+class _filter_path:
+    """Context: verify_sampled / verify_tree_sampled with filter_fast on or off (the threshold
+    search for every filtered row)."""
+
+    def __init__(self, fast):
+        self.fast = fast
+
+    def __enter__(self):
+        self.saved, ops.SAMPLED_FILTER_FAST = ops.SAMPLED_FILTER_FAST, self.fast
+
+    def __exit__(self, *exc):
+        ops.SAMPLED_FILTER_FAST = self.saved
+
+
+@pytest.mark.gpu
+@settings(max_examples=30, deadline=None)
+@given(V=st.sampled_from([300, 4096, 4097, 5003, 129280]), dtype=st.sampled_from([torch.bfloat16, torch.float32]),
+       scale=st.sampled_from([1.0, 3.0, 8.0, "ties"]), temp=st.sampled_from([0.6, 1.0, 1.7]),
+       top_k=st.sampled_from([None, 1, 5, 50, 256, 300]), top_p=st.sampled_from([None, 0.2, 0.9, 0.995]),
+       fast=st.booleans(), seed=st.integers(0, 2**31))
+def test_sampled_filter_boundary_tokens(V, dtype, scale, temp, top_k, top_p, fast, seed):
+    """The kept set's edge, decided with certainty: the least probable kept token drafted with
+    q = p_ref / 2 at it (zero elsewhere) must be accepted (u * q < p for every u < 1), the most
+    probable dropped token drafted with q = 1 at it must be rejected (p = 0) and the emitted token
+    must be kept; chain and tree kernels, filter_fast on and off. A threshold one tie group off
+    fails. V from the whole-row candidate case (<= 4096) to 129280, unaligned rows (5003)."""
+    assume(top_k is not None or top_p is not None)
+    g = torch.Generator().manual_seed(seed)
+    R = 3
+    x = torch.randn(R, V, generator=g)
+    x = torch.round(x * 2) / 2 if scale == "ties" else x * scale
+    x = x.to(dtype)
+    if top_p is not None:
+        for r in range(R):
+            assume(_top_p_margin(x[r].float(), temp, top_k, top_p) > 1e-5)
+    P = ref.target_probs(x, temp, top_k, top_p)
+    xf = x.float()
+    rows, drafts, qs, expect = [], [], [], []
+    for r in range(R):
+        kept = P[r] > 0
+        x_in = int(torch.where(kept, xf[r], torch.inf).argmin())
+        q = torch.zeros(V)
+        q[x_in] = 0.5 * float(P[r, x_in])
+        rows += [x[r], x[r]]
+        drafts.append(x_in)
+        qs.append(q)
+        expect.append(1)
+        if not bool(kept.all()):
+            x_out = int(torch.where(kept, -torch.inf, xf[r]).argmax())
+            q = torch.zeros(V)
+            q[x_out] = 1.0
+            rows += [x[r], x[r]]
+            drafts.append(x_out)
+            qs.append(q)
+            expect.append(0)
+    b = len(drafts)
+    logits = torch.stack(rows).cuda()
+    dr = torch.tensor(drafts, device="cuda")
+    q = torch.stack(qs).cuda()
+    cu = torch.arange(b + 1, dtype=torch.int32, device="cuda")
+    owner = [r for r in range(R) for _ in range(2 if not bool((P[r] > 0).all()) else 1)]
+    with _filter_path(fast):
+        acc, out = ops.verify_sampled(logits, dr, q, cu, temp, top_k, top_p, seed=seed, max_num_draft=1,
+                                      out=_poison(b, 2))
+        toks = torch.stack([torch.zeros_like(dr), dr], 1).reshape(-1)
+        par = torch.tensor([-1, 0] * b, dtype=torch.int32, device="cuda")
+        qt = torch.stack([torch.zeros_like(q), q], 1).reshape(2 * b, V)
+        tacc, tout, _ = ops.verify_tree_sampled(logits, toks, par, qt, cu * 2, temp, top_k, top_p, seed=seed,
+                                                max_depth=1)
+    for name, a, o in (("chain", acc, out), ("tree", tacc, tout)):
+        assert a.tolist() == expect, (name, a.tolist(), expect)
+        for i in range(b):
+            tok = int(o[i, int(a[i])])
+            assert P[owner[i], tok] > 0, (name, i, tok)
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("V,k,temp,top_k,top_p,dtype,per_req", [
     (8, 3, 1.0, 3, None, torch.float32, False), (16, 2, 0.7, None, 0.8, torch.bfloat16, False),
     (12, 3, 1.3, 6, 0.7, torch.float32, True), (6, 2, 0.9, 1, None, torch.float32, False)])
-def test_sampled_filtered_chi_square(V, k, temp, top_k, top_p, dtype, per_req):
+@pytest.mark.parametrize("fast", [True, False])
+def test_sampled_filtered_chi_square(V, k, temp, top_k, top_p, dtype, per_req, fast):
     """Identical requests: the (accepted, emitted) histogram matches the enumerated distribution
-    with top-k / top-p (chi-square p > 1e-3, sample large enough to catch a 1% bias)."""
+    with top-k / top-p (chi-square p > 1e-3, sample large enough to catch a 1% bias); filter_fast
+    (whole-row candidates at these V) and the threshold search."""
     N = 2_000_000
     g = torch.Generator().manual_seed(99 + V)
     base = (torch.randn(k + 1, V, generator=g) * 1.5).to(dtype)
@@ -219,8 +297,9 @@ def test_sampled_filtered_chi_square(V, k, temp, top_k, top_p, dtype, per_req):
     cu = torch.arange(N + 1, device="cuda", dtype=torch.int32) * k
     tk = _filter_arg(top_k, N, torch.int32) if per_req else top_k
     tp = _filter_arg(top_p, N, torch.float32) if per_req else top_p
-    acc, out = ops.verify_sampled(base.cuda().repeat(N, 1), drafts.cuda().repeat(N), q.cuda().repeat(N, 1), cu,
-                                  temp, tk, tp, seed=7, max_num_draft=k, out=_poison(N, k + 1))
+    with _filter_path(fast):
+        acc, out = ops.verify_sampled(base.cuda().repeat(N, 1), drafts.cuda().repeat(N), q.cuda().repeat(N, 1), cu,
+                                      temp, tk, tp, seed=7, max_num_draft=k, out=_poison(N, k + 1))
     acc, out = acc.long(), out.long()
     assert torch.all((acc >= 0) & (acc <= k))
     emitted = out.gather(1, acc.view(-1, 1)).view(-1)

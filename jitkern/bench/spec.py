@@ -199,11 +199,24 @@ def run(args) -> list[dict]:
                                  "gbps": (lbytes + qbytes) / us2 / 1e3})
             if getattr(args, "sweep", False):
                 recs += _sampled_sweep(ops, logits, drafts, q, cu, b, k, V, floor, lbytes + qbytes, rot)
-            # filtered rows: one CTA per row, threshold search through L2 (about 5-8 passes per row)
-            us2, _ = _time(lambda i: ops.verify_sampled(logits[i], drafts[i], q[i], cu, 1.0, 50, 0.9, seed=i,
-                                                        max_num_draft=k), rot)
-            recs.append({"kind": "sampled top_k=50 top_p=0.9", "b": b, "k": k, "V": V, "us": us2,
-                         "floor_us": floor, "pct_floor": 100 * floor / us2, "gbps": (lbytes + qbytes) / us2 / 1e3})
+            # filtered rows (one CTA per row): filter_fast (a sort of the few candidates that can
+            # survive), and the threshold search it falls back to (forced, same inputs); top_p alone
+            # on these flat random rows keeps most of the vocabulary: the search.
+            for tk, tp in ((50, 0.9), (None, 0.9)):
+                tus2, how2 = _time(lambda i: ref.torch_verify_sampled(logits[i].view(b, k + 1, V), drafts[i].view(b, k),
+                                                                      q[i].view(b, k, V), top_k=tk, top_p=tp), rot)
+                for fast in ((True, False) if tk is not None else (True,)):
+                    saved_fast, ops.SAMPLED_FILTER_FAST = ops.SAMPLED_FILTER_FAST, fast
+                    try:
+                        us2, _ = _time(lambda i: ops.verify_sampled(logits[i], drafts[i], q[i], cu, 1.0, tk, tp, seed=i,
+                                                                    max_num_draft=k), rot)
+                    finally:
+                        ops.SAMPLED_FILTER_FAST = saved_fast
+                    label = "sampled" + (f" top_k={tk}" if tk is not None else "") + f" top_p={tp}"
+                    recs.append({"kind": label + ("" if fast else " (threshold search)"), "b": b, "k": k, "V": V,
+                                 "us": us2, "floor_us": floor, "pct_floor": 100 * floor / us2,
+                                 "gbps": (lbytes + qbytes) / us2 / 1e3, "torch_us": tus2, "torch_timing": how2,
+                                 "speedup": tus2 / us2})
             # the chain as a tree (one CTA per request, whole-row passes)
             par = torch.arange(-1, k, device="cuda", dtype=torch.int32).repeat(b)
             cun = torch.arange(b + 1, device="cuda", dtype=torch.int32) * (k + 1)

@@ -74,6 +74,10 @@ SAMPLED_B_TILES_PER_SLOT = 2
 # spec, same run), 2 vs 0 / 1 / 4 passes: b=64 k=7 81.2 vs 84.0 / 82.3 / 84.2 us, b=256 k=3 179.2 vs
 # 185.5 / 180.4 / 182.9 us, b=16 and b=1 equal within 0.5 us.
 SAMPLED_AHEAD = 2
+# Top-k / top-p thresholds: False forces the threshold search for every filtered row (the bench
+# times both; the GPU tests check that both give the same results) instead of filter_fast's sort
+# of the few candidates that can survive (templates/spec/sampled.cuh).
+SAMPLED_FILTER_FAST = True
 TREE_SAMPLED_THREADS = 512
 _SMEM_LIMIT = 227 * 1024 - 1024  # Hopper opt-in shared memory per CTA, minus the static part
 
@@ -124,13 +128,19 @@ def greedy_stream_spec(logit_dtype, tok_dtype, cu_dtype) -> KernelSpec:
 def sampled_spec(logit_dtype, tok_dtype, cu_dtype, vec: bool) -> KernelSpec:
     return KernelSpec("spec/sampled.cuh",
                       f"jitkern::verify_sampled<{_CTYPE[logit_dtype]}, {_CTYPE[tok_dtype]}, {_CTYPE[cu_dtype]}, "
-                      f"{str(vec).lower()}, {SAMPLED_THREADS}, {SAMPLED_UNROLL}, {SAMPLED_MIN_BLOCKS}, {SAMPLED_AHEAD}>", family="spec")
+                      f"{str(vec).lower()}, {SAMPLED_THREADS}, {SAMPLED_UNROLL}, {SAMPLED_MIN_BLOCKS}, {SAMPLED_AHEAD}>", family="spec",
+                      defines=_filter_defines())
 
 
 def tree_sampled_spec(logit_dtype, tok_dtype, cu_dtype, vec: bool) -> KernelSpec:
     return KernelSpec("spec/sampled.cuh",
                       f"jitkern::verify_tree_sampled<{_CTYPE[logit_dtype]}, {_CTYPE[tok_dtype]}, {_CTYPE[cu_dtype]}, "
-                      f"{str(vec).lower()}, {TREE_SAMPLED_THREADS}, {TREE_MAX_NODES}>", family="spec")
+                      f"{str(vec).lower()}, {TREE_SAMPLED_THREADS}, {TREE_MAX_NODES}>", family="spec",
+                      defines=_filter_defines())
+
+
+def _filter_defines() -> tuple:
+    return () if SAMPLED_FILTER_FAST else (("JITKERN_FILTER_FAST", "0"),)
 
 
 TREE_MAX_NODES = 256
@@ -440,8 +450,12 @@ def verify_sampled(target_logits: torch.Tensor, draft_tokens: torch.Tensor, draf
     Layout and outputs (and ``out=``): module docstring and :func:`verify_greedy`.
     Cost: without top-k/top-p the logits are read once plus one row per request (and q at the
     draft tokens plus one q row per rejecting request). A row of a request with top-k/top-p is
-    handled whole by one CTA (threshold search, about 5-8 passes over the row): measured on H100
-    8-22x slower than the unfiltered path (b=64, k=7: 1267 vs 116 us).
+    handled whole by one CTA. Where its survivors provably lie among <= 4096 candidates (V <= 4096;
+    top_k <= 256; top_p alone when the tokens that cannot survive carry the mass) that is the argmax
+    pass, one collecting pass and a sort of the candidates; otherwise (top_k > 256, top_p alone over
+    a flat distribution) a threshold search of about 5-8 passes over the row, 8-22x slower than
+    the unfiltered path (H100, b=64, k=7: 1267 vs 116 us). Both give the same thresholds (top-p:
+    up to the summation order of fp32 masses). docs/PERFORMANCE.md has the measured figures.
     """
     b, rows, V, max_num_draft = _check_ragged(target_logits, draft_tokens, cu_num_draft, max_num_draft)
     check_tensor("draft_probs", draft_probs, dtype=torch.float32, shape=(draft_tokens.numel(), V),

@@ -310,9 +310,19 @@ def torch_verify_greedy(logits, drafts):
     return acc, bonus
 
 
-def torch_verify_sampled(logits, drafts, q, temperature=1.0, generator=None):
-    """softmax / ratio / residual / multinomial. logits [b, k+1, V], drafts [b, k], q [b, k, V]."""
-    p = torch.softmax(logits.float() / temperature, -1)
+def torch_verify_sampled(logits, drafts, q, temperature=1.0, generator=None, top_k=None, top_p=None):
+    """softmax / ratio / residual / multinomial. logits [b, k+1, V], drafts [b, k], q [b, k, V].
+    top_k / top_p as a user writes them (topk mask, then a sorted cumulative-mass mask; ties at
+    the top-p edge are not kept together, unlike the kernels)."""
+    x = logits.float() / temperature
+    if top_k is not None:
+        x = x.masked_fill(x < x.topk(top_k, -1).values[..., -1:], float("-inf"))
+    p = torch.softmax(x, -1)
+    if top_p is not None:
+        ps, idx = p.sort(-1, descending=True)
+        ps = ps.masked_fill(ps.cumsum(-1) - ps >= top_p, 0.0)
+        p = torch.zeros_like(p).scatter_(-1, idx, ps)
+        p = p / p.sum(-1, keepdim=True)
     b, k = drafts.shape
     px = p[:, :k].gather(2, drafts.unsqueeze(2)).squeeze(2)
     qx = q.gather(2, drafts.unsqueeze(2)).squeeze(2)

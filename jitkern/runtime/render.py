@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 from pathlib import Path
 
 from .kernel_spec import KernelSpec
@@ -31,17 +32,37 @@ def render(spec: KernelSpec) -> str:
 _HEADER_SUFFIXES = (".cuh", ".h", ".hpp", ".inl")
 
 
+_INCLUDE = re.compile(r'^\s*#\s*include\s*"([^"]+)"', re.M)
+
+
+def _included_headers(template: str) -> list[Path]:
+    """The template and every header it includes with quotes from templates/, transitively
+    (every #include line, whatever #if surrounds it: a superset is safe)."""
+    root = templates_dir()
+    seen, todo = {}, [template]
+    while todo:
+        rel = todo.pop()
+        path = root / rel
+        if rel in seen or not path.is_file():
+            continue  # quoted includes outside templates/ (CUTLASS/CuTe) are the toolchain's
+        seen[rel] = path
+        todo += _INCLUDE.findall(path.read_text(errors="replace"))
+    return [seen[k] for k in sorted(seen)]
+
+
 @functools.lru_cache(maxsize=None)
 def template_digest(template: str) -> str:
-    """sha256 over every header a template may include from templates/ (``.cuh``/``.h``/``.hpp``
-    files of its own folder and ``common/``). Part of the cache key, so editing a template
-    recompiles what uses it; notes and scripts beside the templates do not."""
+    """sha256 over the headers a template includes from templates/ (transitively, by its quoted
+    #include lines) and every header of ``common/``. Part of the cache key, so editing a template
+    or a header it includes recompiles what uses it; a sibling template it does not include,
+    notes and scripts do not."""
     root = templates_dir()
-    folders = sorted({(root / template).parent, root / "common"})
+    files = {p.relative_to(root): p for p in _included_headers(template)}
+    for f in (root / "common").rglob("*"):
+        if f.is_file() and f.suffix in _HEADER_SUFFIXES:
+            files[f.relative_to(root)] = f
     h = hashlib.sha256()
-    for folder in folders:
-        for f in sorted(folder.rglob("*")):
-            if f.is_file() and f.suffix in _HEADER_SUFFIXES:
-                h.update(str(f.relative_to(root)).encode())
-                h.update(f.read_bytes())
+    for rel in sorted(files):
+        h.update(str(rel).encode())
+        h.update(files[rel].read_bytes())
     return h.hexdigest()

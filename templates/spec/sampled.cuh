@@ -11,11 +11,14 @@
 // position, block) instead of one per 4 tokens. Deterministic for a seed whatever the launch split
 // (vocab tiles are whole blocks; ties: lowest block).
 //
-// Top-k / top-p: a row's threshold key tau (keep tokens whose logit key is >= tau) comes from a
-// 16-way threshold search over the order-preserving bit pattern of the logits (counts for top-k,
-// masses for top-p), one CTA re-reading the row through L2; no atomics, so deterministic. (A
-// 256-bin shared-atomic radix histogram was 1.4-7 ms per call: real logits share a few top-key
-// bins, so the atomics serialise.)
+// Top-k / top-p: a row's threshold key tau (keep tokens whose logit key is >= tau), one CTA per
+// row. filter_fast first: one pass collects every element that can survive (at most kFilterCap;
+// the bound comes from the argmax pass for top-k, from the softmax sum for top-p alone) and a sort
+// of those gives tau and the normaliser. Rows whose survivors may be more (top-k above the thread
+// count, top-p over a flat distribution) take a 16-way threshold search over the order-preserving
+// bit pattern of the logits (counts for top-k, masses for top-p), re-reading the row through L2
+// 5-8 times. Both deterministic. (A 256-bin shared-atomic radix histogram was 1.4-7 ms per call:
+// real logits share a few top-key bins, so the atomics serialise.)
 #pragma once
 #include "spec/common.cuh"
 #include "spec/greedy.cuh"
@@ -36,6 +39,11 @@
   } while (0)
 #else
 #define SAMPLED_STAMP(slot) do {} while (0)
+#endif
+
+// 0: every filtered row takes the threshold search (ops.SAMPLED_FILTER_FAST = False).
+#ifndef JITKERN_FILTER_FAST
+#define JITKERN_FILTER_FAST 1
 #endif
 
 namespace jitkern {
@@ -126,10 +134,10 @@ __device__ __forceinline__ void softmax_add(float& m, float& s, float v, float s
 // Calls f(index, value) for every element of row[0, n), each thread on a fixed subset in a fixed
 // order (16-byte vectors when kVec: row 16-byte aligned). Loads go through L2 (__ldcg): the
 // filter passes re-read the row.
-template <typename T, bool kVec, int kThreads, typename F>
+template <typename T, bool kVec, int kThreads, typename F, int U = 4>
 __device__ __forceinline__ void row_for_each(const T* __restrict__ row, int n, F&& f) {
   if (kVec) {
-    constexpr int N = 16 / sizeof(T), U = 4;
+    constexpr int N = 16 / sizeof(T);
     const int nvec = n / N;
     const uint4* p = reinterpret_cast<const uint4*>(row);
     for (int base = threadIdx.x; base < nvec; base += kThreads * U) {
@@ -153,10 +161,16 @@ __device__ __forceinline__ void row_for_each(const T* __restrict__ row, int n, F
   }
 }
 
+// Candidate keys of the filter fast path (filter_fast): a row whose top-k / top-p survivors
+// provably lie among at most this many elements gets its threshold from a sort of them.
+constexpr int kFilterCap = 4096;
+
 // Shared memory of the whole-row statistics (one CTA per row).
 struct RowSmem {
   uint64_t hist[256];  // above16's [warps][17] float partials
   uint64_t red[32];
+  uint32_t cand[kFilterCap];  // filter_fast's candidate keys (first the threads' maxima)
+  int count;
 };
 
 // 16 thresholds at once: F[c] = sum over elements with key unit u >= max(ufloor, t[c]) of val
@@ -256,6 +270,207 @@ __device__ __forceinline__ uint32_t select_threshold(const T* __restrict__ row, 
   return lo << ks;
 }
 
+// Value of a key made by fkey<T> (exact: bf16 keys keep the value's 16 significant bits).
+template <typename T>
+__device__ __forceinline__ float key_to_value(uint32_t key) {
+  if (key & 0x80000000u) return __uint_as_float(key & 0x7FFFFFFFu);
+  return __uint_as_float(sizeof(T) == 2 ? (~key & 0xFFFF0000u) : ~key);
+}
+
+// Bitonic sort of a[0, n) into descending order by the CTA (n a power of two, n >= 2).
+template <int kThreads>
+__device__ __forceinline__ void sort_desc(uint32_t* a, int n) {
+  for (int k = 2; k <= n; k <<= 1) {
+    for (int j = k >> 1; j > 0; j >>= 1) {
+      for (int i = threadIdx.x; i < n; i += kThreads) {
+        const int ixj = i ^ j;
+        if (ixj > i) {
+          const uint32_t x = a[i], y = a[ixj];
+          if (((i & k) == 0) ? x < y : x > y) { a[i] = y; a[ixj] = x; }
+        }
+      }
+      __syncthreads();
+    }
+  }
+}
+
+// Appends the key of every element of row[0, V) whose key is >= gkey to sm.cand (order
+// unspecified: callers sort) and returns how many there are; stops early once more than
+// kFilterCap are found (the result is then > kFilterCap). Loops are CTA-uniform so that a warp
+// reserves its slots with one shared atomic per vector round.
+template <typename T, bool kVec, int kThreads>
+__device__ __forceinline__ int collect_keys(const T* __restrict__ row, int V, uint32_t gkey, RowSmem& sm) {
+  constexpr int N = 16 / sizeof(T), U = 4;
+  const int lane = threadIdx.x & 31;
+  if (threadIdx.x == 0) sm.count = 0;
+  __syncthreads();
+  // Appends the keys kk[e] of the lane's set bits e of `hit` warp-wide (static register indices).
+  auto append = [&](const uint32_t (&kk)[N], unsigned hit) {
+    if (!__ballot_sync(0xffffffffu, hit != 0u)) return;
+    const int c = __popc(hit);
+    int incl = c;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      const int y = __shfl_up_sync(0xffffffffu, incl, o);
+      if (lane >= o) incl += y;
+    }
+    int base = 0;
+    if (lane == 31) base = atomicAdd(&sm.count, incl);
+    base = __shfl_sync(0xffffffffu, base, 31) + incl - c;
+#pragma unroll
+    for (int e = 0; e < N; ++e) {
+      const int at = base + __popc(hit & ((1u << e) - 1u));
+      if (((hit >> e) & 1u) && at < kFilterCap) sm.cand[at] = kk[e];
+    }
+  };
+  const int nvec = kVec ? V / N : 0;
+  if constexpr (kVec) for (int b0 = 0; b0 < nvec; b0 += kThreads * U) {
+    uint4 u[U];
+#pragma unroll
+    for (int r = 0; r < U; ++r) {
+      const int vi = b0 + r * kThreads + threadIdx.x;
+      u[r] = vi < nvec ? __ldcg(reinterpret_cast<const uint4*>(row) + vi) : make_uint4(0u, 0u, 0u, 0u);
+    }
+#pragma unroll
+    for (int r = 0; r < U; ++r) {
+      const bool in = b0 + r * kThreads + (int)threadIdx.x < nvec;
+      uint32_t kk[N];
+      unsigned hit = 0u;
+      float v[N];
+      unpack(u[r], (const T*)nullptr, v);
+#pragma unroll
+      for (int e = 0; e < N; ++e) {
+        kk[e] = fkey<T>(v[e]);
+        if (in && kk[e] >= gkey) hit |= 1u << e;
+      }
+      append(kk, hit);
+    }
+    if (__shfl_sync(0xffffffffu, *(volatile int*)&sm.count, 0) > kFilterCap) break;  // warp-uniform
+  }
+  for (int i0 = nvec * N; i0 < V; i0 += kThreads) {
+    const int i = i0 + threadIdx.x;
+    uint32_t kk[N];
+#pragma unroll
+    for (int e = 0; e < N; ++e) kk[e] = 0u;
+    unsigned hit = 0u;
+    if (i < V) {
+      kk[0] = fkey<T>((float)row[i]);
+      if (kk[0] >= gkey) hit = 1u;
+    }
+    append(kk, hit);
+    if (__shfl_sync(0xffffffffu, *(volatile int*)&sm.count, 0) > kFilterCap) break;
+  }
+  __syncthreads();
+  return sm.count;
+}
+
+// Filter thresholds without the threshold search, for rows whose survivors provably lie among a
+// few elements: candidates = every element with key >= g, where g is
+//  * top-k (k <= kThreads): the k-th largest of the threads' maxima from the argmax pass (tkey),
+//    so at least k elements are >= g and the k-th largest logit is among the candidates;
+//  * top-p alone: the value whose mass w(g) = (1 - topp) * Z / (2 V) (Z: the row's softmax sum),
+//    so the elements below g carry less than half the mass top-p may drop;
+//  * V <= kFilterCap: the whole row.
+// The candidates are sorted; tau_k = the k-th key, then top-p's tau = the key at which the running
+// mass (sorted order, fixed) first reaches topp * F(tau_k), and z = the mass of the keys >= tau.
+// Same thresholds as select_threshold (top-k exactly; top-p up to the order of the fp32 sums).
+// Returns false (nothing decided) when the candidates overflow kFilterCap or when k > kThreads:
+// the caller then runs the threshold search. Deterministic: sorted order, fixed-order sums.
+template <typename T, bool kVec, int kThreads>
+__device__ __forceinline__ bool filter_fast(const T* __restrict__ row, int V, float m, float s2, int topk, float topp,
+                                         uint32_t tkey, RowSmem& sm, uint32_t& tau_out, float& z_out) {
+  static_assert(kThreads <= kFilterCap && (kThreads & (kThreads - 1)) == 0, "thread count: a power of two <= cap");
+  const bool filt_k = topk > 0, filt_p = topp < 1.0f;
+  const bool whole = V <= kFilterCap;
+  if (filt_k && topk > kThreads && !whole) return false;
+  uint32_t gkey = 0u;
+  float zrow = 0.0f;
+  if (!whole && filt_k) {
+    sm.cand[threadIdx.x] = tkey;
+    __syncthreads();
+    sort_desc<kThreads>(sm.cand, kThreads);
+    gkey = sm.cand[topk - 1];
+    __syncthreads();  // every thread has read gkey before the candidates overwrite it
+  } else if (!whole) {
+    float z = 0.0f;
+    row_for_each<T, kVec, kThreads>(row, V, [&](int, float v) { z += exp2f(__fmul_rn(__fsub_rn(v, m), s2)); });
+    zrow = block_sum<kThreads>(z, reinterpret_cast<float*>(sm.red));
+    const float g = __fadd_rn(m, __fdiv_rn(log2f((1.0f - topp) * zrow / (2.0f * (float)V)), s2));
+    if (!(g < m)) return false;  // topp so small that g rounds to m (or NaN): let the search decide
+    gkey = fkey<T>(g);
+  }
+  const int n = collect_keys<T, kVec, kThreads>(row, V, gkey, sm);
+  if (n > kFilterCap || n < 1) return false;  // CTA-uniform
+  int npad = 2;
+  while (npad < n) npad <<= 1;
+  for (int i = n + threadIdx.x; i < npad; i += kThreads) sm.cand[i] = 0u;  // 0: below every key
+  __syncthreads();
+  sort_desc<kThreads>(sm.cand, npad);
+  if (filt_k && topk > n) return false;  // cannot happen (g guarantees k candidates): stay safe
+  const uint32_t tau_k = filt_k ? sm.cand[topk - 1] : 0u;
+  // Warp 0: running mass over the survivors of top-k in sorted order, 32 keys per step.
+  if (threadIdx.x < 32) {
+    const int lane = threadIdx.x;
+    const bool full = filt_k || whole;  // candidates hold every top-k survivor: F(tau_k) from them
+    float need = -1.0f;
+    if (filt_p && !full) need = topp * zrow;
+    if (filt_p && full) {
+      float f = 0.0f;
+      for (int i0 = 0; i0 < n; i0 += 32) {
+        const int i = i0 + lane;
+        const uint32_t key = i < n ? sm.cand[i] : 0u;
+        float w = key >= tau_k && i < n ? exp2f(__fmul_rn(__fsub_rn(key_to_value<T>(key), m), s2)) : 0.0f;
+#pragma unroll
+        for (int o = 16; o; o >>= 1) w = __fadd_rn(w, __shfl_xor_sync(0xffffffffu, w, o));
+        f = __fadd_rn(f, w);
+      }
+      need = topp * f;
+    }
+    // tau: key of the first survivor whose running mass reaches need (filt_p), else tau_k.
+    uint32_t tau = filt_p ? 0xFFFFFFFFu : tau_k;
+    bool found = !filt_p;
+    float run = 0.0f, z = 0.0f;
+    for (int i0 = 0; i0 < n; i0 += 32) {
+      const int i = i0 + lane;
+      const uint32_t key = i < n ? sm.cand[i] : 0u;
+      const bool surv = i < n && key >= tau_k;
+      const float w = surv ? exp2f(__fmul_rn(__fsub_rn(key_to_value<T>(key), m), s2)) : 0.0f;
+      float incl = w;
+#pragma unroll
+      for (int o = 1; o < 32; o <<= 1) {
+        const float y = __shfl_up_sync(0xffffffffu, incl, o);
+        if (lane >= o) incl = __fadd_rn(y, incl);
+      }
+      const float cum = __fadd_rn(run, incl);
+      if (!found) {
+        const unsigned hit = __ballot_sync(0xffffffffu, surv && cum >= need);
+        if (hit) {
+          found = true;
+          tau = __shfl_sync(0xffffffffu, key, __ffs(hit) - 1);
+        }
+      }
+      // z: mass of the survivors with key >= tau (the keys are sorted: a prefix)
+      float zw = surv && key >= tau ? w : 0.0f;
+#pragma unroll
+      for (int o = 16; o; o >>= 1) zw = __fadd_rn(zw, __shfl_xor_sync(0xffffffffu, zw, o));
+      z = __fadd_rn(z, zw);
+      run = __shfl_sync(0xffffffffu, cum, 31);
+      if (found && __shfl_sync(0xffffffffu, key, 31) < tau) break;  // past the kept prefix
+    }
+    if (lane == 0) {
+      sm.count = found ? 1 : 0;
+      reinterpret_cast<float*>(sm.red)[0] = z;
+      sm.cand[0] = tau;  // sorted data no longer needed
+    }
+  }
+  __syncthreads();
+  const bool ok = sm.count != 0;
+  tau_out = sm.cand[0];
+  z_out = reinterpret_cast<float*>(sm.red)[0];
+  __syncthreads();
+  return ok;
+}
+
 
 // Whole-row statistics of one row by one CTA: argmax, then (temperature > 0) the filter
 // threshold tau and the normaliser of the kept tokens. topk: 0 = off (else 1 <= topk < V);
@@ -278,6 +493,16 @@ __device__ __forceinline__ PStat row_stats_inl(const T* __restrict__ row, int V,
   st.amax = key_index(key);
   st.m = key_value(key);
   if (greedy) return st;
+  if (JITKERN_FILTER_FAST && (filt_k || filt_p)) {
+    uint32_t tau;
+    float z;
+    if (filter_fast<T, kVec, kThreads>(row, V, st.m, s2, filt_k ? topk : 0, filt_p ? topp : 1.0f,
+                                       bidx < 0 ? 0u : fkey<T>(best), sm, tau, z)) {
+      st.tau = tau;
+      st.inv_z = 1.0f / z;
+      return st;
+    }
+  }
   if (!filt_k && !filt_p) {
     float m = neg_inf(), s = 0.0f;
     row_for_each<T, kVec, kThreads>(row, V, [&](int, float v) { softmax_add(m, s, v, s2); });
@@ -560,7 +785,7 @@ constexpr int kModeDone = 0, kModeResidual = 1, kModeBonus = 2;
 // Chain verification, one persistent launch with an atomic work queue over two tile kinds:
 //  A: (row, vocab chunk) for every logits row: chunk softmax partial (m, sum exp) or, at
 //     temperature 0, argmax key; a row of a filtered request (top-k / top-p) is handled whole by
-//     its chunk-0 tile (radix select, row re-read through L2). The CTA that completes a request's
+//     its chunk-0 tile (row_stats: filter_fast or the threshold search, row re-read through L2). The CTA that completes a request's
 //     A tiles (arrival counter) combines the partials, runs the accept chain (needs only p and q
 //     at the draft tokens), writes the accepted prefix and publishes a decision (emit row, mode,
 //     row statistics) with a release flag.
