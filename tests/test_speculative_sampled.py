@@ -224,8 +224,9 @@ def test_sampled_filter_boundary_tokens(V, dtype, scale, temp, top_k, top_p, fas
     """The kept set's edge, decided with certainty: the least probable kept token drafted with
     q = p_ref / 2 at it (zero elsewhere) must be accepted (u * q < p for every u < 1), the most
     probable dropped token drafted with q = 1 at it must be rejected (p = 0) and the emitted token
-    must be kept; chain and tree kernels, filter_fast on and off. A threshold one tie group off
-    fails. V from the whole-row candidate case (<= 4096) to 129280, unaligned rows (5003)."""
+    must be kept; the chain kernel with filter_fast on and off, the tree kernel (threshold search).
+    A threshold one tie group off fails. V from the whole-row candidate case (<= 4096) to 129280,
+    unaligned rows (5003)."""
     assume(top_k is not None or top_p is not None)
     g = torch.Generator().manual_seed(seed)
     R = 3

@@ -74,10 +74,13 @@ SAMPLED_B_TILES_PER_SLOT = 2
 # spec, same run), 2 vs 0 / 1 / 4 passes: b=64 k=7 81.2 vs 84.0 / 82.3 / 84.2 us, b=256 k=3 179.2 vs
 # 185.5 / 180.4 / 182.9 us, b=16 and b=1 equal within 0.5 us.
 SAMPLED_AHEAD = 2
-# Top-k / top-p thresholds: False forces the threshold search for every filtered row (the bench
-# times both; the GPU tests check that both give the same results) instead of filter_fast's sort
-# of the few candidates that can survive (templates/spec/sampled.cuh).
+# verify_sampled's top-k / top-p thresholds: False forces the threshold search for every filtered
+# row (the bench times both; the GPU tests run both) instead of filter_fast's sort of the few
+# candidates that can survive (templates/spec/sampled.cuh). verify_tree_sampled always searches.
 SAMPLED_FILTER_FAST = True
+# Dynamic shared memory of a launch whose requests may filter (the kFilter instantiation):
+# filter_fast's kFilterCap (4096) candidate keys and their count.
+SAMPLED_FILTER_SMEM = (4096 + 4) * 4  # the keys, then their count (16-byte padded)
 TREE_SAMPLED_THREADS = 512
 _SMEM_LIMIT = 227 * 1024 - 1024  # Hopper opt-in shared memory per CTA, minus the static part
 
@@ -125,18 +128,19 @@ def greedy_stream_spec(logit_dtype, tok_dtype, cu_dtype) -> KernelSpec:
                       f"{STREAM_THREADS}, {STREAM_UNROLL}, {STREAM_MIN_BLOCKS}>", family="spec")
 
 
-def sampled_spec(logit_dtype, tok_dtype, cu_dtype, vec: bool) -> KernelSpec:
+def sampled_spec(logit_dtype, tok_dtype, cu_dtype, vec: bool, filtered: bool = False) -> KernelSpec:
+    """verify_sampled's kernel; ``filtered``: the instantiation for launches that may use top-k /
+    top-p (filter_fast; unfiltered launches keep the kernel without it, measured faster)."""
     return KernelSpec("spec/sampled.cuh",
                       f"jitkern::verify_sampled<{_CTYPE[logit_dtype]}, {_CTYPE[tok_dtype]}, {_CTYPE[cu_dtype]}, "
-                      f"{str(vec).lower()}, {SAMPLED_THREADS}, {SAMPLED_UNROLL}, {SAMPLED_MIN_BLOCKS}, {SAMPLED_AHEAD}>", family="spec",
-                      defines=_filter_defines())
+                      f"{str(vec).lower()}, {SAMPLED_THREADS}, {SAMPLED_UNROLL}, {SAMPLED_MIN_BLOCKS}, {SAMPLED_AHEAD}, "
+                      f"{str(filtered).lower()}>", family="spec", defines=_filter_defines() if filtered else ())
 
 
 def tree_sampled_spec(logit_dtype, tok_dtype, cu_dtype, vec: bool) -> KernelSpec:
     return KernelSpec("spec/sampled.cuh",
                       f"jitkern::verify_tree_sampled<{_CTYPE[logit_dtype]}, {_CTYPE[tok_dtype]}, {_CTYPE[cu_dtype]}, "
-                      f"{str(vec).lower()}, {TREE_SAMPLED_THREADS}, {TREE_MAX_NODES}>", family="spec",
-                      defines=_filter_defines())
+                      f"{str(vec).lower()}, {TREE_SAMPLED_THREADS}, {TREE_MAX_NODES}>", family="spec")
 
 
 def _filter_defines() -> tuple:
@@ -385,6 +389,12 @@ def _sampling_knobs(b: int, ref: torch.Tensor, temperature, top_k, top_p) -> _Kn
     return kn
 
 
+def _filter_smem(kn: _Knobs, V: int) -> int:
+    """Dynamic shared memory for a sampled launch: SAMPLED_FILTER_SMEM where a request may filter."""
+    may = kn.topks is not None or kn.topps is not None or 0 < kn.topk < V or kn.topp < 1.0
+    return SAMPLED_FILTER_SMEM if may else 0
+
+
 def _check_seed(seed):
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 64:
         raise ValueError(f"seed: expected an int in [0, 2**64), got {seed!r}")
@@ -478,14 +488,15 @@ def verify_sampled(target_logits: torch.Tensor, draft_tokens: torch.Tensor, draf
     o1, o2, o3 = n_rs, n_rs + n_dec, n_rs + n_dec + n_pa
     sync = _counters(dev, 3 * b + 2)
     vec = _aligned16(target_logits) and _aligned16(draft_probs)
-    kern = get_kernel(sampled_spec(target_logits.dtype, draft_tokens.dtype, cu_num_draft.dtype, vec), dev)
+    smem = _filter_smem(knobs, V)
+    kern = get_kernel(sampled_spec(target_logits.dtype, draft_tokens.dtype, cu_num_draft.dtype, vec, smem > 0), dev)
     kern.launch((grid,), (SAMPLED_THREADS,),
                 [target_logits, ctypes.c_int64(target_logits.stride(0)), draft_probs,
                  ctypes.c_int64(draft_probs.stride(0) if draft_probs.shape[0] else V), ctypes.c_int32(V),
                  ctypes.c_int32(rows), ctypes.c_int32(chunk), ctypes.c_int32(splits), ctypes.c_int32(chunk_b),
                  ctypes.c_int32(splits_b), draft_tokens, cu_num_draft, ctypes.c_int32(b), knobs,
                  ctypes.c_uint64(seed), scratch[o2:o3], scratch[:o1], scratch[o1:o2], scratch[o3:], sync,
-                 accepted, out, ctypes.c_int32(max_num_draft + 1)])
+                 accepted, out, ctypes.c_int32(max_num_draft + 1)], smem=smem)
     return accepted, out
 
 
@@ -520,7 +531,8 @@ def verify_tree_sampled(target_logits: torch.Tensor, tree_tokens: torch.Tensor, 
     the path's node indices relative to the request (root first) for KV-cache compaction; -1
     padded. ``max_depth`` bounds every accepted path (default ``min(N, 256) - 1``, always safe);
     a request that breaks a bound gets ``accepted = -1`` and -1 rows. temperature / top_k /
-    top_p / seed: as :func:`verify_sampled`. ``out=(accepted, out_tokens, path)``.
+    top_p / seed: as :func:`verify_sampled` (a filtered node's thresholds always come from the
+    threshold search, the slow path of verify_sampled). ``out=(accepted, out_tokens, path)``.
     Scratch: 2 x V fp32 per request (the residual).
     """
     b, rows, V = _check_tree(target_logits, tree_tokens, tree_parents, cu_num_nodes)
@@ -738,7 +750,7 @@ def warmup_specs(entries, target) -> list:
             if kind == "greedy":
                 specs.append(greedy_stream_spec(dt, tk, cu) if GREEDY_KERNEL == "stream" else greedy_spec(dt, tk, cu, True))
             elif kind == "sampled":
-                specs.append(sampled_spec(dt, tk, cu, True))
+                specs += [sampled_spec(dt, tk, cu, True, filtered) for filtered in (False, True)]
             elif kind == "tree_greedy":
                 specs.append(tree_greedy_spec(dt, tk, cu, True))
             elif kind == "tree_sampled":
