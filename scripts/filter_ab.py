@@ -36,13 +36,8 @@ def main(argv):
     from jitkern.bench.common import graph_time_us
     V = 129280
     for b, k in ((1, 7), (16, 7), (64, 7)):
-        rows, n = b * (k + 1), b * k
-        g = torch.Generator(device="cuda").manual_seed(0)
         rot = 8
-        logits = [torch.randn(rows, V, device="cuda", generator=g).to(torch.bfloat16) for _ in range(rot)]
-        q = [torch.softmax(torch.randn(n, V, device="cuda", generator=g), -1) for _ in range(rot)]
-        dr = [torch.multinomial(x, 1, generator=g).view(-1) for x in q]
-        cu = torch.arange(b + 1, device="cuda", dtype=torch.int32) * k
+        logits, q, dr, cu = inputs(b, k, V, rot)
         for tk, tp in ((50, 0.9), (None, 0.9)):
             line = []
             for name, defs in VARIANTS.items():
@@ -52,6 +47,16 @@ def main(argv):
                 line.append(f"{name} {us:.1f}")
             ops.sampled_spec = _orig
             print(f"b={b} k={k} top_k={tk} top_p={tp}: " + " | ".join(line), flush=True)
+
+
+def inputs(b, k, V, rot):
+    """`rot` sets of bf16 logits [b(k+1), V], q = softmax of fresh logits [bk, V], drafts drawn from
+    q, and cu [b+1] (k drafts per request)."""
+    g = torch.Generator(device="cuda").manual_seed(0)
+    logits = [torch.randn(b * (k + 1), V, device="cuda", generator=g).to(torch.bfloat16) for _ in range(rot)]
+    q = [torch.softmax(torch.randn(b * k, V, device="cuda", generator=g), -1) for _ in range(rot)]
+    dr = [torch.multinomial(x, 1, generator=g).view(-1) for x in q]
+    return logits, q, dr, torch.arange(b + 1, device="cuda", dtype=torch.int32) * k
 
 
 def prev(spec):
@@ -70,13 +75,8 @@ def unfiltered_ab():
     V = 129280
     orig_tree = ops.tree_sampled_spec
     for b, k in ((1, 7), (16, 7), (64, 7), (256, 3)):
-        rows, n = b * (k + 1), b * k
-        g = torch.Generator(device="cuda").manual_seed(0)
-        rot = 4
-        logits = [torch.randn(rows, V, device="cuda", generator=g).to(torch.bfloat16) for _ in range(rot)]
-        q = [torch.softmax(torch.randn(n, V, device="cuda", generator=g), -1) for _ in range(rot)]
-        dr = [torch.multinomial(x, 1, generator=g).view(-1) for x in q]
-        cu = torch.arange(b + 1, device="cuda", dtype=torch.int32) * k
+        rows, rot = b * (k + 1), 4
+        logits, q, dr, cu = inputs(b, k, V, rot)
         par = torch.arange(-1, k, device="cuda", dtype=torch.int32).repeat(b)
         cun = torch.arange(b + 1, device="cuda", dtype=torch.int32) * (k + 1)
         toks = [torch.cat([d.new_zeros(b, 1), d.view(b, k)], 1).reshape(-1) for d in dr]

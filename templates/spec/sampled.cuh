@@ -143,10 +143,10 @@ __device__ __forceinline__ void softmax_add(float& m, float& s, float v, float s
 // Calls f(index, value) for every element of row[0, n), each thread on a fixed subset in a fixed
 // order (16-byte vectors when kVec: row 16-byte aligned). Loads go through L2 (__ldcg): the
 // filter passes re-read the row.
-template <typename T, bool kVec, int kThreads, typename F, int U = 4>
+template <typename T, bool kVec, int kThreads, typename F>
 __device__ __forceinline__ void row_for_each(const T* __restrict__ row, int n, F&& f) {
   if (kVec) {
-    constexpr int N = 16 / sizeof(T);
+    constexpr int N = 16 / sizeof(T), U = 4;
     const int nvec = n / N;
     const uint4* p = reinterpret_cast<const uint4*>(row);
     for (int base = threadIdx.x; base < nvec; base += kThreads * U) {
