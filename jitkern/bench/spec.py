@@ -20,13 +20,11 @@ def add_args(p):
 
 
 # verify_sampled configs for --sweep: (unroll, A tiles per CTA slot, B tiles per slot, max chunk,
-# CTAs per SM, cp.async staging depth). Tiles per slot and max chunk were swept on the H200 with
-# register loads (second 2026-12-01 session, templates/spec/NOTES.md); this sweep varies the loads
-# in flight per SM (register loads: unroll x CTAs; staged: depth) and, staged, the A tiles per slot.
-SAMPLED_SWEEP = ([(u, 2, 2, 131072, mb, 0) for u, mb in ((4, 2), (8, 2), (4, 3), (4, 4))]
-                 + [(4, a, 2, 131072, 2, st) for a, st in ((2, 8), (2, 16), (1, 16), (4, 16))])
+# CTAs per SM). Tiles per slot and max chunk were swept on the H200 (second 2026-12-01 session,
+# templates/spec/NOTES.md); this sweep varies the loads in flight per SM (unroll x CTAs).
+SAMPLED_SWEEP = [(u, 2, 2, 131072, mb) for u, mb in ((4, 2), (8, 2), (4, 3), (4, 4), (8, 4), (2, 4))]
 _SAMPLED_KNOBS = ("SAMPLED_UNROLL", "SAMPLED_TILES_PER_SLOT", "SAMPLED_B_TILES_PER_SLOT", "SAMPLED_MAX_CHUNK",
-                  "SAMPLED_MIN_BLOCKS", "SAMPLED_STAGE")
+                  "SAMPLED_MIN_BLOCKS")
 
 
 def _sampled_sweep(ops, logits, drafts, q, cu, b, k, V, floor, nbytes, rot):
@@ -49,8 +47,8 @@ def _sampled_sweep(ops, logits, drafts, q, cu, b, k, V, floor, nbytes, rot):
         finally:
             for n, v in zip(_SAMPLED_KNOBS, saved):
                 setattr(ops, n, v)
-        u, a, bb, mc, mb, st = cfg
-        recs.append({"kind": f"sampled u{u} a{a} b{bb} mc{mc} cta{mb} stage{st}", "b": b, "k": k,
+        u, a, bb, mc, mb = cfg
+        recs.append({"kind": f"sampled u{u} a{a} b{bb} mc{mc} cta{mb}", "b": b, "k": k,
                      "V": V, "us": us, "floor_us": floor, "pct_floor": 100 * floor / us, "gbps": nbytes / us / 1e3,
                      "ratio": us / floor, "same": same, "config": list(cfg)})
         print(f"sweep b={b} k={k} {recs[-1]['kind']}: {us:.2f} us, {us / floor:.3f}x floor, same {same:.3f}",
@@ -64,12 +62,12 @@ def _precompile_sampled():
     from concurrent.futures import ThreadPoolExecutor
     from ..ops import speculative as ops
     from ..runtime import compile_spec
-    saved = ops.SAMPLED_UNROLL, ops.SAMPLED_MIN_BLOCKS, ops.SAMPLED_STAGE
+    saved = ops.SAMPLED_UNROLL, ops.SAMPLED_MIN_BLOCKS
     specs = set()
-    for u, mb, st in {(c[0], c[4], c[5]) for c in SAMPLED_SWEEP}:
-        ops.SAMPLED_UNROLL, ops.SAMPLED_MIN_BLOCKS, ops.SAMPLED_STAGE = u, mb, st
+    for u, mb in {(c[0], c[4]) for c in SAMPLED_SWEEP}:
+        ops.SAMPLED_UNROLL, ops.SAMPLED_MIN_BLOCKS = u, mb
         specs.add(ops.sampled_spec(torch.bfloat16, torch.int64, torch.int32, True))
-    ops.SAMPLED_UNROLL, ops.SAMPLED_MIN_BLOCKS, ops.SAMPLED_STAGE = saved
+    ops.SAMPLED_UNROLL, ops.SAMPLED_MIN_BLOCKS = saved
     with ThreadPoolExecutor(8) as ex:
         list(ex.map(lambda sp: compile_spec(sp, "sm_90a"), specs))
 
@@ -191,9 +189,9 @@ def run(args) -> list[dict]:
 
             def run_sampled(i):
                 return ops.verify_sampled(logits[i], drafts[i], q[i], cu, 1.0, seed=i, max_num_draft=k)
-            # phase-A vectors in flight per thread through cp.async slots (0: register loads with the
-            # per-thread L2 prefetch); larger vocab tiles (fewer per-tile latencies at large batch)
-            for knob, label, values, skip in (("SAMPLED_STAGE", "stage", (0, 8, 16), True),
+            # phase-A per-thread L2 prefetch distance (passes); larger vocab tiles (fewer per-tile
+            # latencies at large batch)
+            for knob, label, values, skip in (("SAMPLED_AHEAD", "prefetch", (0, 1, 4), True),
                                               ("SAMPLED_MAX_CHUNK", "max_chunk", (65536, 131072), False)):
                 for v, us2 in _knob_runs(ops, knob, values, lambda: _time(run_sampled, rot)[0], skip):
                     recs.append({"kind": f"sampled {label} {v}", "b": b, "k": k, "V": V, "us": us2,

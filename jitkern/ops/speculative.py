@@ -74,12 +74,6 @@ SAMPLED_B_TILES_PER_SLOT = 2
 # spec, same run), 2 vs 0 / 1 / 4 passes: b=64 k=7 81.2 vs 84.0 / 82.3 / 84.2 us, b=256 k=3 179.2 vs
 # 185.5 / 180.4 / 182.9 us, b=16 and b=1 equal within 0.5 us.
 SAMPLED_AHEAD = 2
-# Phase A softmax tiles through per-thread cp.async shared-memory slots: this many 16-byte vectors
-# in flight per thread (0 = register loads, SAMPLED_UNROLL + SAMPLED_AHEAD prefetches).
-SAMPLED_STAGE = 16
-# The A tile holding a draft token parks its logit and q for the decision (JITKERN_SAMPLED_LQ;
-# False: the decision loads them after the draft token, the earlier chain; A/B switch).
-SAMPLED_DRAFT_LQ = True
 # verify_sampled's top-k / top-p thresholds: False forces the threshold search for every filtered
 # row (the bench times both; the GPU tests run both) instead of filter_fast's sort of the few
 # candidates that can survive (templates/spec/sampled.cuh). verify_tree_sampled always searches.
@@ -140,13 +134,7 @@ def sampled_spec(logit_dtype, tok_dtype, cu_dtype, vec: bool, filtered: bool = F
     return KernelSpec("spec/sampled.cuh",
                       f"jitkern::verify_sampled<{_CTYPE[logit_dtype]}, {_CTYPE[tok_dtype]}, {_CTYPE[cu_dtype]}, "
                       f"{str(vec).lower()}, {SAMPLED_THREADS}, {SAMPLED_UNROLL}, {SAMPLED_MIN_BLOCKS}, {SAMPLED_AHEAD}, "
-                      f"{str(filtered).lower()}, {_stage(vec)}>", family="spec",
-                      defines=(_filter_defines() if filtered else ()) + (() if SAMPLED_DRAFT_LQ else
-                                                                          (("JITKERN_SAMPLED_LQ", "0"),)))
-
-
-def _stage(vec: bool) -> int:
-    return SAMPLED_STAGE if vec else 0
+                      f"{str(filtered).lower()}>", family="spec", defines=_filter_defines() if filtered else ())
 
 
 def tree_sampled_spec(logit_dtype, tok_dtype, cu_dtype, vec: bool) -> KernelSpec:
@@ -500,9 +488,8 @@ def verify_sampled(target_logits: torch.Tensor, draft_tokens: torch.Tensor, draf
     o1, o2, o3 = n_rs, n_rs + n_dec, n_rs + n_dec + n_pa
     sync = _counters(dev, 3 * b + 2)
     vec = _aligned16(target_logits) and _aligned16(draft_probs)
-    filt = _filter_smem(knobs, V)
-    smem = filt + _stage(vec) * SAMPLED_THREADS * 16
-    kern = get_kernel(sampled_spec(target_logits.dtype, draft_tokens.dtype, cu_num_draft.dtype, vec, filt > 0), dev)
+    smem = _filter_smem(knobs, V)
+    kern = get_kernel(sampled_spec(target_logits.dtype, draft_tokens.dtype, cu_num_draft.dtype, vec, smem > 0), dev)
     kern.launch((grid,), (SAMPLED_THREADS,),
                 [target_logits, ctypes.c_int64(target_logits.stride(0)), draft_probs,
                  ctypes.c_int64(draft_probs.stride(0) if draft_probs.shape[0] else V), ctypes.c_int32(V),

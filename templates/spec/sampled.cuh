@@ -54,12 +54,6 @@
 #ifndef JITKERN_FILTER_STOP
 #define JITKERN_FILTER_STOP 0
 #endif
-// 1: verify_sampled's A tile whose chunk holds a draft token parks that token's logit and q in
-// rowstat (unfiltered rows), so the decision reads them with the partials instead of after the
-// draft token (two dependent round trips fewer). 0: the decision loads them (A/B switch).
-#ifndef JITKERN_SAMPLED_LQ
-#define JITKERN_SAMPLED_LQ 1
-#endif
 
 namespace jitkern {
 namespace spec {
@@ -183,21 +177,13 @@ __device__ __forceinline__ void row_for_each(const T* __restrict__ row, int n, F
 // no fast path (the threshold search).
 constexpr int kFilterCap = 4096;
 
-// The launch's dynamic shared memory: verify_sampled's phase-A staging ring (kStage * kThreads
-// 16-byte slots, from offset 0), then filter_fast's candidate keys.
-__device__ __forceinline__ uint32_t* dyn_smem_words() {
-  extern __shared__ __align__(16) uint32_t sampled_dyn_smem[];
-  return sampled_dyn_smem;
-}
-__device__ __forceinline__ uint4* dyn_smem() { return reinterpret_cast<uint4*>(dyn_smem_words()); }
-
-// filter_fast's candidate buffer: the dynamic shared memory past kOffset bytes if it holds
-// kFilterCap keys and the count after them, else null.
-template <int kOffset>
+// filter_fast's candidate buffer: the launch's dynamic shared memory if it holds kFilterCap keys
+// and the count after them, else null.
 __device__ __forceinline__ uint32_t* filter_buffer() {
+  extern __shared__ __align__(16) uint32_t filter_dyn_smem[];
   uint32_t bytes;
   asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(bytes));
-  return bytes >= kOffset + (kFilterCap + 4) * 4u ? dyn_smem_words() + kOffset / 4 : nullptr;
+  return bytes >= (kFilterCap + 4) * 4u ? filter_dyn_smem : nullptr;
 }
 
 // Shared memory of the whole-row statistics (one CTA per row).
@@ -558,8 +544,7 @@ __device__ __forceinline__ bool filter_fast(const T* __restrict__ row, int V, fl
 // threshold tau and the normaliser of the kept tokens. topk: 0 = off (else 1 <= topk < V);
 // topp >= 1 = off. Without a filter: one online-softmax pass. With one: select_threshold's
 // passes (re-reading the row through L2) and one normaliser pass.
-// kFilterOffset: byte offset of filter_fast's keys in the dynamic shared memory.
-template <typename T, bool kVec, int kThreads, bool kFast, int kFilterOffset = 0>
+template <typename T, bool kVec, int kThreads, bool kFast>
 __device__ __forceinline__ PStat row_stats_inl(const T* __restrict__ row, int V, bool greedy, float s2, int topk, float topp,
                            RowSmem& sm) {
   PStat st;
@@ -577,7 +562,7 @@ __device__ __forceinline__ PStat row_stats_inl(const T* __restrict__ row, int V,
   st.m = key_value(key);
   if (greedy || JITKERN_FILTER_STOP == 1) return st;
   uint32_t* cand;
-  if (kFast && JITKERN_FILTER_FAST && (filt_k || filt_p) && (cand = filter_buffer<kFilterOffset>()) != nullptr) {
+  if (kFast && JITKERN_FILTER_FAST && (filt_k || filt_p) && (cand = filter_buffer()) != nullptr) {
     uint32_t tau;
     float z;
     if (filter_fast<T, kVec, kThreads>(row, V, st.m, s2, filt_k ? topk : 0, filt_p ? topp : 1.0f,
@@ -791,30 +776,15 @@ __device__ __forceinline__ int race_pick_row(const T* __restrict__ lrow, const f
 // kFast: try filter_fast first (verify_sampled's kFilter instantiation). The tree kernel keeps the
 // threshold search: with filter_fast in its row statistics ptxas spilled 96 instead of 48 bytes in
 // the kernel body and unfiltered trees ran 5-11% slower.
-template <typename T, bool kVec, int kThreads, bool kFast, int kFilterOffset = 0>
+template <typename T, bool kVec, int kThreads, bool kFast>
 __device__ __noinline__ PStat row_stats(const T* __restrict__ row, int V, bool greedy, float s2, int topk, float topp,
                                         RowSmem& sm) {
-  return row_stats_inl<T, kVec, kThreads, kFast, kFilterOffset>(row, V, greedy, s2, topk, topp, sm);
+  return row_stats_inl<T, kVec, kThreads, kFast>(row, V, greedy, s2, topk, topp, sm);
 }
 template <typename T, bool kVec, int kThreads>
 __device__ __noinline__ uint64_t race_blocks(const T* __restrict__ lrow, const float* __restrict__ qrow, int c0, int c1,
                                              const PStat st, uint64_t seed, int request, int position, uint64_t* red) {
   return race_blocks_inl<T, kVec, kThreads>(lrow, qrow, c0, c1, st, seed, request, position, red);
-}
-
-// Online softmax update of (m, s) by one 16-byte vector of logits (all -inf: nothing to add).
-template <typename T>
-__device__ __forceinline__ void softmax_vec(const uint4& u, float scale, float& m, float& s) {
-  constexpr int N = 16 / sizeof(T);
-  const float vm = vec_max(u, (const T*)nullptr);
-  if (!(vm > neg_inf())) return;
-  float v[N];
-  unpack(u, (const T*)nullptr, v);
-  if (vm > m) { s *= exp2f((m - vm) * scale); m = vm; }
-  float acc = 0.0f;
-#pragma unroll
-  for (int e = 0; e < N; ++e) acc += exp2f((v[e] - m) * scale);
-  s += acc;
 }
 
 // Per-thread online softmax partial over row[c0, c1) (16-byte vectors, kUnroll loads in flight).
@@ -852,51 +822,6 @@ __device__ __forceinline__ void chunk_softmax_stream(const T* __restrict__ row, 
       }
     }
   }
-  for (int i = c0 + nvec * N + threadIdx.x; i < c1; i += kThreads) softmax_add(m, s, (float)row[i], scale);
-}
-
-// 16-byte per-thread asynchronous copy global -> shared (L2 only), and its group bookkeeping.
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" :: "r"((uint32_t)__cvta_generic_to_shared(smem)),
-               "l"(gmem) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" :: "n"(N) : "memory"); }
-
-// Calls f(u) for this thread's 16-byte vectors p[tid + j * kThreads], j = 0, 1, ... (< nvec), in
-// order, with kDepth of them in flight through the thread's own shared-memory slots
-// stage[slot * kThreads + tid] (cp.async: no registers held, no barrier, since a thread reads only
-// what it copied). One commit group per vector (empty past the end) keeps wait_group's count fixed.
-// A slot is refilled after f has consumed its value.
-template <int kThreads, int kDepth, typename F>
-__device__ __forceinline__ void stream_staged(const uint4* __restrict__ p, int nvec, uint4* __restrict__ stage, F&& f) {
-  static_assert(kDepth >= 2 && (kDepth & (kDepth - 1)) == 0, "staging depth: a power of two >= 2");
-  const int tid = threadIdx.x;
-  const int n = nvec > tid ? (nvec - tid + kThreads - 1) / kThreads : 0;
-  uint4* const mine = stage + tid;
-#pragma unroll
-  for (int j = 0; j < kDepth; ++j) {
-    if (j < n) cp_async16(mine + j * kThreads, p + tid + j * kThreads);
-    cp_async_commit();
-  }
-  for (int j = 0; j < n; ++j) {
-    cp_async_wait<kDepth - 1>();
-    uint4* const slot = mine + (j & (kDepth - 1)) * kThreads;
-    f(*slot);
-    if (j + kDepth < n) cp_async16(slot, p + tid + (j + kDepth) * kThreads);
-    cp_async_commit();
-  }
-}
-
-// chunk_softmax_stream through stream_staged (same per-thread order and arithmetic: same bits).
-template <typename T, int kThreads, int kDepth>
-__device__ __forceinline__ void chunk_softmax_staged(const T* __restrict__ row, int c0, int c1, float scale, float& m,
-                                                     float& s, uint4* __restrict__ stage) {
-  constexpr int N = 16 / sizeof(T);
-  const int nvec = (c1 - c0) / N;
-  stream_staged<kThreads, kDepth>(reinterpret_cast<const uint4*>(row + c0), nvec, stage,
-                                  [&](const uint4& u) { softmax_vec<T>(u, scale, m, s); });
   for (int i = c0 + nvec * N + threadIdx.x; i < c1; i += kThreads) softmax_add(m, s, (float)row[i], scale);
 }
 
@@ -949,11 +874,8 @@ constexpr int kModeDone = 0, kModeResidual = 1, kModeBonus = 2;
 // filter_fast; the host passes its dynamic shared memory). Unfiltered launches take kFilter =
 // false, the same machine code as before filter_fast existed: with it in every instantiation the
 // unfiltered launches measured 2-5% slower (H200, b = 16..256, same run; ptxas spills moved).
-// kStage > 0 (with kVec): phase A's softmax tiles stream through per-thread cp.async slots, kStage
-// 16-byte vectors in flight per thread (the first kStage * kThreads * 16 bytes of dynamic shared
-// memory; the filter keys follow), instead of kUnroll register loads (+ kAhead prefetches).
 template <typename T, typename TokT, typename CuT, bool kVec, int kThreads, int kUnroll, int kMinBlocks, int kAhead,
-          bool kFilter, int kStage = 0>
+          bool kFilter>
 __global__ void __launch_bounds__(kThreads, kMinBlocks) verify_sampled(
     const T* __restrict__ logits, int64_t ld, const float* __restrict__ q, int64_t qld, int V, int rows,
     int chunk, int splits, int chunk_b, int splits_b, const TokT* __restrict__ draft, const CuT* __restrict__ cu,
@@ -1000,15 +922,9 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) verify_sampled(
       knobs.get(req, V, temp, topk, topp, greedy, filtered);
       const float s2 = greedy ? 0.0f : 1.4426950408889634f / temp;
       const T* lrow = logits + (int64_t)row * ld;
-      const int d0 = (int)cu[req], k = (int)cu[req + 1] - d0, r0 = d0 + req;
-      // The draft token of this row, when it lies in this chunk: its logit and q go to rowstat
-      // (loads issued here, stored after the chunk's reductions, before the arrival's fence).
-      int lq_x = -1;
-      if (JITKERN_SAMPLED_LQ && !filtered && !greedy && threadIdx.x == 0 && row - r0 < k) lq_x = (int)draft[d0 + row - r0];
       if (filtered) {
         if (sp == 0) {
-          const spec::PStat st =
-              spec::row_stats<T, kVec, kThreads, kFilter, kStage * kThreads * 16>(lrow, V, false, s2, topk, topp, sm);
+          const spec::PStat st = spec::row_stats<T, kVec, kThreads, kFilter>(lrow, V, false, s2, topk, topp, sm);
           if (threadIdx.x == 0)
             rowstat[row] = make_float4(st.m, st.inv_z, __uint_as_float(st.tau), __int_as_float(st.amax));
         }
@@ -1021,17 +937,14 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) verify_sampled(
         if (threadIdx.x == 0) partial[tile] = make_uint2((uint32_t)key, (uint32_t)(key >> 32));
       } else {
         float m = spec::neg_inf(), s = 0.0f;
-        if constexpr (kVec && kStage > 0)
-          spec::chunk_softmax_staged<T, kThreads, kStage>(lrow, c0, c1, s2, m, s, spec::dyn_smem());
-        else if (kVec) spec::chunk_softmax_stream<T, kThreads, kUnroll, kAhead>(lrow, c0, c1, s2, m, s);
+        if (kVec) spec::chunk_softmax_stream<T, kThreads, kUnroll, kAhead>(lrow, c0, c1, s2, m, s);
         else for (int i = c0 + threadIdx.x; i < c1; i += kThreads) spec::softmax_add(m, s, (float)lrow[i], s2);
         const float bm = spec::block_max_f<kThreads>(m, reinterpret_cast<float*>(sm.red));
         const float bs = spec::block_sum<kThreads>(s > 0.0f ? s * exp2f((m - bm) * s2) : 0.0f,
                                                    reinterpret_cast<float*>(sm.red + 16));
         if (threadIdx.x == 0) partial[tile] = make_uint2(__float_as_uint(bm), __float_as_uint(bs));
       }
-      if (JITKERN_SAMPLED_LQ && lq_x >= c0 && lq_x < c1)  // thread 0 only (lq_x = -1 elsewhere)
-        rowstat[row] = make_float4((float)lrow[lq_x], q[(int64_t)(row - req) * qld + lq_x], 0.0f, 0.0f);
+      const int d0 = (int)cu[req], k = (int)cu[req + 1] - d0, r0 = d0 + req;
       SAMPLED_STAMP(tr_a + tile);
       if (!spec::arrive_last(cnt_a + req, (k + 1) * splits, &s_flag)) goto next_tile;
 
@@ -1050,10 +963,6 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) verify_sampled(
           st.m = 0.0f;
           st.amax = 0;
           const int row_j = r0 + j;
-          // Issued before the partials' loads so the round trips overlap.
-          const int x = lane == 0 && j < k ? (int)draft[d0 + j] : -1;
-          float4 lq = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-          if (JITKERN_SAMPLED_LQ && !filtered && !greedy && lane == 0 && j < k) lq = __ldcg(rowstat + row_j);
           if (filtered) {
             const float4 f = __ldcg(rowstat + row_j);
             st.m = f.x; st.inv_z = f.y; st.tau = __float_as_uint(f.z); st.amax = __float_as_int(f.w);
@@ -1084,16 +993,11 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) verify_sampled(
           }
           bool ok = false;
           if (lane == 0 && j < k) {
+            const int x = (int)draft[d0 + j];
             if (x >= 0 && x < V) {
-              float lx, qx;
-              if (JITKERN_SAMPLED_LQ && !filtered && !greedy) {  // parked by the A tile holding x
-                lx = lq.x;
-                qx = lq.y;
-              } else {
-                lx = (float)logits[(int64_t)row_j * ld + x];
-                qx = q[(int64_t)(d0 + j) * qld + x];
-              }
+              const float lx = (float)logits[(int64_t)row_j * ld + x];
               const float px = st.p(lx, x, spec::fkey<T>(lx));
+              const float qx = q[(int64_t)(d0 + j) * qld + x];
               ok = spec::accept_uniform(seed, req, j, 0) * qx < px;
             }
           }
