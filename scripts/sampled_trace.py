@@ -1,12 +1,14 @@
-"""Timeline of one verify_sampled launch (diagnostic): python3 scripts/sampled_trace.py B K [T] [--pre].
+"""Timeline of one verify_sampled launch (diagnostic): python3 scripts/sampled_trace.py B K [T] [--pre]
+[--set KNOB=VALUE ...].
 
 Compiles verify_sampled with -DJITKERN_SAMPLED_TRACE=1 (thread 0 of every CTA stamps %globaltimer
 at tile boundaries, templates/spec/sampled.cuh) on the bench's inputs (V = 129280 bf16 logits, ~70%
 of drafts set to the argmax, q = softmax of fresh logits) and prints, in us from the first CTA's
 start: CTA starts, when the A tiles (logits statistics) finish, when each request's decision is
-published, when its B tiles (the race over the emitted row) see it and finish, when its token is
+published (inside it: the last A tile's arrival, the rows merged with the accept chain), when its B tiles (the race over the emitted row) see it and finish, when its token is
 written, and the CTA exits. Checks the traced kernel's outputs against the untraced one's.
 --pre: compile both kernels only (no GPU needed; fills $JITKERN_CACHE_DIR)."""
+import ast
 import dataclasses
 import sys
 
@@ -18,10 +20,17 @@ TRACE = (("JITKERN_SAMPLED_TRACE", "1"),)
 
 
 def traced_spec(*a, _orig=ops.sampled_spec, **kw):
-    return dataclasses.replace(_orig(*a, **kw), defines=TRACE)
+    spec = _orig(*a, **kw)
+    return dataclasses.replace(spec, defines=tuple(spec.defines) + TRACE)
 
 
 def main(argv):
+    # --set NAME=VALUE (repeatable): an ops knob for this run, e.g. --set SAMPLED_MIN_BLOCKS=3
+    while "--set" in argv:
+        i = argv.index("--set")
+        name, value = argv[i + 1].split("=", 1)
+        setattr(ops, name, ast.literal_eval(value))
+        del argv[i:i + 2]
     if "--pre" in argv:
         from jitkern.runtime import compile_spec
         for spec in (ops.sampled_spec(torch.bfloat16, torch.int64, torch.int32, True),
@@ -46,7 +55,7 @@ def main(argv):
     splits_b, _ = ops.sampled_tiles(b, V, slots, per_slot=ops.SAMPLED_B_TILES_PER_SLOT, align=ops.RACE_BLOCK)
     grid = min(slots, rows * splits + b * splits_b)
     tiles_a, nb = rows * splits, b * splits_b
-    n_stamps = 2 * grid + tiles_a + 2 * b + 2 * nb
+    n_stamps = 2 * grid + tiles_a + 4 * b + 2 * nb
     base = (3 * b + 3) & ~1  # int32 offset of the stamps (u64) after the sync counters
     buf = torch.zeros(base + 2 * n_stamps + 1024, dtype=torch.int32, device="cuda")
     ops._counters = lambda dev, size: buf
@@ -64,7 +73,8 @@ def main(argv):
         o += m
         return us[o - m:o]
 
-    start, exit_, a_done, dec, b_seen, b_done, tok = (take(m) for m in (grid, grid, tiles_a, b, nb, nb, b))
+    start, exit_, a_done, dec, b_seen, b_done, tok, dstart, drows = (take(m) for m in
+                                                                     (grid, grid, tiles_a, b, nb, nb, b, b, b))
 
     def q5(x):
         x = x.sort().values
@@ -77,6 +87,8 @@ def main(argv):
         print(f"  {name:15s} {q5(x)}")
     last_a = a_done.view(rows, splits).max(1).values.view(b, k + 1).max(1).values
     print(f"  per request: decision - its last A tile {q5(dec - last_a)}; token - decision {q5(tok - dec)}")
+    print(f"  decision: arrival {q5(dstart - last_a)}; rows + accept chain {q5(drows - dstart)}; "
+          f"outputs + release {q5(dec - drows)}")
 
 
 if __name__ == "__main__":

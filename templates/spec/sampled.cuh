@@ -27,7 +27,8 @@
 // -DJITKERN_SAMPLED_TRACE=1): thread 0 stamps %globaltimer into u64 slots after the sync counters
 // (the script allocates them): CTA start [G], CTA exit [G], A tile done [tiles_a], decision
 // published [b], B tile saw its decision [b * splits_b], B tile done [b * splits_b], token written
-// [b]. Off: compiles to nothing.
+// [b], decision started (last A tile arrived) [b], rows merged and accept chain done [b]. Off:
+// compiles to nothing.
 #if defined(JITKERN_SAMPLED_TRACE) && JITKERN_SAMPLED_TRACE
 #define SAMPLED_STAMP(slot)                                                                            \
   do {                                                                                                 \
@@ -53,6 +54,9 @@
 #endif
 #ifndef JITKERN_FILTER_STOP
 #define JITKERN_FILTER_STOP 0
+#endif
+#ifndef JITKERN_SAMPLED_OUTLINE_A
+#define JITKERN_SAMPLED_OUTLINE_A 0
 #endif
 
 namespace jitkern {
@@ -825,6 +829,18 @@ __device__ __forceinline__ void chunk_softmax_stream(const T* __restrict__ row, 
   for (int i = c0 + nvec * N + threadIdx.x; i < c1; i += kThreads) softmax_add(m, s, (float)row[i], scale);
 }
 
+// A softmax tile out of line (JITKERN_SAMPLED_OUTLINE_A): its own register allocation, so that
+// at 3-4 CTAs per SM (64-80 registers) the streaming loop need not share the cap with the values
+// the kernel body keeps live. Returns the CTA's (max, sum) partial bits (every thread).
+template <typename T, int kThreads, int kUnroll, int kAhead>
+__device__ __noinline__ uint2 softmax_tile(const T* __restrict__ row, int c0, int c1, float s2, RowSmem& sm) {
+  float m = neg_inf(), s = 0.0f;
+  chunk_softmax_stream<T, kThreads, kUnroll, kAhead>(row, c0, c1, s2, m, s);
+  const float bm = block_max_f<kThreads>(m, reinterpret_cast<float*>(sm.red));
+  const float bs = block_sum<kThreads>(s > 0.0f ? s * exp2f((m - bm) * s2) : 0.0f, reinterpret_cast<float*>(sm.red + 16));
+  return make_uint2(__float_as_uint(bm), __float_as_uint(bs));
+}
+
 __device__ __forceinline__ int ld_acquire(const int* p) {
   int v;
   asm volatile("ld.acquire.gpu.global.b32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
@@ -896,8 +912,10 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) verify_sampled(
   int* exits = work + 1;
   const int tiles_a = rows * splits, total = tiles_a + b * splits_b;
   const int tr_a = 2 * gridDim.x, tr_dec = tr_a + tiles_a, tr_bseen = tr_dec + b, tr_bdone = tr_bseen + b * splits_b,
-            tr_tok = tr_bdone + b * splits_b;  // SAMPLED_STAMP slots
+            tr_tok = tr_bdone + b * splits_b, tr_dstart = tr_tok + b, tr_drows = tr_dstart + b;  // SAMPLED_STAMP slots
   (void)tr_tok;
+  (void)tr_dstart;
+  (void)tr_drows;
   SAMPLED_STAMP(blockIdx.x);
 
   if (threadIdx.x == 0) s_next = atomicAdd(work, 1);
@@ -935,6 +953,9 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) verify_sampled(
         else spec::chunk_argmax<T, false, kThreads, 4>(lrow, c0, c1, best, bidx);
         const uint64_t key = spec::block_max_u64<kThreads>(spec::argmax_key(best, bidx), sm.red);
         if (threadIdx.x == 0) partial[tile] = make_uint2((uint32_t)key, (uint32_t)(key >> 32));
+      } else if (JITKERN_SAMPLED_OUTLINE_A && kVec) {
+        const uint2 pa = spec::softmax_tile<T, kThreads, kUnroll, kAhead>(lrow, c0, c1, s2, sm);
+        if (threadIdx.x == 0) partial[tile] = pa;
       } else {
         float m = spec::neg_inf(), s = 0.0f;
         if (kVec) spec::chunk_softmax_stream<T, kThreads, kUnroll, kAhead>(lrow, c0, c1, s2, m, s);
@@ -949,6 +970,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) verify_sampled(
       if (!spec::arrive_last(cnt_a + req, (k + 1) * splits, &s_flag)) goto next_tile;
 
       // Last A tile of the request: statistics per row, accept chain, decision.
+      SAMPLED_STAMP(tr_dstart + req);
       if (threadIdx.x == 0) { s_acc = -1; s_emit = -1; }
       for (int j0 = 0; j0 <= k; j0 += kWarps) {
         __syncthreads();
@@ -1024,6 +1046,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) verify_sampled(
         }
       }
       __syncthreads();
+      SAMPLED_STAMP(tr_drows + req);
       {
         const int acc = s_acc;
         const bool fits = k < out_cols;
