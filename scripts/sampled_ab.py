@@ -12,11 +12,11 @@ from jitkern.ops import speculative as ops
 
 VARIANTS = {
     "default": {},
-    "outline mb2": {"SAMPLED_OUTLINE_A": True},
-    "outline mb3": {"SAMPLED_OUTLINE_A": True, "SAMPLED_MIN_BLOCKS": 3},
-    "outline mb4": {"SAMPLED_OUTLINE_A": True, "SAMPLED_MIN_BLOCKS": 4},
-    "outline mb4 u8": {"SAMPLED_OUTLINE_A": True, "SAMPLED_MIN_BLOCKS": 4, "SAMPLED_UNROLL": 8},
-    "outline mb3 u8": {"SAMPLED_OUTLINE_A": True, "SAMPLED_MIN_BLOCKS": 3, "SAMPLED_UNROLL": 8},
+    "B tiles/slot 1": {"SAMPLED_B_TILES_PER_SLOT": 1},
+    "B tiles/slot 0.5": {"SAMPLED_B_TILES_PER_SLOT": 0.5},
+    "B tiles/slot 4": {"SAMPLED_B_TILES_PER_SLOT": 4},
+    "A tiles/slot 1": {"SAMPLED_TILES_PER_SLOT": 1},
+    "A tiles/slot 3": {"SAMPLED_TILES_PER_SLOT": 3},
 }
 
 

@@ -74,8 +74,6 @@ SAMPLED_B_TILES_PER_SLOT = 2
 # spec, same run), 2 vs 0 / 1 / 4 passes: b=64 k=7 81.2 vs 84.0 / 82.3 / 84.2 us, b=256 k=3 179.2 vs
 # 185.5 / 180.4 / 182.9 us, b=16 and b=1 equal within 0.5 us.
 SAMPLED_AHEAD = 2
-# Phase A softmax tiles out of line (JITKERN_SAMPLED_OUTLINE_A; templates/spec/sampled.cuh).
-SAMPLED_OUTLINE_A = False
 # verify_sampled's top-k / top-p thresholds: False forces the threshold search for every filtered
 # row (the bench times both; the GPU tests run both) instead of filter_fast's sort of the few
 # candidates that can survive (templates/spec/sampled.cuh). verify_tree_sampled always searches.
@@ -136,9 +134,7 @@ def sampled_spec(logit_dtype, tok_dtype, cu_dtype, vec: bool, filtered: bool = F
     return KernelSpec("spec/sampled.cuh",
                       f"jitkern::verify_sampled<{_CTYPE[logit_dtype]}, {_CTYPE[tok_dtype]}, {_CTYPE[cu_dtype]}, "
                       f"{str(vec).lower()}, {SAMPLED_THREADS}, {SAMPLED_UNROLL}, {SAMPLED_MIN_BLOCKS}, {SAMPLED_AHEAD}, "
-                      f"{str(filtered).lower()}>", family="spec",
-                      defines=(_filter_defines() if filtered else ()) + ((("JITKERN_SAMPLED_OUTLINE_A", "1"),)
-                                                                          if SAMPLED_OUTLINE_A else ()))
+                      f"{str(filtered).lower()}>", family="spec", defines=_filter_defines() if filtered else ())
 
 
 def tree_sampled_spec(logit_dtype, tok_dtype, cu_dtype, vec: bool) -> KernelSpec:

@@ -55,9 +55,6 @@
 #ifndef JITKERN_FILTER_STOP
 #define JITKERN_FILTER_STOP 0
 #endif
-#ifndef JITKERN_SAMPLED_OUTLINE_A
-#define JITKERN_SAMPLED_OUTLINE_A 0
-#endif
 
 namespace jitkern {
 namespace spec {
@@ -829,18 +826,6 @@ __device__ __forceinline__ void chunk_softmax_stream(const T* __restrict__ row, 
   for (int i = c0 + nvec * N + threadIdx.x; i < c1; i += kThreads) softmax_add(m, s, (float)row[i], scale);
 }
 
-// A softmax tile out of line (JITKERN_SAMPLED_OUTLINE_A): its own register allocation, so that
-// at 3-4 CTAs per SM (64-80 registers) the streaming loop need not share the cap with the values
-// the kernel body keeps live. Returns the CTA's (max, sum) partial bits (every thread).
-template <typename T, int kThreads, int kUnroll, int kAhead>
-__device__ __noinline__ uint2 softmax_tile(const T* __restrict__ row, int c0, int c1, float s2, RowSmem& sm) {
-  float m = neg_inf(), s = 0.0f;
-  chunk_softmax_stream<T, kThreads, kUnroll, kAhead>(row, c0, c1, s2, m, s);
-  const float bm = block_max_f<kThreads>(m, reinterpret_cast<float*>(sm.red));
-  const float bs = block_sum<kThreads>(s > 0.0f ? s * exp2f((m - bm) * s2) : 0.0f, reinterpret_cast<float*>(sm.red + 16));
-  return make_uint2(__float_as_uint(bm), __float_as_uint(bs));
-}
-
 __device__ __forceinline__ int ld_acquire(const int* p) {
   int v;
   asm volatile("ld.acquire.gpu.global.b32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
@@ -953,9 +938,6 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) verify_sampled(
         else spec::chunk_argmax<T, false, kThreads, 4>(lrow, c0, c1, best, bidx);
         const uint64_t key = spec::block_max_u64<kThreads>(spec::argmax_key(best, bidx), sm.red);
         if (threadIdx.x == 0) partial[tile] = make_uint2((uint32_t)key, (uint32_t)(key >> 32));
-      } else if (JITKERN_SAMPLED_OUTLINE_A && kVec) {
-        const uint2 pa = spec::softmax_tile<T, kThreads, kUnroll, kAhead>(lrow, c0, c1, s2, sm);
-        if (threadIdx.x == 0) partial[tile] = pa;
       } else {
         float m = spec::neg_inf(), s = 0.0f;
         if (kVec) spec::chunk_softmax_stream<T, kThreads, kUnroll, kAhead>(lrow, c0, c1, s2, m, s);
