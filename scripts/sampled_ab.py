@@ -12,11 +12,7 @@ from jitkern.ops import speculative as ops
 
 VARIANTS = {
     "default": {},
-    "B tiles/slot 1": {"SAMPLED_B_TILES_PER_SLOT": 1},
-    "B tiles/slot 0.5": {"SAMPLED_B_TILES_PER_SLOT": 0.5},
-    "B tiles/slot 4": {"SAMPLED_B_TILES_PER_SLOT": 4},
-    "A tiles/slot 1": {"SAMPLED_TILES_PER_SLOT": 1},
-    "A tiles/slot 3": {"SAMPLED_TILES_PER_SLOT": 3},
+    "tiles before 2026-12-03": {"SAMPLED_TILE_RULES": False},
 }
 
 

@@ -51,8 +51,7 @@ def main(argv):
 
     ops.sampled_spec = traced_spec
     slots = ops._num_sms(torch.cuda.current_device()) * ops.SAMPLED_MIN_BLOCKS
-    splits, _ = ops.sampled_tiles(rows, V, slots)
-    splits_b, _ = ops.sampled_tiles(b, V, slots, per_slot=ops.SAMPLED_B_TILES_PER_SLOT, align=ops.RACE_BLOCK)
+    splits, _, splits_b, _ = ops.sampled_launch_tiles(rows, b, V, slots)
     grid = min(slots, rows * splits + b * splits_b)
     tiles_a, nb = rows * splits, b * splits_b
     n_stamps = 2 * grid + tiles_a + 4 * b + 2 * nb

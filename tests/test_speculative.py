@@ -97,6 +97,15 @@ def test_configs():
     assert ops.sampled_tiles(1, 129280, 264) == (64, 2024)      # b=1 phase B: 2048-element tiles
     assert ops.sampled_tiles(128, 129280, 264) == (5, 25856)    # b=16, k=7: about two tiles per slot
     assert ops.sampled_tiles(1024, 129280, 264) == (1, 129280)  # large batches: whole rows (max chunk 128K)
+    # launch tiles: whole rows once the rows fill >= 1.5 waves at >= 93%; one B tile per slot for b <= slots / 16
+    assert ops.sampled_launch_tiles(512, 64, 129280, 264)[:2] == (1, 129280)   # b=64 k=7: 512 rows, 97% of 2 waves
+    assert ops.sampled_launch_tiles(128, 16, 129280, 264) == ((5, 25856) + ops.sampled_tiles(
+        16, 129280, 264, per_slot=1, align=ops.RACE_BLOCK))                     # b=16 k=7: 17 B tiles per request
+    assert ops.sampled_launch_tiles(128, 16, 129280, 264)[2] == 17
+    assert ops.sampled_launch_tiles(512, 64, 129280, 264)[2:] == ops.sampled_tiles(
+        64, 129280, 264, per_slot=ops.SAMPLED_B_TILES_PER_SLOT, align=ops.RACE_BLOCK)
+    assert ops.sampled_launch_tiles(8, 1, 129280, 264) == ((33, 3920) + (64, 2048))  # b=1: as sampled_tiles
+    assert ops.sampled_launch_tiles(300, 100, 129280, 264)[0] == ops.sampled_tiles(300, 129280, 264)[0]  # 57%
     for rows in (1, 16, 64, 256):  # sampling tiles hold whole race blocks
         s, c = ops.sampled_tiles(rows, 129280, 264, align=ops.RACE_BLOCK)
         assert c % ops.RACE_BLOCK == 0 and (s - 1) * c < 129280 <= s * c

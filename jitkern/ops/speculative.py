@@ -424,6 +424,38 @@ def sampled_tiles(rows: int, V: int, slots: int, max_chunk: int | None = None, m
     return -(-V // chunk), chunk
 
 
+# False: sampled_launch_tiles falls back to sampled_tiles alone (the earlier tiling; A/B switch).
+SAMPLED_TILE_RULES = True
+
+
+def sampled_launch_tiles(rows: int, b: int, V: int, slots: int):
+    """(splits, chunk, splits_b, chunk_b) of a verify_sampled launch: :func:`sampled_tiles` for the
+    A tiles (rows) and the B tiles (requests), with two measured exceptions (H200, V = 129280 bf16,
+    264 slots, 2026-12-03 run 9, scripts/sampled_ab.py, three interleaved rounds):
+
+    * whole-row A tiles where the rows alone fill at least 1.5 waves of slots at >= 93% (as the
+      greedy stream kernel): fewer partials and arrivals. b=64 k=7 (512 rows): 78.8-79.3 us vs
+      81.9 (two tiles per row); b=16 (128 rows, 5 tiles per row kept): 3 per row was slower (40.0
+      vs 37.5).
+    * one B tile per slot (not SAMPLED_B_TILES_PER_SLOT) for batches of at most slots / 16
+      requests: B tiles wait for their request's decision while holding a slot, so more B tiles
+      than slots queue later requests behind waiting ones. b=16: 17 tiles per request (one wave)
+      35.6-36.0 us vs 37.4-37.7 with 32; b=64 keeps 2 per slot (83.2 vs 81.9 with 1); b=1 unchanged
+      (64 tiles either way).
+    """
+    waves = -(-rows // slots)
+    if not SAMPLED_TILE_RULES:
+        return sampled_tiles(rows, V, slots) + sampled_tiles(b, V, slots, per_slot=SAMPLED_B_TILES_PER_SLOT,
+                                                             align=RACE_BLOCK)
+    if rows >= 1.5 * slots and rows / (waves * slots) >= 0.93 and V <= SAMPLED_MAX_CHUNK:
+        splits, chunk = 1, -(-V // 8) * 8
+    else:
+        splits, chunk = sampled_tiles(rows, V, slots)
+    per_slot_b = 1 if b * 16 <= slots else SAMPLED_B_TILES_PER_SLOT
+    splits_b, chunk_b = sampled_tiles(b, V, slots, per_slot=per_slot_b, align=RACE_BLOCK)
+    return splits, chunk, splits_b, chunk_b
+
+
 def verify_sampled(target_logits: torch.Tensor, draft_tokens: torch.Tensor, draft_probs: torch.Tensor,
                    cu_num_draft: torch.Tensor, temperature=1.0, top_k=None, top_p=None, seed: int = 0,
                    max_num_draft: int | None = None, out=None):
@@ -478,8 +510,7 @@ def verify_sampled(target_logits: torch.Tensor, draft_tokens: torch.Tensor, draf
     if b == 0:
         return accepted, out
     slots = _num_sms(dev.index if dev.index is not None else torch.cuda.current_device()) * SAMPLED_MIN_BLOCKS
-    splits, chunk = sampled_tiles(rows, V, slots)
-    splits_b, chunk_b = sampled_tiles(b, V, slots, per_slot=SAMPLED_B_TILES_PER_SLOT, align=RACE_BLOCK)
+    splits, chunk, splits_b, chunk_b = sampled_launch_tiles(rows, b, V, slots)
     grid = min(slots, rows * splits + b * splits_b)
     # One scratch allocation: rowstat [rows] 16 B, dec [b] 32 B, partial [rows*splits] 8 B,
     # partial_b [b*splits_b] 8 B (in that order: every piece stays 16- or 8-byte aligned).
