@@ -12,6 +12,7 @@ from jitkern.ops import speculative as ops
 
 VARIANTS = {
     "default": {},
+    "prefetch 1 pass ahead": {"SAMPLED_AHEAD": 1},
     "tiles before 2026-12-03": {"SAMPLED_TILE_RULES": False},
 }
 

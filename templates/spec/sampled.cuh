@@ -788,7 +788,8 @@ __device__ __noinline__ uint64_t race_blocks(const T* __restrict__ lrow, const f
   return race_blocks_inl<T, kVec, kThreads>(lrow, qrow, c0, c1, st, seed, request, position, red);
 }
 
-// Per-thread online softmax partial over row[c0, c1) (16-byte vectors, kUnroll loads in flight).
+// Per-thread online softmax partial over row[c0, c1) (16-byte vectors, kUnroll loads in flight,
+// the running max updated once per pass of kUnroll vectors).
 // kAhead: per-thread L2 prefetch distance in passes, as in chunk_argmax_stream.
 template <typename T, int kThreads, int kUnroll, int kAhead = 0>
 __device__ __forceinline__ void chunk_softmax_stream(const T* __restrict__ row, int c0, int c1, float scale,
@@ -808,20 +809,29 @@ __device__ __forceinline__ void chunk_softmax_stream(const T* __restrict__ row, 
 #pragma unroll
     for (int r = 0; r < kUnroll; ++r)
       if (base + r * kThreads < nvec) u[r] = __ldcs(p + base + r * kThreads);
+    // One max and one rescale per pass; the vectors' exp2 sums are independent chains (per vector,
+    // the max -> rescale -> sum chain made the loop latency-bound). A vector takes part iff its
+    // NaN-propagating max is > -inf (NaN or all -inf: skipped).
+    float vm[kUnroll], pm = neg_inf();
 #pragma unroll
     for (int r = 0; r < kUnroll; ++r) {
-      if (base + r * kThreads < nvec) {
-        const float vm = vec_max(u[r], (const T*)nullptr);
-        if (!(vm > neg_inf())) continue;  // all -inf: nothing to add
-        float v[N];
-        unpack(u[r], (const T*)nullptr, v);
-        if (vm > m) { s *= exp2f((m - vm) * scale); m = vm; }
-        float acc = 0.0f;
-#pragma unroll
-        for (int e = 0; e < N; ++e) acc += exp2f((v[e] - m) * scale);
-        s += acc;
-      }
+      vm[r] = base + r * kThreads < nvec ? vec_max(u[r], (const T*)nullptr) : neg_inf();
+      if (vm[r] > pm) pm = vm[r];
     }
+    if (!(pm > neg_inf())) continue;
+    if (pm > m) { s *= exp2f((m - pm) * scale); m = pm; }
+    float acc[kUnroll];
+#pragma unroll
+    for (int r = 0; r < kUnroll; ++r) {
+      float v[N];
+      unpack(u[r], (const T*)nullptr, v);
+      acc[r] = 0.0f;
+#pragma unroll
+      for (int e = 0; e < N; ++e) acc[r] += exp2f((v[e] - m) * scale);
+    }
+#pragma unroll
+    for (int r = 0; r < kUnroll; ++r)
+      if (vm[r] > neg_inf()) s += acc[r];
   }
   for (int i = c0 + nvec * N + threadIdx.x; i < c1; i += kThreads) softmax_add(m, s, (float)row[i], scale);
 }
