@@ -319,6 +319,35 @@ def test_sampled_first_token_marginal_is_p():
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("dtype,temp", [(torch.bfloat16, 0.7), (torch.float32, 1.3)])
+def test_sampled_acceptance_rate_full_vocab(dtype, temp):
+    """min(1, p/q) on full-size rows (V = 129280, where every thread of a vocab tile streams several
+    passes of 16-byte vectors; the small-V exactness tests never get past one vector per thread):
+    per request a fresh random row and draft token x with q(x) = p(x) / r, r uniform in [0.1, 0.9]
+    and p(x) from the float64 softmax of the same values, so draft 0 is accepted with probability
+    r. Over 2048 requests x 8 seeds (independent Philox streams) the accepted count must lie within
+    5 sigma (~57) of sum r (~8200): p off by 5% shifts it by ~7 sigma."""
+    b, V, seeds = 2048, 129280, 8
+    g = torch.Generator(device="cuda").manual_seed(11)
+    logits = (torch.randn(2 * b, V, device="cuda", generator=g) * 2).to(dtype)
+    x = torch.randint(0, V, (b,), device="cuda", generator=g)
+    r = torch.rand(b, device="cuda", generator=g) * 0.8 + 0.1
+    rows = logits[0::2].double().cpu() / temp
+    px = torch.exp(rows.gather(1, x.cpu().view(-1, 1)).view(-1) - torch.logsumexp(rows, 1))
+    q = torch.softmax(torch.randn(b, V, device="cuda", generator=g), -1)
+    q[torch.arange(b, device="cuda"), x] = (px / r.double().cpu()).float().cuda()
+    cu = torch.arange(b + 1, device="cuda", dtype=torch.int32)
+    accepted = 0
+    for seed in range(seeds):
+        acc, out = ops.verify_sampled(logits, x, q, cu, temp, seed=seed, max_num_draft=1, out=_poison(b, 2))
+        assert torch.all((acc == 0) | (acc == 1)) and torch.all(out[acc == 1, 0] == x[acc == 1])
+        accepted += int(acc.sum())
+    mean = seeds * float(r.sum())
+    sigma = (seeds * float((r * (1 - r)).sum())) ** 0.5
+    assert abs(accepted - mean) < 5 * sigma, (accepted, mean, sigma)
+
+
+@pytest.mark.gpu
 @settings(max_examples=25)
 @given(ks=st.lists(st.integers(0, 8), min_size=1, max_size=12), V=st.sampled_from([2, 9, 1000, 4097, 129280]),
        temp=st.sampled_from([0.0, 1e-4, 0.5, 1.0, 3.0]), per_req=st.booleans(), seed=st.integers(0, 2**40))
