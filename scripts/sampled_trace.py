@@ -5,8 +5,9 @@ Compiles verify_sampled with -DJITKERN_SAMPLED_TRACE=1 (thread 0 of every CTA st
 at tile boundaries, templates/spec/sampled.cuh) on the bench's inputs (V = 129280 bf16 logits, ~70%
 of drafts set to the argmax, q = softmax of fresh logits) and prints, in us from the first CTA's
 start: CTA starts, when the A tiles (logits statistics) finish, when each request's decision is
-published (inside it: the last A tile's arrival, the rows merged with the accept chain), when its B tiles (the race over the emitted row) see it and finish, when its token is
-written, and the CTA exits. Checks the traced kernel's outputs against the untraced one's.
+published (inside it: the last A tile's arrival, the rows merged with the accept chain), when its
+B tiles (the race over the emitted row) see it and finish, when its token is written, and the CTA
+exits. Checks the traced kernel's outputs against the untraced one's.
 --pre: compile both kernels only (no GPU needed; fills $JITKERN_CACHE_DIR)."""
 import ast
 import dataclasses

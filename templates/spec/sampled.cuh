@@ -809,9 +809,10 @@ __device__ __forceinline__ void chunk_softmax_stream(const T* __restrict__ row, 
 #pragma unroll
     for (int r = 0; r < kUnroll; ++r)
       if (base + r * kThreads < nvec) u[r] = __ldcs(p + base + r * kThreads);
-    // One max and one rescale per pass; the vectors' exp2 sums are independent chains (per vector,
-    // the max -> rescale -> sum chain made the loop latency-bound). A vector takes part iff its
-    // NaN-propagating max is > -inf (NaN or all -inf: skipped).
+    // One max and one rescale per pass, so the vectors' exp2 sums are independent chains (a
+    // rescale per vector measured 3-9% slower at b >= 12: templates/spec/NOTES.md). A vector takes
+    // part iff its NaN-propagating max is > -inf (NaN or all -inf: skipped); u[r] past the end is
+    // never added.
     float vm[kUnroll], pm = neg_inf();
 #pragma unroll
     for (int r = 0; r < kUnroll; ++r) {
