@@ -443,17 +443,12 @@ def sampled_launch_tiles(rows: int, b: int, V: int, slots: int):
       35.6-36.0 us vs 37.4-37.7 with 32; b=64 keeps 2 per slot (83.2 vs 81.9 with 1); b=1 unchanged
       (64 tiles either way).
     """
-    waves = -(-rows // slots)
-    if not SAMPLED_TILE_RULES:
-        return sampled_tiles(rows, V, slots) + sampled_tiles(b, V, slots, per_slot=SAMPLED_B_TILES_PER_SLOT,
-                                                             align=RACE_BLOCK)
-    if rows >= 1.5 * slots and rows / (waves * slots) >= 0.93 and V <= SAMPLED_MAX_CHUNK:
-        splits, chunk = 1, -(-V // 8) * 8
-    else:
-        splits, chunk = sampled_tiles(rows, V, slots)
-    per_slot_b = 1 if b * 16 <= slots else SAMPLED_B_TILES_PER_SLOT
-    splits_b, chunk_b = sampled_tiles(b, V, slots, per_slot=per_slot_b, align=RACE_BLOCK)
-    return splits, chunk, splits_b, chunk_b
+    rules = SAMPLED_TILE_RULES
+    whole_rows = rules and rows >= 1.5 * slots and rows / (-(-rows // slots) * slots) >= 0.93
+    # whole rows: the fewest tiles sampled_tiles allows (one per row, up to SAMPLED_MAX_CHUNK each)
+    splits, chunk = sampled_tiles(rows, V, slots, per_slot=1e-9) if whole_rows else sampled_tiles(rows, V, slots)
+    per_slot_b = 1 if rules and b * 16 <= slots else SAMPLED_B_TILES_PER_SLOT
+    return (splits, chunk) + sampled_tiles(b, V, slots, per_slot=per_slot_b, align=RACE_BLOCK)
 
 
 def verify_sampled(target_logits: torch.Tensor, draft_tokens: torch.Tensor, draft_probs: torch.Tensor,
