@@ -4,16 +4,35 @@ filter): python3 scripts/sampled_ab.py [--pre] [--cases 1x7,16x7,64x7,256x3] [--
 inputs. `same`: fraction of calls whose outputs equal the first variant's (same seed). --pre:
 compile the variants' kernels only (no GPU). Edit VARIANTS for the A/B at hand.
 """
+import dataclasses
 import sys
 
 import torch
 
 from jitkern.ops import speculative as ops
 
+_sampled_spec = ops.sampled_spec
+
+
+class variant_spec:
+    """ops.sampled_spec with another header (e.g. spec/sampled_prev.cuh: a copy of an earlier
+    commit's header made for the A/B) and/or extra -D switches, for a VARIANTS entry (a class, not a
+    closure, so that --pre can pickle it)."""
+    def __init__(self, template=None, defines=()):
+        self.template, self.defines = template, tuple(defines)
+
+    def __call__(self, *args, **kw):
+        s = _sampled_spec(*args, **kw)
+        return dataclasses.replace(s, template=self.template or s.template, defines=tuple(s.defines) + self.defines)
+
+
 VARIANTS = {
     "default": {},
-    "prefetch 1 pass ahead": {"SAMPLED_AHEAD": 1},
-    "tiles before 2026-12-03": {"SAMPLED_TILE_RULES": False},
+    "exp2f (no ftz)": {"sampled_spec": variant_spec(defines=(("JITKERN_SAMPLED_FTZ", "0"),))},
+    "header of 34115b3": {"sampled_spec": variant_spec(template="spec/sampled_prev.cuh")},
+    "1 A tile per slot": {"SAMPLED_TILES_PER_SLOT": 1},
+    "unroll 6": {"SAMPLED_UNROLL": 6},
+    "unroll 8": {"SAMPLED_UNROLL": 8},
 }
 
 

@@ -68,19 +68,24 @@ __device__ __forceinline__ float block_sum(float v, float* red) {
 // Called by a full warp: a 32-ary search (cu[i] + i is strictly increasing), so b <= 1024 costs
 // two dependent loads instead of log2(b).
 // kPlusIndex = false: request i holds rows [cu[i], cu[i+1]) (trees: one row per node).
-template <typename CuT, bool kPlusIndex = true>
-__device__ __forceinline__ int find_request_warp(const CuT* cu, int b, int row) {
+// cu_at(i): cu[i] as int (a global array, or a shared-memory copy of it).
+template <bool kPlusIndex = true, typename CuAt>
+__device__ __forceinline__ int find_request_warp_at(const CuAt& cu_at, int b, int row) {
   const int lane = threadIdx.x & 31;
   int lo = 0, hi = b - 1;  // invariant: cu[lo] + lo <= row
   while (lo < hi) {
     const int step = (hi - lo + 32) / 32;
     const int idx = lo + lane * step;
-    const bool ok = idx <= hi && (int)cu[idx] + (kPlusIndex ? idx : 0) <= row;
+    const bool ok = idx <= hi && cu_at(idx) + (kPlusIndex ? idx : 0) <= row;
     const unsigned m = __ballot_sync(0xffffffffu, ok);
     lo += (31 - __clz(m)) * step;
     hi = min(hi, lo + step - 1);
   }
   return lo;
+}
+template <typename CuT, bool kPlusIndex = true>
+__device__ __forceinline__ int find_request_warp(const CuT* cu, int b, int row) {
+  return find_request_warp_at<kPlusIndex>([cu](int i) { return (int)cu[i]; }, b, row);
 }
 
 // Philox4x32-10 (Salmon et al. 2011): a pure function of (key, counter), so every random number

@@ -9,10 +9,12 @@
 namespace jitkern {
 namespace spec {
 
+// bf16 -> fp32 is the bf16 bits in the high half: one shift or mask per element (the intrinsic
+// pair __bfloat1622float2 costs a PRMT and a shift for the high element).
 __device__ __forceinline__ void unpack(const uint4& u, const __nv_bfloat16*, float (&v)[8]) {
-  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&u);
+  const uint32_t w[4] = {u.x, u.y, u.z, u.w};
 #pragma unroll
-  for (int i = 0; i < 4; ++i) { float2 f = __bfloat1622float2(h[i]); v[2 * i] = f.x; v[2 * i + 1] = f.y; }
+  for (int i = 0; i < 4; ++i) { v[2 * i] = __uint_as_float(w[i] << 16); v[2 * i + 1] = __uint_as_float(w[i] & 0xFFFF0000u); }
 }
 __device__ __forceinline__ void unpack(const uint4& u, const float*, float (&v)[4]) {
   v[0] = __uint_as_float(u.x); v[1] = __uint_as_float(u.y); v[2] = __uint_as_float(u.z); v[3] = __uint_as_float(u.w);
@@ -166,7 +168,9 @@ namespace spec {
 __device__ __forceinline__ float vec_max(const uint4& u, const __nv_bfloat16*) {
   const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&u);
   const __nv_bfloat162 m = __hmax2_nan(__hmax2_nan(h[0], h[1]), __hmax2_nan(h[2], h[3]));
-  return nanmax(__low2float(m), __high2float(m));
+  // The two halves' max, still packed (a swap and one HMNMX2), then its low half as fp32.
+  const __nv_bfloat162 mm = __hmax2_nan(m, __lowhigh2highlow(m));
+  return __uint_as_float(*reinterpret_cast<const uint32_t*>(&mm) << 16);
 }
 __device__ __forceinline__ float vec_max(const uint4& u, const float*) {
   return nanmax(nanmax(__uint_as_float(u.x), __uint_as_float(u.y)), nanmax(__uint_as_float(u.z), __uint_as_float(u.w)));

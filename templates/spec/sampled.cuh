@@ -788,6 +788,34 @@ __device__ __noinline__ uint64_t race_blocks(const T* __restrict__ lrow, const f
   return race_blocks_inl<T, kVec, kThreads>(lrow, qrow, c0, c1, st, seed, request, position, red);
 }
 
+// exp2 of the streaming loop. JITKERN_SAMPLED_FTZ (default 1): ex2.approx.ftz, which drops
+// exp2f's subnormal range fix-up (a compare and two predicated multiplies per element, 3 of ~8
+// instructions); results below 2^-126 become 0. Harmless for the partial sums: a thread's running
+// sum is >= 1 (its own maximum contributes exp2(0)), so such terms are below half an ulp of it.
+// Only the normaliser's partials use it; every p(x) the decisions and races see is PStat::p.
+#ifndef JITKERN_SAMPLED_FTZ
+#define JITKERN_SAMPLED_FTZ 1
+#endif
+__device__ __forceinline__ float stream_exp2(float x) {
+#if JITKERN_SAMPLED_FTZ
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+#else
+  return exp2f(x);
+#endif
+}
+
+// Sum of N values as a balanced tree (depth log2 N instead of a serial chain of N - 1 adds).
+template <int N>
+__device__ __forceinline__ float pair_sum(float (&v)[N]) {
+#pragma unroll
+  for (int w = 1; w < N; w <<= 1)
+#pragma unroll
+    for (int e = 0; e + w < N; e += 2 * w) v[e] += v[e + w];
+  return v[0];
+}
+
 // Per-thread online softmax partial over row[c0, c1) (16-byte vectors, kUnroll loads in flight,
 // the running max updated once per pass of kUnroll vectors).
 // kAhead: per-thread L2 prefetch distance in passes, as in chunk_argmax_stream.
@@ -805,10 +833,11 @@ __device__ __forceinline__ void chunk_softmax_stream(const T* __restrict__ row, 
         if (vi < nvec) prefetch_l2_line(p + vi);
       }
     }
+    // A slot past the end re-reads the last vector (a defined value, same cache line), whose sum
+    // is computed and discarded.
     uint4 u[kUnroll];
 #pragma unroll
-    for (int r = 0; r < kUnroll; ++r)
-      if (base + r * kThreads < nvec) u[r] = __ldcs(p + base + r * kThreads);
+    for (int r = 0; r < kUnroll; ++r) u[r] = __ldcs(p + min(base + r * kThreads, nvec - 1));
     // One max and one rescale per pass, so the vectors' exp2 sums are independent chains (a
     // rescale per vector measured 3-9% slower at b >= 12: templates/spec/NOTES.md). A vector takes
     // part iff its NaN-propagating max is > -inf (NaN or all -inf: skipped); u[r] past the end is
@@ -826,9 +855,9 @@ __device__ __forceinline__ void chunk_softmax_stream(const T* __restrict__ row, 
     for (int r = 0; r < kUnroll; ++r) {
       float v[N];
       unpack(u[r], (const T*)nullptr, v);
-      acc[r] = 0.0f;
 #pragma unroll
-      for (int e = 0; e < N; ++e) acc[r] += exp2f((v[e] - m) * scale);
+      acc[r] = 0.0f;
+      for (int e = 0; e < N; ++e) acc[r] += stream_exp2((v[e] - m) * scale);
     }
 #pragma unroll
     for (int r = 0; r < kUnroll; ++r)
@@ -914,6 +943,12 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) verify_sampled(
   (void)tr_drows;
   SAMPLED_STAMP(blockIdx.x);
 
+  // cu in shared memory (first kCuCache + 1 entries): an A tile's request lookup and its (d0, k)
+  // then cost no global round trip before its loads start. Filled under the first claim's latency.
+  constexpr int kCuCache = 1024;
+  __shared__ int s_cu[kCuCache + 1];
+  for (int i = threadIdx.x; i <= min(b, kCuCache); i += kThreads) s_cu[i] = (int)cu[i];
+  const auto cu_at = [&](int i) { return i <= kCuCache ? s_cu[i] : (int)cu[i]; };
   if (threadIdx.x == 0) s_next = atomicAdd(work, 1);
   __syncthreads();
   int tile = s_next;
@@ -925,7 +960,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) verify_sampled(
       const int row = tile / splits, sp = tile - row * splits;
       const int c0 = sp * chunk, c1 = min(V, c0 + chunk);
       if (threadIdx.x < 32) {
-        const int r = spec::find_request_warp(cu, b, row);
+        const int r = spec::find_request_warp_at(cu_at, b, row);
         if (threadIdx.x == 0) s_req = r;
       }
       __syncthreads();
@@ -958,7 +993,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) verify_sampled(
                                                    reinterpret_cast<float*>(sm.red + 16));
         if (threadIdx.x == 0) partial[tile] = make_uint2(__float_as_uint(bm), __float_as_uint(bs));
       }
-      const int d0 = (int)cu[req], k = (int)cu[req + 1] - d0, r0 = d0 + req;
+      const int d0 = cu_at(req), k = cu_at(req + 1) - d0, r0 = d0 + req;
       SAMPLED_STAMP(tr_a + tile);
       if (!spec::arrive_last(cnt_a + req, (k + 1) * splits, &s_flag)) goto next_tile;
 
@@ -970,6 +1005,20 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) verify_sampled(
         if (s_acc >= 0) break;
         const int j = j0 + warp;
         if (j <= k) {
+          // The draft token, its logit and q and the acceptance uniform do not depend on the row's
+          // partials: lane 0 issues them first, so their round trips overlap the partials' merge.
+          int x = -1;
+          float lx = 0.0f, qx = 0.0f, ux = 0.0f;
+          if (lane == 0 && j < k) {
+            x = (int)draft[d0 + j];
+            if (x >= 0 && x < V) {
+              lx = (float)logits[(int64_t)(r0 + j) * ld + x];
+              qx = q[(int64_t)(d0 + j) * qld + x];
+              ux = spec::accept_uniform(seed, req, j, 0);
+            } else {
+              x = -1;
+            }
+          }
           spec::PStat st;
           st.greedy = greedy;
           st.s2 = s2;
@@ -1006,16 +1055,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) verify_sampled(
             st.m = m;
             st.inv_z = 1.0f / s;
           }
-          bool ok = false;
-          if (lane == 0 && j < k) {
-            const int x = (int)draft[d0 + j];
-            if (x >= 0 && x < V) {
-              const float lx = (float)logits[(int64_t)row_j * ld + x];
-              const float px = st.p(lx, x, spec::fkey<T>(lx));
-              const float qx = q[(int64_t)(d0 + j) * qld + x];
-              ok = spec::accept_uniform(seed, req, j, 0) * qx < px;
-            }
-          }
+          const bool ok = x >= 0 && ux * qx < st.p(lx, x, spec::fkey<T>(lx));
           if (lane == 0) {
             s_ok[warp] = ok;
             s_stat[warp] = make_float4(st.m, st.inv_z, __uint_as_float(st.tau), 0.0f);
@@ -1057,10 +1097,9 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) verify_sampled(
           cnt_a[req] = 0;  // every A tile of this request has arrived
         }
         __syncthreads();
-        if (threadIdx.x == 0) {
-          __threadfence();
-          spec::st_release(ready + req, 1);
-        }
+        // The release store orders thread 0's dec writes (and, through the barrier, the CTA's
+        // other writes) before the flag: no separate fence (B tiles read only dec).
+        if (threadIdx.x == 0) spec::st_release(ready + req, 1);
         SAMPLED_STAMP(tr_dec + req);
       }
     } else {
