@@ -28,11 +28,10 @@ class variant_spec:
 
 VARIANTS = {
     "default": {},
-    "exp2f (no ftz)": {"sampled_spec": variant_spec(defines=(("JITKERN_SAMPLED_FTZ", "0"),))},
-    "header of 34115b3": {"sampled_spec": variant_spec(template="spec/sampled_prev.cuh")},
     "1 A tile per slot": {"SAMPLED_TILES_PER_SLOT": 1},
-    "unroll 6": {"SAMPLED_UNROLL": 6},
-    "unroll 8": {"SAMPLED_UNROLL": 8},
+    "B 1 per slot": {"SAMPLED_B_TILES_PER_SLOT": 1},
+    "B 0.5 per slot": {"SAMPLED_B_TILES_PER_SLOT": 0.5},
+    "A 1 + B 1 per slot": {"SAMPLED_TILES_PER_SLOT": 1, "SAMPLED_B_TILES_PER_SLOT": 1},
 }
 
 

@@ -95,13 +95,13 @@ def test_configs():
             assert c % 8 == 0 and (s - 1) * c < V <= s * c and c <= max(8, ops.SAMPLED_MAX_CHUNK)
     assert ops.sampled_tiles(8, 129280, 264) == (33, 3920)      # b=1, k=7: one wave of tiles
     assert ops.sampled_tiles(1, 129280, 264) == (64, 2024)      # b=1 phase B: 2048-element tiles
-    assert ops.sampled_tiles(128, 129280, 264) == (5, 25856)    # b=16, k=7: about two tiles per slot
+    assert ops.sampled_tiles(128, 129280, 264) == (3, 43096)    # b=16, k=7: about one tile per slot
     assert ops.sampled_tiles(1024, 129280, 264) == (1, 129280)  # large batches: whole rows (max chunk 128K)
-    # launch tiles: whole rows once the rows fill >= 1.5 waves at >= 93%; one B tile per slot for b <= slots / 16
+    # launch tiles: whole rows once the rows fill >= 1.5 waves at >= 93%
     assert ops.sampled_launch_tiles(512, 64, 129280, 264)[:2] == (1, 129280)   # b=64 k=7: 512 rows, 97% of 2 waves
-    assert ops.sampled_launch_tiles(128, 16, 129280, 264) == ((5, 25856) + ops.sampled_tiles(
-        16, 129280, 264, per_slot=1, align=ops.RACE_BLOCK))                     # b=16 k=7: 17 B tiles per request
-    assert ops.sampled_launch_tiles(128, 16, 129280, 264)[2] == 17
+    assert ops.sampled_launch_tiles(128, 16, 129280, 264) == ((3, 43096) + ops.sampled_tiles(
+        16, 129280, 264, per_slot=ops.SAMPLED_B_TILES_PER_SLOT, align=ops.RACE_BLOCK))
+    assert ops.sampled_launch_tiles(128, 16, 129280, 264)[2] == 17             # b=16 k=7: 17 B tiles per request
     assert ops.sampled_launch_tiles(512, 64, 129280, 264)[2:] == ops.sampled_tiles(
         64, 129280, 264, per_slot=ops.SAMPLED_B_TILES_PER_SLOT, align=ops.RACE_BLOCK)
     assert ops.sampled_launch_tiles(8, 1, 129280, 264) == ((33, 3920) + (64, 2048))  # b=1: as sampled_tiles

@@ -65,10 +65,16 @@ SAMPLED_MAX_CHUNK, SAMPLED_MIN_CHUNK = 131072, 2048
 # B tiles then wait on their decision holding slots) was slower: b=256 697 / 449 / 331 / 316 us.
 # Defaults together (bench spec, same H100, floor = logits + q bytes at copy bandwidth): b=1 k=7
 # 15.5 us (8.2x), b=16 k=7 41.6 (1.37x), b=64 k=7 115.9 (0.95x), b=256 k=3 278.0 (1.25x).
-SAMPLED_TILES_PER_SLOT = 2
-# Phase B (sampling) tiles per slot, separately: with the two-level race a B tile is as cheap per
-# byte as an A tile, so the old per-token-race balance need not hold (bench spec --sweep).
-SAMPLED_B_TILES_PER_SLOT = 2
+# H200, since the B tiles compute their request's decision themselves (2026-12-03 session, run 5,
+# scripts/sampled_ab.py, three interleaved rounds, us; A / B tiles per slot 2 / 2 (then the
+# default), 1 / 2, 2 / 1, 1 / 1): b=16 k=7 33.0-33.2 / 29.3-29.5 / 33.0-33.1 / 29.2-29.5; b=32 k=7
+# 49.1-49.3 / 44.9-45.0 / 47.8-47.9 / 45.2-45.5; b=64 k=7 75.0-75.3 / 75.1-75.3 / 73.8-73.9 /
+# 73.7; b=256 k=3 153.7-153.8 / 153.8-153.9 / 149.9-150.1 / 149.7-150.1; b=1 12.6-13.0 in all.
+# (B 0.5 per slot: b=64 72.6-72.8 but b=256 185.5.) Each B tile repeats the decision, so fewer B
+# tiles cost less; fewer A tiles mean fewer arrivals for the B tiles to wait on.
+SAMPLED_TILES_PER_SLOT = 1
+# Phase B (sampling) tiles per slot, separately (measured above).
+SAMPLED_B_TILES_PER_SLOT = 1
 # Phase A per-thread L2 prefetch distance in passes (0 = off): 2 CTAs x 256 threads x 4 loads is
 # 32 KiB in flight per SM, below what the H200 needs at DRAM latency. Measured on the H200 (bench
 # spec, same run), 2 vs 0 / 1 / 4 passes: b=64 k=7 81.2 vs 84.0 / 82.3 / 84.2 us, b=256 k=3 179.2 vs
@@ -424,31 +430,22 @@ def sampled_tiles(rows: int, V: int, slots: int, max_chunk: int | None = None, m
     return -(-V // chunk), chunk
 
 
-# False: sampled_launch_tiles falls back to sampled_tiles alone (the earlier tiling; A/B switch).
+# False: sampled_launch_tiles uses sampled_tiles for the A tiles too (no whole-row rule; A/B switch).
 SAMPLED_TILE_RULES = True
 
 
 def sampled_launch_tiles(rows: int, b: int, V: int, slots: int):
     """(splits, chunk, splits_b, chunk_b) of a verify_sampled launch: :func:`sampled_tiles` for the
-    A tiles (rows) and the B tiles (requests), with two measured exceptions (H200, V = 129280 bf16,
-    264 slots, 2026-12-03 run 9, scripts/sampled_ab.py, three interleaved rounds):
-
-    * whole-row A tiles where the rows alone fill at least 1.5 waves of slots at >= 93% (as the
-      greedy stream kernel): fewer partials and arrivals. b=64 k=7 (512 rows): 78.8-79.3 us vs
-      81.9 (two tiles per row); b=16 (128 rows, 5 tiles per row kept): 3 per row was slower (40.0
-      vs 37.5).
-    * one B tile per slot (not SAMPLED_B_TILES_PER_SLOT) for batches of at most slots / 16
-      requests: B tiles wait for their request's decision while holding a slot, so more B tiles
-      than slots queue later requests behind waiting ones. b=16: 17 tiles per request (one wave)
-      35.6-36.0 us vs 37.4-37.7 with 32; b=64 keeps 2 per slot (83.2 vs 81.9 with 1); b=1 unchanged
-      (64 tiles either way).
+    A tiles (rows) and the B tiles (requests, SAMPLED_B_TILES_PER_SLOT), except that the A tiles are
+    whole rows where the rows alone fill at least 1.5 waves of slots at >= 93% (as the greedy
+    stream kernel): fewer partials and arrivals. Measured (H200, V = 129280 bf16, 264 slots,
+    2026-12-03 run 9, scripts/sampled_ab.py): b=64 k=7 (512 rows) 78.8-79.3 us vs 81.9 with two
+    tiles per row.
     """
-    rules = SAMPLED_TILE_RULES
-    whole_rows = rules and rows >= 1.5 * slots and rows / (-(-rows // slots) * slots) >= 0.93
+    whole_rows = SAMPLED_TILE_RULES and rows >= 1.5 * slots and rows / (-(-rows // slots) * slots) >= 0.93
     # whole rows: the fewest tiles sampled_tiles allows (one per row, up to SAMPLED_MAX_CHUNK each)
     splits, chunk = sampled_tiles(rows, V, slots, per_slot=1e-9) if whole_rows else sampled_tiles(rows, V, slots)
-    per_slot_b = 1 if rules and b * 16 <= slots else SAMPLED_B_TILES_PER_SLOT
-    return (splits, chunk) + sampled_tiles(b, V, slots, per_slot=per_slot_b, align=RACE_BLOCK)
+    return (splits, chunk) + sampled_tiles(b, V, slots, per_slot=SAMPLED_B_TILES_PER_SLOT, align=RACE_BLOCK)
 
 
 def verify_sampled(target_logits: torch.Tensor, draft_tokens: torch.Tensor, draft_probs: torch.Tensor,
@@ -507,12 +504,12 @@ def verify_sampled(target_logits: torch.Tensor, draft_tokens: torch.Tensor, draf
     slots = _num_sms(dev.index if dev.index is not None else torch.cuda.current_device()) * SAMPLED_MIN_BLOCKS
     splits, chunk, splits_b, chunk_b = sampled_launch_tiles(rows, b, V, slots)
     grid = min(slots, rows * splits + b * splits_b)
-    # One scratch allocation: rowstat [rows] 16 B, dec [b] 32 B, partial [rows*splits] 8 B,
-    # partial_b [b*splits_b] 8 B (in that order: every piece stays 16- or 8-byte aligned).
-    n_rs, n_dec, n_pa, n_pb = 4 * rows, 8 * b, 2 * rows * splits, 2 * b * splits_b
-    scratch = torch.empty(n_rs + n_dec + n_pa + n_pb, dtype=torch.int32, device=dev)
-    o1, o2, o3 = n_rs, n_rs + n_dec, n_rs + n_dec + n_pa
-    sync = _counters(dev, 3 * b + 2)
+    # One scratch allocation: rowstat [rows] 16 B, partial [rows*splits] 8 B, partial_b
+    # [b*splits_b] 8 B (in that order: every piece stays 16- or 8-byte aligned).
+    n_rs, n_pa, n_pb = 4 * rows, 2 * rows * splits, 2 * b * splits_b
+    scratch = torch.empty(n_rs + n_pa + n_pb, dtype=torch.int32, device=dev)
+    o1, o2 = n_rs, n_rs + n_pa
+    sync = _counters(dev, 2 * b + 2)
     vec = _aligned16(target_logits) and _aligned16(draft_probs)
     smem = _filter_smem(knobs, V)
     kern = get_kernel(sampled_spec(target_logits.dtype, draft_tokens.dtype, cu_num_draft.dtype, vec, smem > 0), dev)
@@ -521,7 +518,7 @@ def verify_sampled(target_logits: torch.Tensor, draft_tokens: torch.Tensor, draf
                  ctypes.c_int64(draft_probs.stride(0) if draft_probs.shape[0] else V), ctypes.c_int32(V),
                  ctypes.c_int32(rows), ctypes.c_int32(chunk), ctypes.c_int32(splits), ctypes.c_int32(chunk_b),
                  ctypes.c_int32(splits_b), draft_tokens, cu_num_draft, ctypes.c_int32(b), knobs,
-                 ctypes.c_uint64(seed), scratch[o2:o3], scratch[:o1], scratch[o1:o2], scratch[o3:], sync,
+                 ctypes.c_uint64(seed), scratch[o1:o2], scratch[:o1], scratch[o2:], sync,
                  accepted, out, ctypes.c_int32(max_num_draft + 1)], smem=smem)
     return accepted, out
 

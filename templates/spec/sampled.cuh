@@ -26,16 +26,15 @@
 // Diagnostic timeline of verify_sampled (scripts/sampled_trace.py compiles with
 // -DJITKERN_SAMPLED_TRACE=1): thread 0 stamps %globaltimer into u64 slots after the sync counters
 // (the script allocates them): CTA start [G], CTA exit [G], A tile done [tiles_a], decision
-// published [b], B tile saw its decision [b * splits_b], B tile done [b * splits_b], token written
-// [b], decision started (last A tile arrived) [b], rows merged and accept chain done [b]. Off:
-// compiles to nothing.
+// computed by the request's first B tile [b], B tile saw every A tile arrived [b * splits_b], B
+// tile done [b * splits_b], token written [b]. Off: compiles to nothing.
 #if defined(JITKERN_SAMPLED_TRACE) && JITKERN_SAMPLED_TRACE
 #define SAMPLED_STAMP(slot)                                                                            \
   do {                                                                                                 \
     if (threadIdx.x == 0) {                                                                            \
       unsigned long long ns;                                                                           \
       asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(ns));                                           \
-      reinterpret_cast<unsigned long long*>(sync + ((3 * b + 3) & ~1))[slot] = ns;                     \
+      reinterpret_cast<unsigned long long*>(sync + ((2 * b + 3) & ~1))[slot] = ns;                     \
     }                                                                                                  \
   } while (0)
 #else
@@ -476,9 +475,10 @@ __device__ __forceinline__ bool filter_fast(const T* __restrict__ row, int V, fl
     sort_desc<kThreads>(cand, npad);
   }
   if (filt_k && topk > n) return false;  // cannot happen (g guarantees k candidates): stay safe
-  const uint32_t tau_k = filt_k ? cand[topk - 1] : 0u;
-  // Warp 0: running mass over the survivors of top-k in sorted order, 32 keys per step.
+  // Warp 0: running mass over the survivors of top-k in sorted order, 32 keys per step. (tau_k is
+  // read by warp 0 only: another warp's read of cand[0] would race with lane 0's write below.)
   if (threadIdx.x < 32) {
+    const uint32_t tau_k = filt_k ? cand[topk - 1] : 0u;
     const int lane = threadIdx.x;
     const bool full = filt_k || whole;  // candidates hold every top-k survivor: F(tau_k) from them
     float need = -1.0f;
@@ -526,6 +526,7 @@ __device__ __forceinline__ bool filter_fast(const T* __restrict__ row, int V, fl
       run = __shfl_sync(0xffffffffu, cum, 31);
       if (found && __shfl_sync(0xffffffffu, key, 31) < tau) break;  // past the kept prefix
     }
+    __syncwarp();  // every lane's reads of cand before lane 0 overwrites cand[0] (racecheck)
     if (lane == 0) {
       cand[kFilterCap] = found ? 1 : 0;
       reinterpret_cast<float*>(sm.red)[0] = z;
@@ -696,17 +697,18 @@ __device__ __forceinline__ uint64_t race_blocks_inl(const T* __restrict__ lrow, 
   constexpr int N = RaceBlock<T>::N, BS = RaceBlock<T>::size, kWarps = kThreads / 32;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int nblk = (c1 - c0 + BS - 1) / BS, blk0 = c0 / BS;
+  constexpr int R = 2;  // 4 measured no faster (H200, 2026-12-03 session run 4)
   BlockRace br;
-  for (int b0 = warp; b0 < nblk; b0 += 2 * kWarps) {
-    uint4 lu[2];
-    float qv[2][N];
+  for (int b0 = warp; b0 < nblk; b0 += R * kWarps) {
+    uint4 lu[R];
+    float qv[R][N];
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
+    for (int r = 0; r < R; ++r) {
       const int tok = c0 + (b0 + r * kWarps) * BS + lane * N;
       if (b0 + r * kWarps < nblk) load_lq<T, kVec, N>(lrow, qrow, tok, c1, lu[r], qv[r]);
     }
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
+    for (int r = 0; r < R; ++r) {
       const int b = b0 + r * kWarps;
       if (b >= nblk) break;  // warp-uniform
       float w[N];
@@ -871,8 +873,8 @@ __device__ __forceinline__ int ld_acquire(const int* p) {
   asm volatile("ld.acquire.gpu.global.b32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
   return v;
 }
-__device__ __forceinline__ void st_release(int* p, int v) {
-  asm volatile("st.release.gpu.global.b32 [%0], %1;" :: "l"(p), "r"(v) : "memory");
+__device__ __forceinline__ void red_release_add(int* p, int v) {
+  asm volatile("red.release.gpu.global.add.s32 [%0], %1;" :: "l"(p), "r"(v) : "memory");
 }
 
 // Per-request filter parameters (pointers may be null: the scalar applies).
@@ -898,18 +900,20 @@ constexpr int kModeDone = 0, kModeResidual = 1, kModeBonus = 2;
 // Chain verification, one persistent launch with an atomic work queue over two tile kinds:
 //  A: (row, vocab chunk) for every logits row: chunk softmax partial (m, sum exp) or, at
 //     temperature 0, argmax key; a row of a filtered request (top-k / top-p) is handled whole by
-//     its chunk-0 tile (row_stats: filter_fast or the threshold search, row re-read through L2). The CTA that completes a request's
-//     A tiles (arrival counter) combines the partials, runs the accept chain (needs only p and q
-//     at the draft tokens), writes the accepted prefix and publishes a decision (emit row, mode,
-//     row statistics) with a release flag.
-//  B: (request, vocab chunk): waits for its request's decision, then races over that one row
-//     (residual max(0, p - q) or p for the bonus); the last B tile of the request writes the token.
+//     its chunk-0 tile (row_stats: filter_fast or the threshold search, row re-read through L2).
+//     Thread 0 stores the partial and counts the tile in its request's arrival counter with a
+//     release reduction; the CTA does not wait for anything.
+//  B: (request, vocab chunk): waits until all of its request's A tiles have arrived, computes the
+//     request's decision itself (combines the partials per row, runs the accept chain: p and q at
+//     the draft tokens only), then races over the emitted row (residual max(0, p - q), or p for
+//     the bonus). Every B tile of a request derives the same decision (same code, same data); the
+//     last one to finish merges the race, writes the token and the whole output row.
 // Tiles are claimed in order (all A before any B), so a waiting B tile only depends on A tiles
 // already claimed by running CTAs: no deadlock whatever the residency. Determinism: partials are
 // combined in chunk order and random numbers depend on (seed, request, position, token) only.
-// sync [3b + 2] int32: A counters, B counters, ready flags, work counter, exit counter: zero on
-// entry, zero again on exit. partial [rows * splits] 8 bytes; rowstat [rows] 16 bytes;
-// dec [b] 32 bytes; partial_b [b * splits_b] 8 bytes.
+// sync [2b + 2] int32: A counters, B counters, work counter, exit counter: zero on entry, zero
+// again on exit (the request's last B tile resets its two counters). partial [rows * splits]
+// 8 bytes; rowstat [rows] 16 bytes; partial_b [b * splits_b] 8 bytes.
 // kAhead: per-thread L2 prefetch distance (passes) of the phase-A streaming loops (0 = off).
 // kFilter: the instantiation for launches whose requests may filter (row statistics try
 // filter_fast; the host passes its dynamic shared memory). Unfiltered launches take kFilter =
@@ -921,7 +925,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) verify_sampled(
     const T* __restrict__ logits, int64_t ld, const float* __restrict__ q, int64_t qld, int V, int rows,
     int chunk, int splits, int chunk_b, int splits_b, const TokT* __restrict__ draft, const CuT* __restrict__ cu,
     int b, spec::Knobs knobs, uint64_t seed, uint2* __restrict__ partial, float4* __restrict__ rowstat,
-    int4* __restrict__ dec, uint64_t* __restrict__ partial_b, int* __restrict__ sync, int* __restrict__ accepted,
+    uint64_t* __restrict__ partial_b, int* __restrict__ sync, int* __restrict__ accepted,
     int* __restrict__ out, int out_cols) {
   __shared__ spec::RowSmem sm;
   __shared__ int s_req, s_flag, s_next, s_acc, s_emit;
@@ -932,15 +936,12 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) verify_sampled(
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   int* cnt_a = sync;
   int* cnt_b = sync + b;
-  int* ready = sync + 2 * b;
-  int* work = sync + 3 * b;
+  int* work = sync + 2 * b;
   int* exits = work + 1;
   const int tiles_a = rows * splits, total = tiles_a + b * splits_b;
   const int tr_a = 2 * gridDim.x, tr_dec = tr_a + tiles_a, tr_bseen = tr_dec + b, tr_bdone = tr_bseen + b * splits_b,
-            tr_tok = tr_bdone + b * splits_b, tr_dstart = tr_tok + b, tr_drows = tr_dstart + b;  // SAMPLED_STAMP slots
-  (void)tr_tok;
-  (void)tr_dstart;
-  (void)tr_drows;
+            tr_tok = tr_bdone + b * splits_b;  // SAMPLED_STAMP slots
+  (void)tr_a; (void)tr_dec; (void)tr_bseen; (void)tr_bdone; (void)tr_tok;
   SAMPLED_STAMP(blockIdx.x);
 
   // cu in shared memory (first kCuCache + 1 entries): an A tile's request lookup and its (d0, k)
@@ -993,32 +994,50 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) verify_sampled(
                                                    reinterpret_cast<float*>(sm.red + 16));
         if (threadIdx.x == 0) partial[tile] = make_uint2(__float_as_uint(bm), __float_as_uint(bs));
       }
-      const int d0 = cu_at(req), k = cu_at(req + 1) - d0, r0 = d0 + req;
       SAMPLED_STAMP(tr_a + tile);
-      if (!spec::arrive_last(cnt_a + req, (k + 1) * splits, &s_flag)) goto next_tile;
-
-      // Last A tile of the request: statistics per row, accept chain, decision.
-      SAMPLED_STAMP(tr_dstart + req);
+      // Thread 0 wrote this tile's partial / rowstat: a release reduction publishes it, and the
+      // CTA moves on without waiting for the atomic's round trip (the B tiles count arrivals).
+      if (threadIdx.x == 0) spec::red_release_add(cnt_a + req, 1);
+    } else {
+      // ---------------- B: decide, then sample the emitted token ----------------
+      // Every B tile of a request computes the request's decision itself (deterministic: the same
+      // code on the same partials, so all agree bit for bit) as soon as the A tiles have arrived:
+      // no decision CTA, release flag or decision record between the A and B phases.
+      const int tb = tile - tiles_a;
+      const int req = tb / splits_b, sp = tb - req * splits_b;
+      const int c0 = sp * chunk_b, c1 = min(V, c0 + chunk_b);
+      const int d0 = cu_at(req), k = cu_at(req + 1) - d0, r0 = d0 + req;
+      float temp, topp;
+      int topk;
+      bool greedy, filtered;
+      knobs.get(req, V, temp, topk, topp, greedy, filtered);
+      const float s2 = greedy ? 0.0f : 1.4426950408889634f / temp;
       if (threadIdx.x == 0) { s_acc = -1; s_emit = -1; }
       for (int j0 = 0; j0 <= k; j0 += kWarps) {
         __syncthreads();
         if (s_acc >= 0) break;
         const int j = j0 + warp;
-        if (j <= k) {
-          // The draft token, its logit and q and the acceptance uniform do not depend on the row's
-          // partials: lane 0 issues them first, so their round trips overlap the partials' merge.
-          int x = -1;
-          float lx = 0.0f, qx = 0.0f, ux = 0.0f;
-          if (lane == 0 && j < k) {
-            x = (int)draft[d0 + j];
-            if (x >= 0 && x < V) {
-              lx = (float)logits[(int64_t)(r0 + j) * ld + x];
-              qx = q[(int64_t)(d0 + j) * qld + x];
-              ux = spec::accept_uniform(seed, req, j, 0);
-            } else {
-              x = -1;
-            }
+        // The draft token, its logit and q and the acceptance uniform do not depend on the A tiles:
+        // lane 0 issues them before the wait, so their round trips overlap it.
+        int x = -1;
+        float lx = 0.0f, qx = 0.0f, ux = 0.0f;
+        if (lane == 0 && j < k) {
+          x = (int)draft[d0 + j];
+          if (x >= 0 && x < V) {
+            lx = (float)logits[(int64_t)(r0 + j) * ld + x];
+            qx = q[(int64_t)(d0 + j) * qld + x];
+            ux = spec::accept_uniform(seed, req, j, 0);
+          } else {
+            x = -1;
           }
+        }
+        if (j0 == 0) {  // wait until every A tile of the request has arrived
+          if (threadIdx.x == 0)
+            while (spec::ld_acquire(cnt_a + req) < (k + 1) * splits) __nanosleep(32);
+          __syncthreads();
+          SAMPLED_STAMP(tr_bseen + tb);
+        }
+        if (j <= k) {
           spec::PStat st;
           st.greedy = greedy;
           st.s2 = s2;
@@ -1072,55 +1091,23 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) verify_sampled(
               const float4 f = s_stat[w];
               const int mode = greedy ? spec::kModeDone : (jj == k ? spec::kModeBonus : spec::kModeResidual);
               s_dec[0] = make_int4(__float_as_int(f.x), __float_as_int(f.y), __float_as_int(f.z), mode);
-              s_dec[1] = make_int4(r0 + jj, d0 + jj, jj, __float_as_int(s2));
+              s_dec[1] = make_int4(r0 + jj, d0 + jj, jj, 0);
               break;
             }
           }
         }
       }
       __syncthreads();
-      SAMPLED_STAMP(tr_drows + req);
-      {
-        const int acc = s_acc;
-        const bool fits = k < out_cols;
-        int4 d0v = s_dec[0];
-        if (!fits) d0v.w = spec::kModeDone;
-        for (int c = threadIdx.x; c < out_cols; c += kThreads) {
-          int t = -1;
-          if (fits) t = c < acc ? (int)draft[d0 + c] : (c == acc ? (greedy ? s_emit : -1) : -1);
-          if (!fits || c != acc || greedy) out[(int64_t)req * out_cols + c] = t;
-        }
-        if (threadIdx.x == 0) {
-          accepted[req] = fits ? acc : -1;
-          dec[2 * req] = d0v;
-          dec[2 * req + 1] = s_dec[1];
-          cnt_a[req] = 0;  // every A tile of this request has arrived
-        }
-        __syncthreads();
-        // The release store orders thread 0's dec writes (and, through the barrier, the CTA's
-        // other writes) before the flag: no separate fence (B tiles read only dec).
-        if (threadIdx.x == 0) spec::st_release(ready + req, 1);
-        SAMPLED_STAMP(tr_dec + req);
-      }
-    } else {
-      // ---------------- B: sample the emitted token ----------------
-      const int tb = tile - tiles_a;
-      const int req = tb / splits_b, sp = tb - req * splits_b;
-      const int c0 = sp * chunk_b, c1 = min(V, c0 + chunk_b);
-      if (threadIdx.x == 0) {
-        while (spec::ld_acquire(ready + req) == 0) __nanosleep(64);
-        s_dec[0] = __ldcg(dec + 2 * req);
-        s_dec[1] = __ldcg(dec + 2 * req + 1);
-      }
-      SAMPLED_STAMP(tr_bseen + tb);
-      __syncthreads();
+      if (sp == 0) SAMPLED_STAMP(tr_dec + req);
+      const int acc = s_acc;
+      const bool fits = k < out_cols;  // the caller's max_num_draft bounds k; flag a violation as -1
       const int4 da = s_dec[0], db = s_dec[1];
-      const int mode = da.w;
+      const int mode = fits ? da.w : spec::kModeDone;
       spec::PStat st;
       st.m = __int_as_float(da.x);
       st.inv_z = __int_as_float(da.y);
       st.tau = (uint32_t)da.z;
-      st.s2 = __int_as_float(db.w);
+      st.s2 = s2;
       st.greedy = false;
       st.amax = 0;
       const T* lrow = logits + (int64_t)db.x * ld;
@@ -1131,6 +1118,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) verify_sampled(
       }
       SAMPLED_STAMP(tr_bdone + tb);
       if (!spec::arrive_last(cnt_b + req, splits_b, &s_flag)) goto next_tile;
+      // Last B tile of the request: the token, then the whole output row.
       if (mode != spec::kModeDone) {
         uint64_t best = ~0ull;
         for (int s = threadIdx.x; s < splits_b; s += kThreads)
@@ -1144,13 +1132,25 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) verify_sampled(
         }
         if (warp == 0) {
           const int tok = best == ~0ull ? -1 : spec::race_pick_row<T, kVec>(lrow, wq, V, best, st, seed, req, db.z);
-          if (lane == 0) out[(int64_t)req * out_cols + db.z] = tok < 0 ? 0 : tok;
+          if (lane == 0) s_emit = tok < 0 ? 0 : tok;
         }
+        __syncthreads();
       }
       SAMPLED_STAMP(tr_tok + req);
+      {
+        const int emit = mode != spec::kModeDone || greedy ? s_emit : -1;
+        for (int c = threadIdx.x; c < out_cols; c += kThreads) {
+          int t = -1;
+          if (fits) t = c < acc ? (int)draft[d0 + c] : (c == acc ? emit : -1);
+          out[(int64_t)req * out_cols + c] = t;
+        }
+      }
       if (threadIdx.x == 0) {
+        accepted[req] = fits ? acc : -1;
+        // Every B tile of the request has passed its wait (they all arrived on cnt_b): reset both
+        // counters for the next call (stream order makes the reset visible).
+        cnt_a[req] = 0;
         cnt_b[req] = 0;
-        ready[req] = 0;
       }
     }
   next_tile:
