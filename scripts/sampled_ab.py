@@ -28,10 +28,9 @@ class variant_spec:
 
 VARIANTS = {
     "default": {},
-    "1 A tile per slot": {"SAMPLED_TILES_PER_SLOT": 1},
-    "B 1 per slot": {"SAMPLED_B_TILES_PER_SLOT": 1},
-    "B 0.5 per slot": {"SAMPLED_B_TILES_PER_SLOT": 0.5},
-    "A 1 + B 1 per slot": {"SAMPLED_TILES_PER_SLOT": 1, "SAMPLED_B_TILES_PER_SLOT": 1},
+    "2 A tiles per slot": {"SAMPLED_TILES_PER_SLOT": 2},
+    "2 B tiles per slot": {"SAMPLED_B_TILES_PER_SLOT": 2},
+    "tiles before (2 / 2)": {"SAMPLED_TILES_PER_SLOT": 2, "SAMPLED_B_TILES_PER_SLOT": 2},
 }
 
 

@@ -10,19 +10,15 @@ accept chain), when the B tiles (the race over the emitted row) finish, when the
 and when each CTA exits. Checks the traced kernel's outputs against the untraced one's.
 --pre: compile both kernels only (no GPU needed; fills $JITKERN_CACHE_DIR)."""
 import ast
-import dataclasses
 import sys
 
 import torch
 
 from jitkern.ops import speculative as ops
 
-TRACE = (("JITKERN_SAMPLED_TRACE", "1"),)
+from sampled_ab import variant_spec  # noqa: E402 (scripts/ is on sys.path when run as a script)
 
-
-def traced_spec(*a, _orig=ops.sampled_spec, **kw):
-    spec = _orig(*a, **kw)
-    return dataclasses.replace(spec, defines=tuple(spec.defines) + TRACE)
+traced_spec = variant_spec(defines=(("JITKERN_SAMPLED_TRACE", "1"),))
 
 
 def main(argv):
