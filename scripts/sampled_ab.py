@@ -28,9 +28,8 @@ class variant_spec:
 
 VARIANTS = {
     "default": {},
-    "2 A tiles per slot": {"SAMPLED_TILES_PER_SLOT": 2},
-    "2 B tiles per slot": {"SAMPLED_B_TILES_PER_SLOT": 2},
-    "tiles before (2 / 2)": {"SAMPLED_TILES_PER_SLOT": 2, "SAMPLED_B_TILES_PER_SLOT": 2},
+    "A tiles 0.97 per slot": {"SAMPLED_TILES_PER_SLOT": 0.97},
+    "2 race blocks in flight": {"sampled_spec": variant_spec(defines=[("JITKERN_RACE_IN_FLIGHT", 2)])},
 }
 
 

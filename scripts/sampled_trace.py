@@ -52,7 +52,7 @@ def main(argv):
     grid = min(slots, rows * splits + b * splits_b)
     tiles_a, nb = rows * splits, b * splits_b
     n_stamps = 2 * grid + tiles_a + 2 * b + 2 * nb
-    base = (2 * b + 3) & ~1  # int32 offset of the stamps (u64) after the sync counters
+    base = ops.sampled_sync_words(b)  # int32 offset of the stamps (u64) after the counters and race slots
     buf = torch.zeros(base + 2 * n_stamps + 1024, dtype=torch.int32, device="cuda")
     ops._counters = lambda dev, size: buf
     for _ in range(3):

@@ -171,19 +171,29 @@ def test_markov_greedy_rounding_ties(b, r, adjacent, seed):
     def seq_sum(row):  # the row's reference logit for h = w_in[any] (base 0)
         return float(ref.markov_logits(torch.zeros(1, 1), w_in[:1], row.unsqueeze(0))[0, 0])
 
-    for grp in range(6):
-        v0 = int(torch.randint(0, V - 8, (1,), generator=g))
-        twins = [v0 + i for i in range(8)] if adjacent else torch.randint(0, V, (8,), generator=g).tolist()
-        wide = torch.randn(r, generator=g).abs() * torch.exp2(torch.randint(-12, 12, (r,), generator=g).float())
-        w_out[twins[0]] = wide.to(torch.bfloat16)
-        first = seq_sum(w_out[twins[0]])
-        for tw in twins[1:]:
-            # a permutation that the reference's order rounds to another value (most do; without
-            # one the group could tie exactly and the test would lose its teeth)
-            for _ in range(50):
-                w_out[tw] = w_out[twins[0]][torch.randperm(r, generator=g)]
-                if seq_sum(w_out[tw]) != first:
-                    break
+    # Six groups of 8 distinct tokens, no token in two groups (a shared token would let another
+    # group's value into the leading group's top 8): 8 consecutive ids each, or 48 random ids.
+    if adjacent:
+        groups = [[8 * v + i for i in range(8)] for v in torch.randperm(V // 8, generator=g)[:6].tolist()]
+    else:
+        ids = torch.randperm(V, generator=g)[:48].tolist()
+        groups = [ids[8 * grp:8 * grp + 8] for grp in range(6)]
+    for twins in groups:
+        rounded_apart = False
+        for _ in range(20):  # a wide row with a permutation that rounds apart (most have many)
+            wide = torch.randn(r, generator=g).abs() * torch.exp2(torch.randint(-12, 12, (r,), generator=g).float())
+            w_out[twins[0]] = wide.to(torch.bfloat16)
+            first = seq_sum(w_out[twins[0]])
+            for tw in twins[1:]:
+                # a permutation that the reference's order rounds to another value, else any
+                for _ in range(50):
+                    w_out[tw] = w_out[twins[0]][torch.randperm(r, generator=g)]
+                    if seq_sum(w_out[tw]) != first:
+                        rounded_apart = True
+                        break
+            if rounded_apart:
+                break
+        assert rounded_apart, "test construction: no twin group that rounds apart"
         base[:, :, twins] = 0.0
     prev = torch.randint(0, V, (b,), generator=g)
     base, prev, w_in, w_out = base.cuda(), prev.cuda(), w_in.cuda(), w_out.cuda()
@@ -192,7 +202,7 @@ def test_markov_greedy_rounding_ties(b, r, adjacent, seed):
     lg = ref.markov_logits(base[:, 0], w_in[prev], w_out)
     top8 = lg.topk(8, -1).values  # the leading twin group: equal exact sums, rounded apart
     spread = top8[:, 0] - top8[:, -1]
-    assert bool(((spread > 0) & (spread < 1e-5 * top8[:, 0].abs())).any())
+    assert bool(((spread > 0) & (spread < 1e-5 * top8[:, 0].abs())).any()), (spread[:4].tolist(), top8[0].tolist())
     del got
 
 

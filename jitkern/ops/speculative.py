@@ -448,6 +448,12 @@ def sampled_launch_tiles(rows: int, b: int, V: int, slots: int):
     return (splits, chunk) + sampled_tiles(b, V, slots, per_slot=SAMPLED_B_TILES_PER_SLOT, align=RACE_BLOCK)
 
 
+def sampled_sync_words(b: int) -> int:
+    """int32 words of verify_sampled's sync scratch: counters [2b + 2], then (8-byte aligned) one u64
+    race slot per request (templates/spec/sampled.cuh)."""
+    return ((2 * b + 3) & ~1) + 2 * b
+
+
 def verify_sampled(target_logits: torch.Tensor, draft_tokens: torch.Tensor, draft_probs: torch.Tensor,
                    cu_num_draft: torch.Tensor, temperature=1.0, top_k=None, top_p=None, seed: int = 0,
                    max_num_draft: int | None = None, out=None):
@@ -504,12 +510,10 @@ def verify_sampled(target_logits: torch.Tensor, draft_tokens: torch.Tensor, draf
     slots = _num_sms(dev.index if dev.index is not None else torch.cuda.current_device()) * SAMPLED_MIN_BLOCKS
     splits, chunk, splits_b, chunk_b = sampled_launch_tiles(rows, b, V, slots)
     grid = min(slots, rows * splits + b * splits_b)
-    # One scratch allocation: rowstat [rows] 16 B, partial [rows*splits] 8 B, partial_b
-    # [b*splits_b] 8 B (in that order: every piece stays 16- or 8-byte aligned).
-    n_rs, n_pa, n_pb = 4 * rows, 2 * rows * splits, 2 * b * splits_b
-    scratch = torch.empty(n_rs + n_pa + n_pb, dtype=torch.int32, device=dev)
-    o1, o2 = n_rs, n_rs + n_pa
-    sync = _counters(dev, 2 * b + 2)
+    # One scratch allocation: rowstat [rows] 16 B, then partial [rows*splits] 8 B (aligned).
+    n_rs, n_pa = 4 * rows, 2 * rows * splits
+    scratch = torch.empty(n_rs + n_pa, dtype=torch.int32, device=dev)
+    sync = _counters(dev, sampled_sync_words(b))
     vec = _aligned16(target_logits) and _aligned16(draft_probs)
     smem = _filter_smem(knobs, V)
     kern = get_kernel(sampled_spec(target_logits.dtype, draft_tokens.dtype, cu_num_draft.dtype, vec, smem > 0), dev)
@@ -518,7 +522,7 @@ def verify_sampled(target_logits: torch.Tensor, draft_tokens: torch.Tensor, draf
                  ctypes.c_int64(draft_probs.stride(0) if draft_probs.shape[0] else V), ctypes.c_int32(V),
                  ctypes.c_int32(rows), ctypes.c_int32(chunk), ctypes.c_int32(splits), ctypes.c_int32(chunk_b),
                  ctypes.c_int32(splits_b), draft_tokens, cu_num_draft, ctypes.c_int32(b), knobs,
-                 ctypes.c_uint64(seed), scratch[o1:o2], scratch[:o1], scratch[o2:], sync,
+                 ctypes.c_uint64(seed), scratch[n_rs:], scratch[:n_rs], sync,
                  accepted, out, ctypes.c_int32(max_num_draft + 1)], smem=smem)
     return accepted, out
 

@@ -25,7 +25,7 @@
 
 // Diagnostic timeline of verify_sampled (scripts/sampled_trace.py compiles with
 // -DJITKERN_SAMPLED_TRACE=1): thread 0 stamps %globaltimer into u64 slots after the sync counters
-// (the script allocates them): CTA start [G], CTA exit [G], A tile done [tiles_a], decision
+// and race slots (the script allocates them): CTA start [G], CTA exit [G], A tile done [tiles_a], decision
 // computed by the request's first B tile [b], B tile saw every A tile arrived [b * splits_b], B
 // tile done [b * splits_b], token written [b]. Off: compiles to nothing.
 #if defined(JITKERN_SAMPLED_TRACE) && JITKERN_SAMPLED_TRACE
@@ -34,7 +34,7 @@
     if (threadIdx.x == 0) {                                                                            \
       unsigned long long ns;                                                                           \
       asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(ns));                                           \
-      reinterpret_cast<unsigned long long*>(sync + ((2 * b + 3) & ~1))[slot] = ns;                     \
+      reinterpret_cast<unsigned long long*>(sync + ((2 * b + 3) & ~1))[b + (slot)] = ns;                     \
     }                                                                                                  \
   } while (0)
 #else
@@ -687,44 +687,11 @@ struct BlockRace {
   }
 };
 
-// Stage 1 over the blocks of row[c0, c1) (c0 a multiple of RaceBlock<T>::size, c1 the tile end or
-// V) with weights p (qrow null) or max(0, p - q): the CTA's winning block key. Each warp takes
-// whole blocks, two per pass in flight.
-template <typename T, bool kVec, int kThreads>
-__device__ __forceinline__ uint64_t race_blocks_inl(const T* __restrict__ lrow, const float* __restrict__ qrow, int c0,
-                                                    int c1, const PStat st, uint64_t seed, int request, int position,
-                                                    uint64_t* red) {
-  constexpr int N = RaceBlock<T>::N, BS = RaceBlock<T>::size, kWarps = kThreads / 32;
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int nblk = (c1 - c0 + BS - 1) / BS, blk0 = c0 / BS;
-  constexpr int R = 2;  // 4 measured no faster (H200, 2026-12-03 session run 4)
-  BlockRace br;
-  for (int b0 = warp; b0 < nblk; b0 += R * kWarps) {
-    uint4 lu[R];
-    float qv[R][N];
-#pragma unroll
-    for (int r = 0; r < R; ++r) {
-      const int tok = c0 + (b0 + r * kWarps) * BS + lane * N;
-      if (b0 + r * kWarps < nblk) load_lq<T, kVec, N>(lrow, qrow, tok, c1, lu[r], qv[r]);
-    }
-#pragma unroll
-    for (int r = 0; r < R; ++r) {
-      const int b = b0 + r * kWarps;
-      if (b >= nblk) break;  // warp-uniform
-      float w[N];
-      race_weights<T, N>(lu[r], qv[r], qrow != nullptr, st, c0 + b * BS + lane * N, w);
-      br.add(warp_total(lane_sum(w)), blk0 + b, seed, request, position);
-    }
-  }
-  br.flush(seed, request, position);
-  return block_min_u64<kThreads>(br.best, red);
-}
-
 // Stage 2 by one full warp: lane l holds the weights w of tokens blk * 32N + l * N + e. Inverse CDF
-// with the block's second uniform over the fixed-order prefix sums; returns the token (every lane),
-// or -1 if the block has no weight.
+// with the block's second uniform u (uniform01 of race_block_random(...).y) over the fixed-order
+// prefix sums; returns the token (every lane), or -1 if the block has no weight.
 template <int N>
-__device__ __forceinline__ int race_pick_warp(const float (&w)[N], int blk, uint64_t seed, int request, int position) {
+__device__ __forceinline__ int race_pick_warp(const float (&w)[N], int blk, float u) {
   const int lane = threadIdx.x & 31;
   const float s = lane_sum(w);
   float incl = s;
@@ -738,7 +705,7 @@ __device__ __forceinline__ int race_pick_warp(const float (&w)[N], int blk, uint
   const unsigned any = __ballot_sync(0xffffffffu, s > 0.0f);
   if (!any) return -1;
   const float total = __shfl_sync(0xffffffffu, incl, 31);
-  const float target = __fmul_rn(uniform01(race_block_random(seed, request, position, blk).y), total);
+  const float target = __fmul_rn(u, total);
   const unsigned own = __ballot_sync(0xffffffffu, s > 0.0f && excl <= target && target < incl);
   // The lane whose prefix interval holds the target, else (rounding at the top) the last lane with weight.
   const int owner = own ? __ffs(own) - 1 : 31 - __clz(any);
@@ -761,17 +728,74 @@ __device__ __forceinline__ int race_pick_warp(const float (&w)[N], int blk, uint
   return blk * 32 * N + owner * N + pick;
 }
 
-// Stage 2 for the winning block of a logits row (warp-wide; key from race_blocks_inl, not ~0).
-template <typename T, bool kVec>
-__device__ __forceinline__ int race_pick_row(const T* __restrict__ lrow, const float* __restrict__ qrow, int V,
-                                             uint64_t key, const PStat& st, uint64_t seed, int request, int position) {
-  constexpr int N = RaceBlock<T>::N;
-  const int blk = (int)(uint32_t)key, tok = blk * RaceBlock<T>::size + (threadIdx.x & 31) * N;
-  uint4 lu;
-  float qv[N], w[N];
-  load_lq<T, kVec, N>(lrow, qrow, tok, V, lu, qv);
-  race_weights<T, N>(lu, qv, qrow != nullptr, st, tok, w);
-  return race_pick_warp<N>(w, blk, seed, request, position);
+// Both stages in one pass over the blocks of row[c0, c1) (c0 a multiple of RaceBlock<T>::size, c1
+// the tile end or V) with weights p (qrow null) or max(0, p - q). Each warp takes whole blocks, R
+// per pass in flight; lane l draws the variates of the warp's l-th block of each run of 32 while
+// the pass's loads are in flight, and the warp keeps the weights of its best block so far in
+// registers, so the winner is inverted without a second read of the row. Returns the CTA's
+// smallest token key ((E / W bits) << 32 | token), ~0 if no block had weight. Same token as a race
+// of block keys (race_key: ties to the lowest block) followed by stage 2 on the winning block:
+// tokens increase with their block, so token keys order blocks as block keys do.
+// JITKERN_RACE_IN_FLIGHT: R. 4 against 2 (H200, 2026-12-04 run 1, us): b=1 11.4-11.8 / 11.5-11.8,
+// b=16 28.3-28.6 / 28.8-29.1, b=64 72.4 / 74.4, b=256 148.6-148.8 / 153.4-153.7 (a B tile's
+// ~4 blocks per warp in one round trip; stage 1 then stage 2 with R = 2 ran 12.5 / 28.7-29.3 /
+// 73.5-74.2 / 149.8-150.3).
+#ifndef JITKERN_RACE_IN_FLIGHT
+#define JITKERN_RACE_IN_FLIGHT 4
+#endif
+template <typename T, bool kVec, int kThreads>
+__device__ __forceinline__ uint64_t race_tile_inl(const T* __restrict__ lrow, const float* __restrict__ qrow, int c0,
+                                                  int c1, const PStat st, uint64_t seed, int request, int position,
+                                                  uint64_t* red) {
+  constexpr int N = RaceBlock<T>::N, BS = RaceBlock<T>::size, kWarps = kThreads / 32, R = JITKERN_RACE_IN_FLIGHT;
+  static_assert(32 % R == 0, "a pass must not straddle a run of 32 blocks");
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int nblk = (c1 - c0 + BS - 1) / BS, blk0 = c0 / BS;
+  float e_l = 0.0f, u_l = 0.0f;  // Exp(1) variate and stage-2 uniform of this lane's block in the run
+  uint64_t best = ~0ull;         // warp-uniform: the warp's smallest block key so far
+  float bw[N], bu = 0.0f;        // its weights (this lane's N) and stage-2 uniform
+#pragma unroll
+  for (int e = 0; e < N; ++e) bw[e] = 0.0f;
+  for (int b0 = warp, it = 0; b0 < nblk; b0 += R * kWarps, it += R) {
+    uint4 lu[R];
+    float qv[R][N];
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const int tok = c0 + (b0 + r * kWarps) * BS + lane * N;
+      if (b0 + r * kWarps < nblk) load_lq<T, kVec, N>(lrow, qrow, tok, c1, lu[r], qv[r]);
+    }
+    if ((it & 31) == 0) {  // a new run of 32 blocks: lane l's is the warp's (it + l)-th
+      const int bl = b0 + lane * kWarps;
+      if (bl < nblk) {
+        const uint4 rnd = race_block_random(seed, request, position, blk0 + bl);
+        e_l = -logf(open01(rnd.x));
+        u_l = uniform01(rnd.y);
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const int b = b0 + r * kWarps;
+      if (b >= nblk) break;  // warp-uniform
+      float w[N];
+      race_weights<T, N>(lu[r], qv[r], qrow != nullptr, st, c0 + b * BS + lane * N, w);
+      const float W = warp_total(lane_sum(w));
+      const int src = (it + r) & 31;
+      const uint64_t key = race_key(__shfl_sync(0xffffffffu, e_l, src), W, blk0 + b);
+      const float u = __shfl_sync(0xffffffffu, u_l, src);
+      if (key < best) {  // warp-uniform: W and the variates are the same in every lane
+        best = key;
+        bu = u;
+#pragma unroll
+        for (int e = 0; e < N; ++e) bw[e] = w[e];
+      }
+    }
+  }
+  uint64_t tkey = ~0ull;
+  if (best != ~0ull) {
+    const int tok = race_pick_warp<N>(bw, (int)(uint32_t)best, bu);
+    tkey = (best & 0xFFFFFFFF00000000ull) | (uint32_t)tok;
+  }
+  return block_min_u64<kThreads>(tkey, red);
 }
 
 // Out-of-line copies for the persistent chain kernel: separate register allocation keeps its
@@ -785,9 +809,9 @@ __device__ __noinline__ PStat row_stats(const T* __restrict__ row, int V, bool g
   return row_stats_inl<T, kVec, kThreads, kFast>(row, V, greedy, s2, topk, topp, sm);
 }
 template <typename T, bool kVec, int kThreads>
-__device__ __noinline__ uint64_t race_blocks(const T* __restrict__ lrow, const float* __restrict__ qrow, int c0, int c1,
-                                             const PStat st, uint64_t seed, int request, int position, uint64_t* red) {
-  return race_blocks_inl<T, kVec, kThreads>(lrow, qrow, c0, c1, st, seed, request, position, red);
+__device__ __noinline__ uint64_t race_tile(const T* __restrict__ lrow, const float* __restrict__ qrow, int c0, int c1,
+                                           const PStat st, uint64_t seed, int request, int position, uint64_t* red) {
+  return race_tile_inl<T, kVec, kThreads>(lrow, qrow, c0, c1, st, seed, request, position, red);
 }
 
 // exp2 of the streaming loop. JITKERN_SAMPLED_FTZ (default 1): ex2.approx.ftz, which drops
@@ -876,6 +900,11 @@ __device__ __forceinline__ int ld_acquire(const int* p) {
 __device__ __forceinline__ void red_release_add(int* p, int v) {
   asm volatile("red.release.gpu.global.add.s32 [%0], %1;" :: "l"(p), "r"(v) : "memory");
 }
+__device__ __forceinline__ int atom_add_acq_rel(int* p, int v) {
+  int old;
+  asm volatile("atom.acq_rel.gpu.global.add.s32 %0, [%1], %2;" : "=r"(old) : "l"(p), "r"(v) : "memory");
+  return old;
+}
 
 // Per-request filter parameters (pointers may be null: the scalar applies).
 struct Knobs {
@@ -906,14 +935,16 @@ constexpr int kModeDone = 0, kModeResidual = 1, kModeBonus = 2;
 //  B: (request, vocab chunk): waits until all of its request's A tiles have arrived, computes the
 //     request's decision itself (combines the partials per row, runs the accept chain: p and q at
 //     the draft tokens only), then races over the emitted row (residual max(0, p - q), or p for
-//     the bonus). Every B tile of a request derives the same decision (same code, same data); the
-//     last one to finish merges the race, writes the token and the whole output row.
+//     the bonus), both race stages in one pass (race_tile). Every B tile of a request derives the
+//     same decision (same code, same data) and folds its token key into the request's race slot;
+//     the last one to finish takes the slot's token and writes the whole output row.
 // Tiles are claimed in order (all A before any B), so a waiting B tile only depends on A tiles
 // already claimed by running CTAs: no deadlock whatever the residency. Determinism: partials are
 // combined in chunk order and random numbers depend on (seed, request, position, token) only.
-// sync [2b + 2] int32: A counters, B counters, work counter, exit counter: zero on entry, zero
-// again on exit (the request's last B tile resets its two counters). partial [rows * splits]
-// 8 bytes; rowstat [rows] 16 bytes; partial_b [b * splits_b] 8 bytes.
+// sync int32 [(2b + 3) & ~1 + 2b]: A counters [b], B counters [b], work counter, exit counter, then
+// (8-byte aligned) race slots u64 [b] (complement of the smallest token key): zero on entry, zero
+// again on exit (the request's last B tile resets its counters and its slot). partial
+// [rows * splits] 8 bytes; rowstat [rows] 16 bytes.
 // kAhead: per-thread L2 prefetch distance (passes) of the phase-A streaming loops (0 = off).
 // kFilter: the instantiation for launches whose requests may filter (row statistics try
 // filter_fast; the host passes its dynamic shared memory). Unfiltered launches take kFilter =
@@ -925,7 +956,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) verify_sampled(
     const T* __restrict__ logits, int64_t ld, const float* __restrict__ q, int64_t qld, int V, int rows,
     int chunk, int splits, int chunk_b, int splits_b, const TokT* __restrict__ draft, const CuT* __restrict__ cu,
     int b, spec::Knobs knobs, uint64_t seed, uint2* __restrict__ partial, float4* __restrict__ rowstat,
-    uint64_t* __restrict__ partial_b, int* __restrict__ sync, int* __restrict__ accepted,
+    int* __restrict__ sync, int* __restrict__ accepted,
     int* __restrict__ out, int out_cols) {
   __shared__ spec::RowSmem sm;
   __shared__ int s_req, s_flag, s_next, s_acc, s_emit;
@@ -938,6 +969,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) verify_sampled(
   int* cnt_b = sync + b;
   int* work = sync + 2 * b;
   int* exits = work + 1;
+  unsigned long long* race_slot = reinterpret_cast<unsigned long long*>(sync + ((2 * b + 3) & ~1));  // [b]
   const int tiles_a = rows * splits, total = tiles_a + b * splits_b;
   const int tr_a = 2 * gridDim.x, tr_dec = tr_a + tiles_a, tr_bseen = tr_dec + b, tr_bdone = tr_bseen + b * splits_b,
             tr_tok = tr_bdone + b * splits_b;  // SAMPLED_STAMP slots
@@ -1112,28 +1144,26 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) verify_sampled(
       st.amax = 0;
       const T* lrow = logits + (int64_t)db.x * ld;
       const float* qrow = mode == spec::kModeResidual ? q + (int64_t)db.y * qld : nullptr;
-      if (mode != spec::kModeDone) {
-        const uint64_t key = spec::race_blocks<T, kVec, kThreads>(lrow, qrow, c0, c1, st, seed, req, db.z, sm.red);
-        if (threadIdx.x == 0) partial_b[tb] = key;
-      }
+      // The tile's token key goes into the request's slot as its complement (atomicMax: the slot
+      // is zero when unused), then the tile counts itself with an acq_rel add, which orders the
+      // max before the count; the last tile reads and clears the slot. No partials, no re-read.
+      const uint64_t key = mode != spec::kModeDone
+                               ? spec::race_tile<T, kVec, kThreads>(lrow, qrow, c0, c1, st, seed, req, db.z, sm.red)
+                               : ~0ull;
       SAMPLED_STAMP(tr_bdone + tb);
-      if (!spec::arrive_last(cnt_b + req, splits_b, &s_flag)) goto next_tile;
+      if (threadIdx.x == 0) {
+        if (key != ~0ull) atomicMax(race_slot + req, (unsigned long long)~key);
+        s_flag = spec::atom_add_acq_rel(cnt_b + req, 1) == splits_b - 1;
+        if (s_flag && mode != spec::kModeDone)  // ~0 (slot unused) -> -1: no weight
+          s_emit = (int)(unsigned)~atomicExch(race_slot + req, 0ull);
+      }
+      __syncthreads();
+      if (!s_flag) goto next_tile;
       // Last B tile of the request: the token, then the whole output row.
-      if (mode != spec::kModeDone) {
-        uint64_t best = ~0ull;
-        for (int s = threadIdx.x; s < splits_b; s += kThreads)
-          best = spec::u64min(best, __ldcg(partial_b + (int64_t)req * splits_b + s));
-        best = spec::block_min_u64<kThreads>(best, sm.red);
-        const float* wq = qrow;
-        if (best == ~0ull) {
-          // Zero residual mass (p <= q everywhere up to rounding): draw from p instead.
-          wq = nullptr;
-          best = spec::race_blocks<T, kVec, kThreads>(lrow, nullptr, 0, V, st, seed, req, db.z, sm.red);
-        }
-        if (warp == 0) {
-          const int tok = best == ~0ull ? -1 : spec::race_pick_row<T, kVec>(lrow, wq, V, best, st, seed, req, db.z);
-          if (lane == 0) s_emit = tok < 0 ? 0 : tok;
-        }
+      if (mode != spec::kModeDone && s_emit < 0) {
+        // Zero residual mass (p <= q everywhere up to rounding): draw from p instead.
+        const uint64_t kp = spec::race_tile<T, kVec, kThreads>(lrow, nullptr, 0, V, st, seed, req, db.z, sm.red);
+        if (threadIdx.x == 0) s_emit = kp == ~0ull ? 0 : (int)(uint32_t)kp;
         __syncthreads();
       }
       SAMPLED_STAMP(tr_tok + req);
@@ -1187,30 +1217,24 @@ __device__ __noinline__ int tree_emit(const T* __restrict__ lrow, const float* _
       w[e] = x > 0.0f ? x : 0.0f;
     }
   };
-  uint64_t best;
   if (!wb) {
-    best = race_blocks_inl<T, kVec, kThreads>(lrow, nullptr, 0, V, st, seed, req, position, red);
-  } else {
-    BlockRace br;
-    for (int blk = warp; blk * BS < V; blk += kThreads / 32) {
-      float w[N];
-      load_w(blk, w);
-      br.add(warp_total(lane_sum(w)), blk, seed, req, position);
-    }
-    br.flush(seed, req, position);
-    best = block_min_u64<kThreads>(br.best, red);
+    const uint64_t key = race_tile_inl<T, kVec, kThreads>(lrow, nullptr, 0, V, st, seed, req, position, red);
+    return key == ~0ull ? -1 : (int)(uint32_t)key;  // CTA-uniform
   }
+  BlockRace br;
+  for (int blk = warp; blk * BS < V; blk += kThreads / 32) {
+    float w[N];
+    load_w(blk, w);
+    br.add(warp_total(lane_sum(w)), blk, seed, req, position);
+  }
+  br.flush(seed, req, position);
+  const uint64_t best = block_min_u64<kThreads>(br.best, red);
   if (best == ~0ull) return -1;  // CTA-uniform
   if (warp == 0) {
-    int tok;
-    if (!wb) {
-      tok = race_pick_row<T, kVec>(lrow, nullptr, V, best, st, seed, req, position);
-    } else {
-      const int blk = (int)(uint32_t)best;
-      float w[N];
-      load_w(blk, w);
-      tok = race_pick_warp<N>(w, blk, seed, req, position);
-    }
+    const int blk = (int)(uint32_t)best;
+    float w[N];
+    load_w(blk, w);
+    const int tok = race_pick_warp<N>(w, blk, uniform01(race_block_random(seed, req, position, blk).y));
     if (lane == 0) *s_tok = tok;
   }
   __syncthreads();
