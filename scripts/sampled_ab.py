@@ -28,8 +28,7 @@ class variant_spec:
 
 VARIANTS = {
     "default": {},
-    "A tiles 0.97 per slot": {"SAMPLED_TILES_PER_SLOT": 0.97},
-    "2 race blocks in flight": {"sampled_spec": variant_spec(defines=[("JITKERN_RACE_IN_FLIGHT", 2)])},
+    "prefetch 2 passes ahead": {"SAMPLED_AHEAD": 2},
 }
 
 

@@ -138,11 +138,14 @@ def test_compile_sm90a_no_spills():
     for spec in _all_specs():
         entry, _ = compile_spec(spec, "sm_90a")
         # Known exceptions, kept exact so that growth fails. verify_sampled is capped at 128
-        # registers (2 CTAs/SM, which its streaming needs) and spills 64 (vectorised fp32) / 68
-        # (vectorised bf16: +4 with the phase-A prefetch, which measured 3% faster at b=64 and 256)
+        # registers (2 CTAs/SM, which its streaming needs) and spills 76 (vectorised fp32: 64
+        # before the one-pass B race and the 1-pass prefetch, 2026-12-04; SASS: no local memory in
+        # its innermost loops but one access in a ~1100-instruction tile-level loop, the rest in
+        # the tile loop's decision and filter setup) / 68 (vectorised bf16: +4
+        # with the phase-A prefetch, which measured 3% faster at b=64 and 256)
         # / 16 (scalar) bytes at unroll 4 (136 / 152 at unroll 8), partly around its out-of-line
         # filter call, partly local arrays; its kFilter instantiation (launches with top-k/top-p,
-        # filter_fast in the row statistics) 72 / 84 / 16: ptxas moves spills in the body, which
+        # filter_fast in the row statistics) 48 / 84 / 16: ptxas moves spills in the body, which
         # is why unfiltered launches keep the other one. verify_tree_sampled (512 threads, so 128
         # registers) spills 48 (vectorised) / 92 (scalar) bytes of values hoisted for its filter
         # (top-k/top-p) setup; its per-element loops and the out-of-line row statistics and emit
@@ -151,7 +154,8 @@ def test_compile_sm90a_no_spills():
         if "verify_sampled<" in spec.name:
             bf16_vec = spec.name.startswith("jitkern::verify_sampled<__nv_bfloat16") and ", true, 256" in spec.name
             filtered = spec.name.endswith(", true>")
-            limit = (84 if filtered else 68) if bf16_vec else (72 if filtered and ", true, 256" in spec.name else 64)
+            vec = ", true, 256" in spec.name
+            limit = (84 if filtered else 68) if bf16_vec else ((48 if filtered else 76) if vec else 16)
         elif "verify_tree_sampled<" in spec.name:
             limit = 48 if ", true, 512" in spec.name else 92
         assert entry.meta["ptxas"].get("spill_stores", 0) <= limit, (spec.name, entry.meta["ptxas"])

@@ -191,7 +191,7 @@ def run(args) -> list[dict]:
                 return ops.verify_sampled(logits[i], drafts[i], q[i], cu, 1.0, seed=i, max_num_draft=k)
             # phase-A per-thread L2 prefetch distance (passes); larger vocab tiles (fewer per-tile
             # latencies at large batch)
-            for knob, label, values, skip in (("SAMPLED_AHEAD", "prefetch", (0, 1, 4), True),
+            for knob, label, values, skip in (("SAMPLED_AHEAD", "prefetch", (0, 1, 2, 4), True),
                                               ("SAMPLED_MAX_CHUNK", "max_chunk", (65536, 131072), False)):
                 for v, us2 in _knob_runs(ops, knob, values, lambda: _time(run_sampled, rot)[0], skip):
                     recs.append({"kind": f"sampled {label} {v}", "b": b, "k": k, "V": V, "us": us2,

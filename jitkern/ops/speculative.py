@@ -76,10 +76,13 @@ SAMPLED_TILES_PER_SLOT = 1
 # Phase B (sampling) tiles per slot, separately (measured above).
 SAMPLED_B_TILES_PER_SLOT = 1
 # Phase A per-thread L2 prefetch distance in passes (0 = off): 2 CTAs x 256 threads x 4 loads is
-# 32 KiB in flight per SM, below what the H200 needs at DRAM latency. Measured on the H200 (bench
-# spec, same run), 2 vs 0 / 1 / 4 passes: b=64 k=7 81.2 vs 84.0 / 82.3 / 84.2 us, b=256 k=3 179.2 vs
-# 185.5 / 180.4 / 182.9 us, b=16 and b=1 equal within 0.5 us.
-SAMPLED_AHEAD = 2
+# 32 KiB in flight per SM, below what the H200 needs at DRAM latency. 1 since 2026-12-04 (the
+# leaner phase-A loop and one-pass race; H200, scripts/sampled_ab.py, 6 interleaved rounds, us,
+# 1 vs 2): b=8 k=7 21.5-21.9 vs 22.1-22.2, b=16 27.8-28.0 vs 28.3-28.4, b=32 42.4-42.7 vs 43.3-43.5,
+# b=64 71.5-71.7 vs 71.9-72.2, b=256 k=3 147.0-147.5 vs 148.3-148.5, b=1 equal (11.3-11.5); bench
+# spec, same run, 0 / 4 passes slower at b=16..256. (Before: 2 vs 0 / 1 / 4, b=64 81.2 vs 84.0 /
+# 82.3 / 84.2 us, b=256 179.2 vs 185.5 / 180.4 / 182.9.)
+SAMPLED_AHEAD = 1
 # verify_sampled's top-k / top-p thresholds: False forces the threshold search for every filtered
 # row (the bench times both; the GPU tests run both) instead of filter_fast's sort of the few
 # candidates that can survive (templates/spec/sampled.cuh). verify_tree_sampled always searches.
