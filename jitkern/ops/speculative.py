@@ -484,12 +484,15 @@ def verify_sampled(target_logits: torch.Tensor, draft_tokens: torch.Tensor, draf
     >= 0 or fp32 tensor [b]. top_k: None, int >= 1, or int32 tensor [b] (entries < 1 or >= V:
     no top-k for that request). top_p: None, float in (0, 1], or fp32 tensor [b] (entries >= 1 or
     NaN: no top-p; entries <= 0 keep only the most probable token and its ties). seed: int in
-    [0, 2**64); random numbers are Philox4x32-10 of (seed, request, position[, token block]), so a
-    result depends on the seed and the inputs only (not on batch composition beyond the
-    request's index, nor on the launch configuration). Sampling is a two-level race in one
-    pass: fixed blocks of 256 tokens (128 for fp32 logits) race exponentially with their summed
-    weights, then the winning block is inverted by its CDF (templates/spec/sampled.cuh), so only
-    the row that is sampled is read a second time, plus one block of it.
+    [0, 2**64); random numbers are Philox4x32-10 of (seed, request, position[, token block]), so
+    they depend on the seed and the request's index only, and a call repeated on the same inputs
+    returns the same tokens. The row statistics (max, normaliser) are merged from per-chunk
+    partials in chunk order, and the chunking follows the batch size and the GPU's SM count:
+    another batch or GPU can move p by fp32 rounding, which changes a decision only where it is
+    tied to that rounding. Sampling is a two-level race: fixed blocks of 256 tokens (128 for fp32
+    logits) race exponentially with their summed weights, then the winning block is inverted by
+    its CDF, both in one pass over the emitted row (templates/spec/sampled.cuh), so only that row
+    is read a second time.
     Layout and outputs (and ``out=``): module docstring and :func:`verify_greedy`.
     Cost: without top-k/top-p the logits are read once plus one row per request (and q at the
     draft tokens plus one q row per rejecting request). A row of a request with top-k/top-p is
