@@ -141,9 +141,8 @@ def test_compile_sm90a_no_spills():
         # registers (2 CTAs/SM, which its streaming needs) and spills 76 (vectorised fp32: 64
         # before the one-pass B race and the 1-pass prefetch, 2026-12-04; SASS: no local memory in
         # its innermost loops but one access in a ~1100-instruction tile-level loop, the rest in
-        # the tile loop's decision and filter setup) / 68 (vectorised bf16: +4
-        # with the phase-A prefetch, which measured 3% faster at b=64 and 256)
-        # / 16 (scalar) bytes at unroll 4 (136 / 152 at unroll 8), partly around its out-of-line
+        # the tile loop's decision and filter setup) / 68 (vectorised bf16: +4 with the phase-A
+        # prefetch, which measured 3% faster at b=64 and 256) / 16 (scalar) bytes at unroll 4 (136 / 152 at unroll 8), partly around its out-of-line
         # filter call, partly local arrays; its kFilter instantiation (launches with top-k/top-p,
         # filter_fast in the row statistics) 48 / 84 / 16: ptxas moves spills in the body, which
         # is why unfiltered launches keep the other one. verify_tree_sampled (512 threads, so 128

@@ -25,16 +25,16 @@
 
 // Diagnostic timeline of verify_sampled (scripts/sampled_trace.py compiles with
 // -DJITKERN_SAMPLED_TRACE=1): thread 0 stamps %globaltimer into u64 slots after the sync counters
-// and race slots (the script allocates them): CTA start [G], CTA exit [G], A tile done [tiles_a], decision
-// computed by the request's first B tile [b], B tile saw every A tile arrived [b * splits_b], B
-// tile done [b * splits_b], token written [b]. Off: compiles to nothing.
+// and race slots (the script allocates them): CTA start [G], CTA exit [G], A tile done [tiles_a],
+// decision computed by the request's first B tile [b], B tile saw every A tile arrived
+// [b * splits_b], B tile done [b * splits_b], token written [b]. Off: compiles to nothing.
 #if defined(JITKERN_SAMPLED_TRACE) && JITKERN_SAMPLED_TRACE
 #define SAMPLED_STAMP(slot)                                                                            \
   do {                                                                                                 \
     if (threadIdx.x == 0) {                                                                            \
       unsigned long long ns;                                                                           \
       asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(ns));                                           \
-      reinterpret_cast<unsigned long long*>(sync + ((2 * b + 3) & ~1))[b + (slot)] = ns;                     \
+      race_slot[b + (slot)] = ns; /* past the b race slots */                                          \
     }                                                                                                  \
   } while (0)
 #else
