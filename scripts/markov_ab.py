@@ -28,9 +28,13 @@ VARIANTS = {
     "exact": {"exact": (2, "markov_exact_spec", _exact),
               "exact fenced barrier": (2, "markov_exact_spec", _with(_exact, (("JITKERN_BARRIER_LEAN", "0"),))),
               "tensor-core": (0, "markov_exact_spec", _exact)},
-    "tc": {"default": (0, "markov_spec", _tc)},
+    "tc": {"default": (0, "markov_spec", _tc),
+           "own bound": (0, "markov_spec", _with(_tc, (("JITKERN_MARKOV_GLOBAL_LB", "0"),))),
+           "stream w": (0, "markov_spec", _with(_tc, (("JITKERN_MARKOV_KEEP_W", "0"),))),
+           "h from smem": (0, "markov_spec", _with(_tc, (("JITKERN_MARKOV_HOLD_H", "0"),))),
+           "exact by one thread": (0, "markov_spec", _with(_tc, (("JITKERN_MARKOV_QUAD_EXACT", "0"),)))},
 }
-BATCHES = {"exact": (1, 2), "tc": (16, 64)}
+BATCHES = {"exact": (1, 2), "tc": (2, 16, 64)}
 
 
 def main():

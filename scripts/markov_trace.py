@@ -26,12 +26,12 @@ spec_fn = getattr(ops, spec_name)
 setattr(ops, spec_name,
         lambda *a, **kw: dataclasses.replace(spec_fn(*a, **kw), defines=(("JITKERN_MARKOV_TRACE", "1"),)))
 bufs = []
-ops._counters = lambda dev, n: bufs.append(torch.zeros(n + 2 * 128, dtype=torch.int32, device=dev)) or bufs[-1]
+ops._counters = lambda dev, n: bufs.append(torch.zeros(n + 2 * (128 + 3 * 256), dtype=torch.int32, device=dev)) or bufs[-1]
 for _ in range(5):
     got = ops.markov_draft(base, prev, w_in, w_out, temp)
 torch.cuda.synchronize()
 assert torch.equal(got, ref_out), "traced kernel disagrees with the untraced one"
-stamps = bufs[-1][4 + 2 * k * b:].view(torch.int64).cpu()
+stamps = bufs[-1][4 + (2 if exact or temp > 0 else 4) * k * b:].view(torch.int64).cpu()  # the kernel's trace_base
 t0 = int(stamps[0])
 names = ["h loaded", "warp0 scan", "all scans", "listed", "candidates", "barrier"]
 print(f"markov_draft b={b} k={k} T={temp}: us since CTA 0 start (first CTA | last CTA)")
@@ -42,5 +42,20 @@ for t in range(k):
         vals = [(int(stamps[off + 1 + 6 * t + i]) - t0) / 1e3 for i in range(6)]
         row.append(" ".join(f"{n}={v:7.2f}" for n, v in zip(names, vals)))
     print(f"t={t}: " + " | ".join(row))
+if not exact and k > 1:  # warp 0's blocks at t = 1 (base tile waited for, block done), first pass
+    for c, off in enumerate((0, 64)):
+        h1 = (int(stamps[off + 7]) - t0) / 1e3
+        det = [(int(stamps[off + 44 + i]) - t0) / 1e3 - h1 for i in range(16) if int(stamps[off + 44 + i])]
+        print(f"t=1 {'first' if c == 0 else 'last'} CTA warp 0, us after h loaded: base ready / block done: "
+              + " ".join(f"{det[i]:.2f}/{det[i + 1]:.2f}" for i in range(0, len(det) - 1, 2)))
+    G = torch.cuda.get_device_properties(0).multi_processor_count
+    h1 = int(stamps[7])
+    per = [[(int(stamps[128 + p * G + c]) - h1) / 1e3 for c in range(G)] for p in range(3)]
+    bar = (int(stamps[12]) - h1) / 1e3
+    print("t=1 first CTA warp 0: block 0 operands in hand %.2f us after h loaded" % ((int(stamps[60]) - h1) / 1e3))
+    for name, v in zip(("h loaded", "all scans", "recomputed"), per):
+        q = sorted(v)
+        print(f"t=1 every CTA, us after CTA 0's h loaded: {name}: min {q[0]:.2f} median {q[G // 2]:.2f} "
+              f"p90 {q[int(G * 0.9)]:.2f} max {q[-1]:.2f} (CTA {v.index(q[-1])}); CTA 0 past the barrier {bar:.2f}")
 end = (int(stamps[6 + 6 * (k - 1)]) - t0) / 1e3
 print(f"total to last barrier {end:.2f} us, {end / k:.2f} us per position")

@@ -235,6 +235,12 @@ def markov_cache_blocks(V: int, num_sms: int, base_bytes: int, rank: int, mtiles
     return cb
 
 
+def markov_scratch_words(b: int, k: int, sampled: bool) -> int:
+    """u32 words of markov_draft's zeroed scratch: [barrier, exit, -, -], k*b u64 argmax keys, and
+    for greedy k*b u64 grid lower bounds (the kernel leaves all of it zero)."""
+    return 4 + (2 if sampled else 4) * k * b
+
+
 def select_spec(dtype) -> KernelSpec:
     return KernelSpec("spec/greedy.cuh", f"jitkern::select_draft_length<{_CTYPE[dtype]}>", family="spec")
 
@@ -741,7 +747,7 @@ def markov_draft(base_logits: torch.Tensor, first_prev: torch.Tensor, w_in: torc
     smem = markov_smem_bytes(esz, r, mt, cb)
     vec = (base_logits.data_ptr() % 16 == 0 and (V * esz) % 16 == 0
            and (b == 1 or (base_logits.stride(0) * esz) % 16 == 0))
-    sync = _counters(dev, 4 + 2 * k * b)  # [barrier, exit, -, -] + k*b u64 keys, left zeroed
+    sync = _counters(dev, markov_scratch_words(b, k, sampled))
     kern = get_kernel(markov_spec(base_logits.dtype, first_prev.dtype, r, sampled, mt, vec), dev)
     kern.launch((G,), (MARKOV_THREADS,),
                 [base_logits, ctypes.c_int64(base_logits.stride(0)), ctypes.c_int32(V), ctypes.c_int32(k),
