@@ -107,6 +107,36 @@ def test_markov_validation_names_argument():
             ops.markov_draft(bad, torch.zeros(2, dtype=torch.int64), w, w)
 
 
+@pytest.mark.gpu
+def test_markov_validation_names_every_argument():
+    """Each bad argument raises ValueError naming it; nothing is launched."""
+    V, r = 64, 64
+    base, prev = torch.randn(2, 3, V, device="cuda"), torch.zeros(2, dtype=torch.int64, device="cuda")
+    bf = lambda *shape: torch.randn(*shape, device="cuda").to(torch.bfloat16)  # noqa: E731
+    w = bf(V, r)
+    cases = [
+        ("first_prev", dict(first_prev=torch.zeros(3, dtype=torch.int64, device="cuda"))),  # b = 2 requests
+        ("first_prev", dict(first_prev=torch.zeros(2, device="cuda"))),                      # not an index dtype
+        ("w_in", dict(w_in=bf(V, 96), w_out=bf(V, 96))),                                      # r not supported
+        ("w_in", dict(w_in=bf(V + 1, r))),                                                    # rows != V
+        ("w_in", dict(w_in=torch.randn(V, r, device="cuda"))),                                # fp32
+        ("w_out", dict(w_out=bf(V, 2 * r))),                                                  # rank differs from w_in
+        ("w_out", dict(w_out=bf(r, V).t())),                                                  # not contiguous
+        ("w_out", dict(w_out=w.cpu())),                                                       # another device
+        ("temperature", dict(temperature=-0.5)),
+        ("temperature", dict(temperature=float("nan"))),
+        ("seed", dict(seed=-1)),
+        ("seed", dict(seed=2 ** 64)),
+        ("out", dict(out=torch.empty(2, 4, dtype=torch.int32, device="cuda"))),              # [b, k] = [2, 3]
+        ("out", dict(out=torch.empty(2, 3, dtype=torch.int64, device="cuda"))),
+    ]
+    for name, bad in cases:
+        args = dict(base_logits=base, first_prev=prev, w_in=w, w_out=w, temperature=0.0, seed=0)
+        args.update(bad)
+        with pytest.raises(ValueError, match=name):
+            ops.markov_draft(**args)
+
+
 # ---------------------------------------------------------------------------------------------
 # GPU
 # ---------------------------------------------------------------------------------------------
