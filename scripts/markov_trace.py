@@ -31,7 +31,7 @@ for _ in range(5):
     got = ops.markov_draft(base, prev, w_in, w_out, temp)
 torch.cuda.synchronize()
 assert torch.equal(got, ref_out), "traced kernel disagrees with the untraced one"
-stamps = bufs[-1][4 + (2 if exact or temp > 0 else 4) * k * b:].view(torch.int64).cpu()  # the kernel's trace_base
+stamps = bufs[-1][ops.markov_scratch_words(b, k, bounds=not exact and temp == 0):].view(torch.int64).cpu()
 t0 = int(stamps[0])
 names = ["h loaded", "warp0 scan", "all scans", "listed", "candidates", "barrier"]
 print(f"markov_draft b={b} k={k} T={temp}: us since CTA 0 start (first CTA | last CTA)")

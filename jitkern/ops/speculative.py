@@ -235,10 +235,11 @@ def markov_cache_blocks(V: int, num_sms: int, base_bytes: int, rank: int, mtiles
     return cb
 
 
-def markov_scratch_words(b: int, k: int, sampled: bool) -> int:
-    """u32 words of markov_draft's zeroed scratch: [barrier, exit, -, -], k*b u64 argmax keys, and
-    for greedy k*b u64 grid lower bounds (the kernel leaves all of it zero)."""
-    return 4 + (2 if sampled else 4) * k * b
+def markov_scratch_words(b: int, k: int, bounds: bool) -> int:
+    """u32 words of a markov kernel's zeroed scratch: [barrier, exit, -, -], k*b u64 argmax keys, and
+    with ``bounds`` (greedy markov_draft) k*b u64 grid lower bounds; the kernels leave it zero and
+    their trace stamps (scripts/markov_trace.py) follow it."""
+    return 4 + (4 if bounds else 2) * k * b
 
 
 def select_spec(dtype) -> KernelSpec:
@@ -735,7 +736,7 @@ def markov_draft(base_logits: torch.Tensor, first_prev: torch.Tensor, w_in: torc
     sampled = temperature > 0.0
     if not sampled and b <= MARKOV_EXACT_MAX_B:
         rows = markov_exact_cache_rows(V, G, r)
-        sync = _counters(dev, 4 + 2 * k * b)
+        sync = _counters(dev, markov_scratch_words(b, k, bounds=False))
         kern = get_kernel(markov_exact_spec(base_logits.dtype, first_prev.dtype, r), dev)
         kern.launch((G,), (MARKOV_THREADS,),
                     [base_logits, ctypes.c_int64(base_logits.stride(0)), ctypes.c_int32(V), ctypes.c_int32(k),
@@ -747,7 +748,7 @@ def markov_draft(base_logits: torch.Tensor, first_prev: torch.Tensor, w_in: torc
     smem = markov_smem_bytes(esz, r, mt, cb)
     vec = (base_logits.data_ptr() % 16 == 0 and (V * esz) % 16 == 0
            and (b == 1 or (base_logits.stride(0) * esz) % 16 == 0))
-    sync = _counters(dev, markov_scratch_words(b, k, sampled))
+    sync = _counters(dev, markov_scratch_words(b, k, bounds=not sampled))
     kern = get_kernel(markov_spec(base_logits.dtype, first_prev.dtype, r, sampled, mt, vec), dev)
     kern.launch((G,), (MARKOV_THREADS,),
                 [base_logits, ctypes.c_int64(base_logits.stride(0)), ctypes.c_int32(V), ctypes.c_int32(k),

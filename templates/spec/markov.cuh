@@ -360,7 +360,7 @@ __global__ void __launch_bounds__(256, 1) markov_draft(
   const uint64_t pol_w = sm90::l2_policy_evict_last(), pol_b = sm90::l2_policy_evict_first();
   unsigned long long* keys = reinterpret_cast<unsigned long long*>(sync + 4);
   unsigned long long* bounds = keys + (int64_t)k * b;  // [k][b] order_bits of a lower bound of max F
-  [[maybe_unused]] const int64_t trace_base = (kSampled ? 1 : 2) * (int64_t)k * b;
+  [[maybe_unused]] const int64_t trace_base = (kSampled ? 1 : 2) * (int64_t)k * b;  // = markov_exit's nkeys
   TB* my_stage = sh_base + warp * 2 * STAGE;
   uint4* my_cache = sh_w + (int64_t)warp * cache_blocks * NT * Q * 32 + lane;
 
