@@ -9,6 +9,7 @@
 #             same-run comparison of decode paths
 #   spec    : bench spec (greedy, sampled, markov; plain PyTorch + floor in the same run)
 #   tests   : every GPU test (pytest -m gpu -n 8)
+#   probe   : co-resident 2-CTA clusters of the large fp8 GEMM tiles
 #   san     : compute-sanitizer memcheck + racecheck on small GEMM / MLA / spec cases
 # From the repo root on the GPU host, carrying .whl and (optionally) a precompiled .jitkern-cache:
 #   STEPS="tune gemm grouped mla spec" bash scripts/h100_device.sh
@@ -49,6 +50,19 @@ for step in ${STEPS:-tune gemm grouped mla spec}; do
     HYPOTHESIS_PROFILE=gpu timeout ${T_TESTS:-420} python3 -m pytest -m gpu -n 8 -q -p no:cacheprovider -rfE tests \
       > $OUT/tests.log 2>&1
     say "gpu tests rc=$? $(tail -1 $OUT/tests.log)"; grep -E "^(FAILED|ERROR)" $OUT/tests.log | head -20 ;;
+  probe)  # co-resident 2-CTA clusters of the large fp8 tiles (a cluster past them would run as a second wave)
+    python3 - <<'PY' 2>&1 | tee -a $OUT/log.txt
+import torch
+from jitkern.heuristics import GemmConfig as G
+from jitkern.ops import gemm as O
+from jitkern.reference.quant import quant_block, quant_token_group
+a = quant_token_group(torch.randn(4096, 7168, device="cuda")); b = quant_block(torch.randn(4096, 7168, device="cuda"))
+a = (a[0], O._sfa_mn_major(a[1], 4096, a[1].shape[1]))
+for cfg in (G(256, 128, 3, 16, 132, 2, 1), G(256, 128, 3, 16, 132, 1, 2), G(128, 128, 5, 16, 132, 2, 1)):
+    O.gemm_fp8_nt(a, b, config=cfg)
+torch.cuda.synchronize(); print("max active clusters per (threads, smem, cluster):", {k[1:]: v for k, v in O._MAX_CLUSTERS.items()})
+PY
+    ;;
   san)
     for tool in memcheck racecheck; do
       HYPOTHESIS_PROFILE=sanitizer timeout ${T_SAN:-100} compute-sanitizer --tool $tool --report-api-errors no \
