@@ -13,6 +13,15 @@ from pathlib import Path
 
 ANCHOR_NK = [(2112, 7168), (24576, 1536), (32768, 512), (7168, 16384), (4096, 7168), (7168, 2048)]
 ANCHOR_M = [64, 128, 4096]
+# (M, N, K) -> DeepGEMM fp8 TFLOPS (commit 54e2261, SM90 1D2D kernel) on the anchor H100
+# (../shared/anchors/h100-2026-11-22.md): a figure from another run, so its ratio is indicative on
+# an H100 and not comparable on other GPUs.
+DEEPGEMM_FP8_TFLOPS = {
+    (64, 2112, 7168): 181, (64, 24576, 1536): 305, (64, 32768, 512): 285, (64, 7168, 16384): 315,
+    (64, 4096, 7168): 313, (64, 7168, 2048): 274, (128, 2112, 7168): 329, (128, 24576, 1536): 546,
+    (128, 32768, 512): 447, (128, 7168, 16384): 605, (128, 4096, 7168): 563, (128, 7168, 2048): 419,
+    (4096, 2112, 7168): 1290, (4096, 24576, 1536): 1245, (4096, 32768, 512): 974, (4096, 7168, 16384): 1386,
+    (4096, 4096, 7168): 1411, (4096, 7168, 2048): 1267}
 
 
 def add_args(p):
@@ -193,6 +202,10 @@ def run(args):
             rec["bf16_vs_cublas"] = rec["cublas_bf16_us"] / rec["bf16_us"]
         if rec.get("fp8_us") and rec.get("cublas_bf16_us"):
             rec["fp8_vs_cublas_bf16"] = rec["cublas_bf16_us"] / rec["fp8_us"]
+        dg = DEEPGEMM_FP8_TFLOPS.get((m, n, k))
+        if dg and rec.get("fp8_tflops"):
+            rec["deepgemm_fp8_tflops_anchor"] = dg
+            rec["fp8_vs_deepgemm_anchor"] = rec["fp8_tflops"] / dg
         records.append(rec)
         print(json.dumps({k2: (round(v, 4) if isinstance(v, float) else v) for k2, v in rec.items()
                           if not k2.endswith("_sweep")}), flush=True)
@@ -204,7 +217,8 @@ def run(args):
         cols += [("fp8 cfg", "fp8_cfg", ""), ("fp8 us", "fp8_us", ".1f"), ("fp8 TFLOPS", "fp8_tflops", ".0f"),
                  ("fp8 GB/s", "fp8_gbps", ".0f"), ("%peak", "fp8_peak_frac", ".2f"),
                  ("cuBLAS fp8 TFLOPS", "cublas_fp8_tflops", ".0f"), ("x cuBLAS fp8", "fp8_vs_cublas", ".2f"),
-                 ("x cuBLAS bf16", "fp8_vs_cublas_bf16", ".2f")]
+                 ("x cuBLAS bf16", "fp8_vs_cublas_bf16", ".2f"),
+                 ("x DeepGEMM (H100 anchor)", "fp8_vs_deepgemm_anchor", ".2f")]
     if "bf16" in kinds:
         cols += [("bf16 cfg", "bf16_cfg", ""), ("bf16 TFLOPS", "bf16_tflops", ".0f"),
                  ("cuBLAS bf16 TFLOPS", "cublas_bf16_tflops", ".0f"), ("x cuBLAS bf16", "bf16_vs_cublas", ".2f")]
@@ -213,9 +227,16 @@ def run(args):
     for kind in kinds:
         g = geomean([r.get(f"{kind}_vs_cublas") for r in records])
         big = [r[f"{kind}_tflops"] for r in records if r["m"] >= 4096 and r.get(f"{kind}_tflops")]
-        summary[kind] = {"geomean_vs_cublas": g, "m4096_avg_tflops": sum(big) / len(big) if big else None}
-        print(f"{kind}: geomean vs cuBLAS {kind} = {g if g is None else round(g, 3)}; "
-              f"M>=4096 average TFLOPS = {summary[kind]['m4096_avg_tflops']}")
+        avg = sum(big) / len(big) if big else None
+        summary[kind] = {"geomean_vs_cublas": g, "m4096_avg_tflops": avg}
+        line = (f"{kind}: geomean vs cuBLAS {kind} = {g if g is None else round(g, 3)}; "
+                f"M>=4096 average TFLOPS = {avg if avg is None else round(avg, 1)}")
+        if kind == "fp8":
+            gd = geomean([r.get("fp8_vs_deepgemm_anchor") for r in records])
+            summary[kind]["geomean_vs_deepgemm_anchor"] = gd
+            if gd:
+                line += f"; geomean vs DeepGEMM (H100 anchor figures) = {gd:.3f}"
+        print(line)
     if args.tune and tuned:
         path = Path(args.tune_out) if args.tune_out else H.tuning_path(target.name)
         old = []
