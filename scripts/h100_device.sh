@@ -10,6 +10,7 @@
 #   spec    : bench spec (greedy, sampled, markov; plain PyTorch + floor in the same run)
 #   tests   : every GPU test (pytest -m gpu -n 8)
 #   probe   : co-resident 2-CTA clusters of the large fp8 GEMM tiles
+#   ncu     : graph timings + one ncu launch each of NCU_CFGS on NCU_SHAPE (multicast vs not) and cuBLAS
 #   san     : compute-sanitizer memcheck + racecheck on small GEMM / MLA / spec cases
 # From the repo root on the GPU host, carrying .whl and (optionally) a precompiled .jitkern-cache:
 #   STEPS="tune gemm grouped mla spec" bash scripts/h100_device.sh
@@ -63,6 +64,14 @@ for cfg in (G(256, 128, 3, 16, 132, 2, 1), G(256, 128, 3, 16, 132, 1, 2), G(128,
 torch.cuda.synchronize(); print("max active clusters per (threads, smem, cluster):", {k[1:]: v for k, v in O._MAX_CLUSTERS.items()})
 PY
     ;;
+  ncu)  # one launch each of NCU_CFGS (BM,BN,STAGES,CM,CN) and cuBLAS on NCU_SHAPE, after graph timings of the same
+    python3 scripts/gemm_profile.py ${NCU_SHAPE:-4096 4096 7168} --time --cfg ${NCU_CFGS:-256,128,3,1,1 256,128,3,1,2 256,128,3,2,1} \
+      2>&1 | tee -a $OUT/ncu.log
+    timeout ${T_NCU:-120} ncu --clock-control none --launch-skip 4 --launch-count 4 -k regex:'gemm|xmma|sm90' \
+      --section SpeedOfLight --section WarpStateStats --section MemoryWorkloadAnalysis --section LaunchStats --section Occupancy \
+      python3 scripts/gemm_profile.py ${NCU_SHAPE:-4096 4096 7168} --cfg ${NCU_CFGS:-256,128,3,1,1 256,128,3,1,2 256,128,3,2,1} \
+      >> $OUT/ncu.log 2>&1
+    say "ncu rc=$?" ;;
   san)
     for tool in memcheck racecheck; do
       HYPOTHESIS_PROFILE=sanitizer timeout ${T_SAN:-100} compute-sanitizer --tool $tool --report-api-errors no \
