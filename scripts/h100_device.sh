@@ -11,7 +11,7 @@
 #   tests   : every GPU test (pytest -m gpu -n 8)
 #   probe   : co-resident 2-CTA clusters of the large fp8 GEMM tiles
 #   ncu     : graph timings + one ncu launch each of NCU_CFGS on NCU_SHAPE (multicast vs not) and cuBLAS
-#   san     : compute-sanitizer memcheck + racecheck on small GEMM / MLA / spec cases
+#   san     : compute-sanitizer memcheck + racecheck on SAN_TESTS (default: the MLA smoke tests)
 # From the repo root on the GPU host, carrying .whl and (optionally) a precompiled .jitkern-cache:
 #   STEPS="tune gemm grouped mla spec" bash scripts/h100_device.sh
 source scripts/device_env.sh || exit 1
