@@ -55,10 +55,9 @@ for step in ${STEPS:-tune gemm grouped mla spec}; do
     python3 - <<'PY' 2>&1 | tee -a $OUT/log.txt
 import torch
 from jitkern.heuristics import GemmConfig as G
+from jitkern.bench.gemm import _inputs
 from jitkern.ops import gemm as O
-from jitkern.reference.quant import quant_block, quant_token_group
-a = quant_token_group(torch.randn(4096, 7168, device="cuda")); b = quant_block(torch.randn(4096, 7168, device="cuda"))
-a = (a[0], O._sfa_mn_major(a[1], 4096, a[1].shape[1]))
+_, _, a, b = _inputs(4096, 4096, 7168, "cuda")  # the bench's fp8 operands: A 4096x7168, B 4096x7168
 for cfg in (G(256, 128, 3, 16, 132, 2, 1), G(256, 128, 3, 16, 132, 1, 2), G(128, 128, 5, 16, 132, 2, 1)):
     O.gemm_fp8_nt(a, b, config=cfg)
 torch.cuda.synchronize(); print("max active clusters per (threads, smem, cluster):", {k[1:]: v for k, v in O._MAX_CLUSTERS.items()})
