@@ -1,6 +1,12 @@
-"""Test helper: locate nvdisasm (PATH, or the nvidia-cuda-nvcc/cu13 wheel layout) to read SASS."""
+"""Test helper: read a cubin's SASS with nvdisasm (PATH, or the nvidia-cuda-nvdisasm / nvcc wheels'
+nvidia/cu13/bin layout). `.ci/run` installs the nvidia-cuda-nvdisasm wheel when the index has it;
+without a disassembler the SASS tests skip with a reason instead of passing unchecked."""
 import os
 import shutil
+import subprocess
+import tempfile
+
+import pytest
 
 
 def nvdisasm():
@@ -16,3 +22,15 @@ def nvdisasm():
     except ImportError:
         pass
     return None
+
+
+def sass_of(cubin: bytes) -> str:
+    """SASS text of `cubin`; skips the calling test when no nvdisasm is installed."""
+    nd = nvdisasm()
+    if nd is None:
+        pytest.skip("nvdisasm not found (pip install nvidia-cuda-nvdisasm): SASS not checked")
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "k.cubin")
+        with open(path, "wb") as f:
+            f.write(cubin)
+        return subprocess.run([nd, "-c", path], capture_output=True, text=True, check=True).stdout
