@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
 """A/B timing of fp8 GEMM tiles: per shape, the configured tile ("table") against explicit configs
 (labels as `jitkern bench gemm` prints them: BMxBNxSTAGEScMN[sS], plus an optional gG for the
-raster's N-group width, default 16), ROUNDS interleaved rounds in one
+raster's N-group width, default 16, and an optional trailing b for a balanced grid: per shape, the
+fewest CTAs that keep the 132-CTA grid's number of tile waves, as DeepGEMM launches, so every CTA
+runs the same number of tiles and the rest of the SMs idle), ROUNDS interleaved rounds in one
 process (their spread is the noise), cuBLAS fp8 row-wise in every round. Checks each config's output
 against the table config's before timing (rel. error of the two, both against float64 is in the tests).
     GPU host:      python3 scripts/gemm_tile_ab.py [--rounds R] [--json PATH] CFG[,CFG..] [M,N,K ...]
     compile only:  python3 scripts/gemm_tile_ab.py --pre CFG[,CFG..] [M,N,K ...]
 Default shapes: the six M = 4096 DeepSeek-V3 shapes of `jitkern bench gemm`.
 """
+import dataclasses
 import json
 import re
 import sys
@@ -21,11 +24,25 @@ SHAPES = [(4096, 2112, 7168), (4096, 24576, 1536), (4096, 32768, 512), (4096, 71
 
 
 def parse(label):
-    m = re.fullmatch(r"(\d+)x(\d+)x(\d+)c(\d)(\d)(?:s(\d+))?(?:g(\d+))?", label)
+    """(config, balanced) of a label."""
+    m = re.fullmatch(r"(\d+)x(\d+)x(\d+)c(\d)(\d)(?:s(\d+))?(?:g(\d+))?(b?)", label)
     if not m:
-        raise SystemExit(f"config label {label!r}: expected BMxBNxSTAGEScMN[sS][gG]")
+        raise SystemExit(f"config label {label!r}: expected BMxBNxSTAGEScMN[sS][gG][b]")
     bm, bn, st, cm, cn = map(int, m.groups()[:5])
-    return H.GemmConfig(bm, bn, st, int(m.group(7) or 16), 132, cm, cn, split_k=int(m.group(6) or 1))
+    return H.GemmConfig(bm, bn, st, int(m.group(7) or 16), 132, cm, cn, split_k=int(m.group(6) or 1)), m.group(8) == "b"
+
+
+def balanced(cfg, m, n, sms=132):
+    """cfg with num_sms = the fewest CTAs (whole clusters) that run its tiles of an m x n output in
+    as many waves as `sms` CTAs do (ops/gemm.py caps the persistent grid at num_sms)."""
+    cl = cfg.cluster_m * cfg.cluster_n
+    units = -(-(-(-m // cfg.block_m)) // cfg.cluster_m) * -(-(-(-n // cfg.block_n)) // cfg.cluster_n) * cfg.split_k
+    waves = -(-units // (sms // cl))
+    return dataclasses.replace(cfg, num_sms=-(-units // waves) * cl)
+
+
+def label(cfg, bal):
+    return f"{cfg.label()}g{cfg.group_n}" + ("b" if bal else "")
 
 
 def main(argv):
@@ -39,12 +56,12 @@ def main(argv):
             jpath = next(it)
         else:
             args.append(a)
-    cfgs = [parse(c) for c in args[0].split(",")]
+    cfgs = [parse(c) for c in args[0].split(",")]  # (config, balanced)
     shapes = [tuple(int(x) for x in a.split(",")) for a in args[1:]] or SHAPES
     if pre:
         for m, n, k in shapes:
-            for cfg in cfgs + [H.gemm_config("fp8", m, n, k, 132, "NVIDIA H200")]:
-                compile_spec(G.gemm_spec("fp8", n, k, cfg), "sm_90a")
+            for cfg in [c for c, _ in cfgs] + [H.gemm_config("fp8", m, n, k, 132, "NVIDIA H200")]:
+                compile_spec(G.gemm_spec("fp8", n, k, cfg), "sm_90a")  # the grid cap is not compiled in
         return
     import torch
     from jitkern.bench.common import graph_time_us
@@ -55,7 +72,8 @@ def main(argv):
         table = H.gemm_config("fp8", m, n, k, 132, torch.cuda.get_device_name())
         _, _, a8, b8 = _inputs(m, n, k, "cuda")
         sa, sb = torch.rand(m, 1, device="cuda") + 0.5, torch.rand(1, n, device="cuda") + 0.5
-        runs = [("table " + table.label(), table)] + [(c.label() + f"g{c.group_n}", c) for c in cfgs]
+        runs = [("table " + table.label(), table)] + [
+            (label(c, bal), balanced(c, m, n) if bal else c) for c, bal in cfgs]
         ref = G.gemm_fp8_nt(a8, b8, config=table)
         outs = {}
         for lab, cfg in runs:
@@ -78,6 +96,7 @@ def main(argv):
             for lab, ts in times.items()), flush=True)
         for lab, ts in times.items():
             records.append({"m": m, "n": n, "k": k, "config": lab, "us": ts,
+                            "grid_cap": dict(runs).get(lab, table).num_sms if lab != "cublas" else None,
                             "best_tflops": 2 * m * n * k / min(ts) / 1e6})
     if jpath:
         with open(jpath, "w") as f:
