@@ -1,6 +1,9 @@
 """A/B of markov_draft build switches on the bench's inputs (k = 7), three interleaved rounds, every
 output checked equal to the default build's (and once to the oracle): python3 scripts/markov_ab.py
-[exact|tc] (GPU host); --pre compiles only.
+[exact|tc|sampled] (GPU host); --pre compiles only.
+
+sampled: the samplers of ops.MARKOV_SAMPLERS at temperature 1 (b = 2, 16, 64); their draws differ
+by design, so each is only checked to be deterministic and in range (distributions: the GPU tests).
 
 exact: markov_draft_exact (b = 1, 2) as built (lean grid barrier) and with -DJITKERN_BARRIER_LEAN=0,
 against the tensor-core kernel. tc (default): the tensor-core kernel (b = 16, 64) as built; add
@@ -34,10 +37,41 @@ VARIANTS = {
            "h from smem": (0, "markov_spec", _with(_tc, (("JITKERN_MARKOV_HOLD_H", "0"),))),
            "exact by one thread": (0, "markov_spec", _with(_tc, (("JITKERN_MARKOV_QUAD_EXACT", "0"),)))},
 }
-BATCHES = {"exact": (1, 2), "tc": (2, 16, 64)}
+BATCHES = {"exact": (1, 2), "tc": (2, 16, 64), "sampled": (2, 16, 64)}
+
+
+def sampled(pre):
+    if pre:
+        from jitkern.runtime import compile_spec
+        for smp in ops.MARKOV_SAMPLERS:
+            for b in BATCHES["sampled"]:
+                compile_spec(_tc(torch.bfloat16, torch.int64, 128, True, ops.markov_mtiles(b, 128), True, sampler=smp),
+                             "sm_90a")
+        return
+    from jitkern.bench.common import graph_time_us
+    from markov_profile import markov_inputs
+    for b in BATCHES["sampled"]:
+        base, prev, w_in, w_out = markov_inputs(b, 7)
+        V = w_out.shape[0]
+        res = {}
+        for _ in range(3):
+            for smp in ops.MARKOV_SAMPLERS:
+                saved, ops.MARKOV_SAMPLER = ops.MARKOV_SAMPLER, smp
+                try:
+                    got = ops.markov_draft(base, prev, w_in, w_out, 1.0, seed=3)
+                    assert torch.equal(got, ops.markov_draft(base, prev, w_in, w_out, 1.0, seed=3)), smp
+                    assert bool(((got >= 0) & (got < V)).all()), smp
+                    res.setdefault(smp, []).append(
+                        graph_time_us(lambda i: ops.markov_draft(base, prev, w_in, w_out, 1.0, seed=i), calls=10, reps=10))
+                finally:
+                    ops.MARKOV_SAMPLER = saved
+        print(f"sampled b={b} k=7: " + "; ".join(f"{n} {' / '.join(f'{t:.2f}' for t in ts)} us" for n, ts in res.items()),
+              flush=True)
 
 
 def main():
+    if "sampled" in sys.argv[1:]:
+        return sampled("--pre" in sys.argv)
     mode = next((a for a in sys.argv[1:] if a in VARIANTS), "tc")
     if "--pre" in sys.argv:
         from jitkern.runtime import compile_spec

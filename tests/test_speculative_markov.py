@@ -82,8 +82,11 @@ def _markov_compile_specs():
         for r in (64, 128, 256):
             specs.append(ops.markov_spec(dt, torch.int64, r, False, ops.markov_mtiles(64, r), True))
         specs.append(ops.markov_spec(dt, torch.int32, 128, True, 4, True))
+        for r in (64, 128, 256):  # the block-race sampler (one Philox block per lane block and request pair)
+            specs.append(ops.markov_spec(dt, torch.int32, r, True, ops.markov_mtiles(64, r), True, sampler="block"))
     specs.append(ops.markov_spec(torch.bfloat16, torch.int64, 128, False, 1, False))
     specs.append(ops.markov_spec(torch.bfloat16, torch.int64, 128, True, 1, True))
+    specs.append(ops.markov_spec(torch.bfloat16, torch.int64, 128, True, 1, False, sampler="block"))
     for dt in (torch.bfloat16, torch.float32):
         for r in (64, 128, 256):
             specs.append(ops.markov_exact_spec(dt, torch.int64, r))
@@ -98,6 +101,15 @@ def test_markov_compile_sm90a_no_spills():
         assert entry.meta["ptxas"].get("spill_stores", 0) == 0, (spec.name, entry.meta["ptxas"])
     kinds = [s.name for s in ops.warmup_specs([{"kinds": ["markov"], "rank": 128}], None)]
     assert len(kinds) == 7 and all("markov_draft" in n for n in kinds)  # 3 tile counts x greedy/sampled + exact
+
+
+def test_markov_sampler_spec():
+    args = (torch.bfloat16, torch.int64, 128)
+    assert ops.markov_spec(*args, True, 4, sampler="block").defines == (("JITKERN_MARKOV_BLOCK_RACE", "1"),)
+    assert ops.markov_spec(*args, True, 4, sampler="token").defines == ()
+    assert ops.markov_spec(*args, False, 4, sampler="block").defines == ()  # greedy: no sampler
+    with pytest.raises(ValueError, match="^sampler:"):
+        ops.markov_spec(*args, True, 4, sampler="gumbel")
 
 
 def test_markov_validation_names_argument():
@@ -270,8 +282,15 @@ def test_markov_greedy_special_values():
     _check_greedy(base.to(torch.bfloat16), prev, w_in, w_out)
 
 
+@pytest.fixture(params=ops.MARKOV_SAMPLERS)
+def sampler(request, monkeypatch):
+    """Each sampled markov GPU test runs with every sampler of ops.MARKOV_SAMPLERS."""
+    monkeypatch.setattr(ops, "MARKOV_SAMPLER", request.param)
+    return request.param
+
+
 @pytest.mark.gpu
-def test_markov_unaligned_base_and_graph_capture():
+def test_markov_unaligned_base_and_graph_capture(sampler):
     b, k, V, r = 5, 4, 4100, 128
     base, prev, w_in, w_out = _inputs(b, k, V, r, torch.bfloat16, 11)
     view = torch.zeros(b * k * V + 1, dtype=torch.bfloat16, device="cuda")[1:].view(b, k, V)  # odd offset: scalar path
@@ -295,10 +314,11 @@ def test_markov_unaligned_base_and_graph_capture():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("V,T", [(8, 0.8), (200, 1.5)])
-def test_markov_sampled_distribution(V, T):
+@pytest.mark.parametrize("V,T", [(8, 0.8), (200, 1.5), (203, 0.6)])
+def test_markov_sampled_distribution(V, T, sampler):
     """Many identical requests: position 0 follows softmax(logits / T) and (V = 8) the pair
-    (position 0, position 1) follows p0(y0) p1(y1 | y0) (chi-square, p > 1e-3)."""
+    (position 0, position 1) follows p0(y0) p1(y1 | y0) (chi-square, p > 1e-3). V = 203 ends in a
+    partial lane block (the block race's tail)."""
     r, k, b = 64, 2, 20000
     base, prev, w_in, w_out = _inputs(1, k, V, r, torch.float32, 5)
     base, prev = base.expand(b, k, V).contiguous(), prev.expand(b).contiguous()
@@ -327,7 +347,7 @@ def test_markov_sampled_distribution(V, T):
 @settings(max_examples=8, deadline=None)
 @given(b=st.integers(1, 80), r=st.sampled_from([64, 128, 256]), dtype=st.sampled_from([torch.bfloat16, torch.float32]),
        seed=st.integers(0, 2**31))
-def test_markov_sampled_masked_tokens_and_low_temperature(b, r, dtype, seed):
+def test_markov_sampled_masked_tokens_and_low_temperature(b, r, dtype, seed, sampler):
     """Masked (-inf) tokens are never drawn; at temperature 1e-6 the sample is the greedy token
     whenever the reference's top two logits are far apart."""
     k, V = 4, 32000
@@ -346,10 +366,35 @@ def test_markov_sampled_masked_tokens_and_low_temperature(b, r, dtype, seed):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("T", [1.0, 1e-3])
+def test_markov_sampled_special_values(T, sampler):
+    """NaN and -inf logits are never drawn; a lone +inf logit is always drawn; a finite huge logit
+    (M / T far past FLT_MAX at T = 1e-3) is drawn like +inf; rows mixing them stay in range."""
+    b, k, V, r = 8, 2, 4100, 128
+    base, prev, w_in, w_out = _inputs(b, k, V, r, torch.float32, 21)
+    base[0, :, 1::2] = float("nan")       # half the row NaN, half finite
+    base[1, :, :] = float("-inf")
+    base[1, :, 4097] = 0.0                 # one drawable token, in the partial last lane block
+    base[2, :, 123] = float("inf")
+    base[3, :, 2000] = 3e38
+    base[4, :, :] = float("nan")
+    base[4, :, 17] = 1.0                   # a lone finite logit in a NaN row
+    for seed in range(4):
+        got = ops.markov_draft(base, prev, w_in, w_out, T, seed=seed, out=_poisoned(b, k)).cpu()
+        assert torch.all((got >= 0) & (got < V)), got
+        assert torch.all(got[0] % 2 == 0)
+        assert torch.all(got[1] == 4097) and torch.all(got[2] == 123) and torch.all(got[3] == 2000)
+        assert torch.all(got[4] == 17)
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("temp", [0.0, 1.0])
 @pytest.mark.parametrize("b", [3, 40])
-def test_small_markov(temp, b):
-    """Small case for compute-sanitizer (memcheck / racecheck): both request-tile counts."""
+def test_small_markov(temp, b, sampler):
+    """Small case for compute-sanitizer (memcheck / racecheck): both request-tile counts (and, at
+    temperature 1, every sampler)."""
+    if temp == 0.0 and sampler != ops.MARKOV_SAMPLERS[0]:
+        pytest.skip("greedy: the sampler does not apply (run once)")
     k, V, r = 3, 4100, 64
     base, prev, w_in, w_out = _inputs(b, k, V, r, torch.float32, b, integer=True)
     got = ops.markov_draft(base, prev, w_in, w_out, temp, seed=2, out=_poisoned(b, k))

@@ -257,7 +257,21 @@ def run(args) -> list[dict]:
                          "torch_timing": how, "speedup": tus / us, "matches_torch": exact,
                          "agree_torch": float((got == ref.torch_markov_draft(base, prev, w_in, w_out)).float().mean())})
             recs.append({"kind": f"markov sampled r{r}", "b": b, "k": k, "V": V, "us": sus, "floor_us": floor,
-                         "pct_floor": 100 * floor / sus, "gbps": nbytes / sus / 1e3})
+                         "pct_floor": 100 * floor / sus, "gbps": nbytes / sus / 1e3, "sampler": ops.MARKOV_SAMPLER})
+            for smp in ops.MARKOV_SAMPLERS:  # the other samplers, same run (their draws differ by design)
+                if smp == ops.MARKOV_SAMPLER:
+                    continue
+                saved, ops.MARKOV_SAMPLER = ops.MARKOV_SAMPLER, smp
+                try:
+                    drawn = ops.markov_draft(base, prev, w_in, w_out, 1.0, seed=0)
+                    if not bool(((drawn >= 0) & (drawn < V)).all()):
+                        raise RuntimeError(f"markov_draft sampler {smp!r}: a token outside [0, {V})")
+                    us3, _ = _time(lambda i: ops.markov_draft(base, prev, w_in, w_out, 1.0, seed=i), 1)
+                finally:
+                    ops.MARKOV_SAMPLER = saved
+                recs.append({"kind": f"markov sampled r{r}, {smp} sampler", "b": b, "k": k, "V": V, "us": us3,
+                             "floor_us": floor, "pct_floor": 100 * floor / us3, "gbps": nbytes / us3 / 1e3,
+                             "sampler": smp})
             if b <= ops.MARKOV_EXACT_MAX_B:  # the same batch on the tensor-core kernel
                 saved, ops.MARKOV_EXACT_MAX_B = ops.MARKOV_EXACT_MAX_B, 0
                 try:

@@ -180,11 +180,27 @@ def markov_mtiles(b: int, rank: int) -> int:
     return min(cap, 1 if b <= 16 else (2 if b <= 32 else 4))
 
 
+# How markov_draft samples (temperature > 0); both draw exactly from softmax(logits / T) over the
+# tensor-core logits, with different random streams (templates/spec/markov.cuh,
+# JITKERN_MARKOV_BLOCK_RACE): "token" = Gumbel-max over every token, one Philox block per 4 tokens
+# (measured: H100 2026-12-07, 87.8 / 91.2 / 153.9 / 536.4 us at b = 1 / 2 / 16 / 64, k = 7);
+# "block" = a two-level race over each lane's 8 (r = 256: 4) consecutive tokens, one Philox block per
+# 16 (8) tokens of two requests and one exp per token. "block" is not yet measured on a GPU.
+MARKOV_SAMPLERS = ("token", "block")
+MARKOV_SAMPLER = "token"
+
+
 def markov_spec(base_dtype, tok_dtype, rank: int, sampled: bool = False, mtiles: int = 4,
-                vec: bool = True) -> KernelSpec:
+                vec: bool = True, sampler: str | None = None) -> KernelSpec:
+    """markov_draft's tensor-core kernel; ``sampler`` (sampled kernels only): one of
+    MARKOV_SAMPLERS, default MARKOV_SAMPLER."""
+    sampler = MARKOV_SAMPLER if sampler is None else sampler
+    if sampler not in MARKOV_SAMPLERS:
+        raise ValueError(f"sampler: expected one of {MARKOV_SAMPLERS}, got {sampler!r}")
+    defines = (("JITKERN_MARKOV_BLOCK_RACE", "1"),) if sampled and sampler == "block" else ()
     return KernelSpec("spec/markov.cuh",
                       f"jitkern::markov_draft<{_CTYPE[base_dtype]}, {_CTYPE[tok_dtype]}, {rank}, {mtiles}, "
-                      f"{str(sampled).lower()}, {str(vec).lower()}>", family="spec")
+                      f"{str(sampled).lower()}, {str(vec).lower()}>", defines=defines, family="spec")
 
 
 _MARKOV_SMEM_LIMIT = 227 * 1024 - 6 * 1024  # opt-in shared memory minus the kernel's static arrays
@@ -691,9 +707,13 @@ def markov_draft(base_logits: torch.Tensor, first_prev: torch.Tensor, w_in: torc
     in increasing order (each bf16 x bf16 product rounded to fp32 on its own, never fused), then
     ``base + acc``; next = torch.argmax (lowest index on ties, NaN wins). The kernel computes all
     logits with tensor cores and recomputes in that exact order every token a rigorous error bound
-    cannot rule out, so the result does not depend on tensor-core rounding. Sampled: Gumbel-max
-    over the tensor-core logits with Philox4x32-10 keyed by (seed, request, position, token // 4)
-    (one draw per token): deterministic for a seed on a given GPU model.
+    cannot rule out, so the result does not depend on tensor-core rounding. Sampled: an exact
+    sample of softmax(logits / temperature) over the tensor-core logits, Philox4x32-10 keyed by the
+    seed, request, position and token group; deterministic for a seed on a given GPU model. How
+    (MARKOV_SAMPLER): "token", Gumbel-max over every token (one draw per token), or "block", a
+    two-level race over groups of 8 tokens (4 at r = 256) and an inverse-CDF pick inside the
+    winning group; the two give different (equally distributed) draws for a seed. Tokens whose
+    logit is -inf or NaN are never drawn.
 
     base_logits: [b, k, V] bf16/fp32, V contiguous, positions V apart. first_prev: [b]
     int32/int64 in [0, V) (clamped). w_in, w_out: [V, r] bf16 contiguous, 16-byte aligned, r in

@@ -105,6 +105,45 @@ __device__ __forceinline__ uint4 philox4x32_10(uint4 c, uint2 k) {
 // Uniform in [0, 1) with 24 random bits (exactly representable in fp32).
 __device__ __forceinline__ float uniform01(uint32_t x) { return (float)(x >> 8) * (1.0f / 16777216.0f); }
 
+// 2^x by the SFU, denormal results flushed to 0 (ex2.approx.ftz.f32: ~2 ulp).
+__device__ __forceinline__ float ex2_ftz(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// Uniform in (0, 1) with 23 random bits (never 0 or 1: -log(u) is finite and positive).
+// (24 bits + 0.5 would round the top value to 1.0 and give an infinite Gumbel draw.)
+__device__ __forceinline__ float open01(uint32_t x) { return ((float)(x >> 9) + 0.5f) * (1.0f / 8388608.0f); }
+
+// A lane's N weights summed in index order (the order pick_in_lane walks them).
+template <int N>
+__device__ __forceinline__ float lane_sum(const float (&w)[N]) {
+  float s = 0.0f;
+#pragma unroll
+  for (int e = 0; e < N; ++e) s = __fadd_rn(s, w[e]);
+  return s;
+}
+
+// Inverse-CDF step inside one lane's N weights: the first e whose running sum (index order, as
+// lane_sum) exceeds `rel`; if rounding leaves none (rel at the top, or rel = inf), the last e with
+// weight; -1 if no weight is > 0.
+template <int N>
+__device__ __forceinline__ int pick_in_lane(const float (&w)[N], float rel) {
+  float acc = 0.0f;
+  int pick = -1, last = -1;
+#pragma unroll
+  for (int e = 0; e < N; ++e) {
+    if (w[e] > 0.0f) {
+      acc = __fadd_rn(acc, w[e]);
+      last = e;
+      if (pick < 0 && rel < acc) pick = e;
+    }
+  }
+  if (pick < 0) pick = last;
+  return pick;
+}
+
 // The two uniforms of (seed, request, position): .x decides acceptance, .y drives the sample.
 __device__ __forceinline__ float2 spec_uniforms(uint64_t seed, int request, int position) {
   uint4 r = philox4x32_10(make_uint4((uint32_t)position, (uint32_t)request, 0x5EC0DEu, 0u),

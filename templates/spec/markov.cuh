@@ -73,6 +73,22 @@ namespace spec {
 #ifndef JITKERN_MARKOV_GLOBAL_LB
 #define JITKERN_MARKOV_GLOBAL_LB 1
 #endif
+// JITKERN_MARKOV_BLOCK_RACE: how the sampled kernel draws (both exact samples of softmax(a / T) over
+// the tensor-core logits a; ops/speculative.py MARKOV_SAMPLER picks, the streams differ).
+//   0: Gumbel-max over every token, one Philox block per 4 tokens (markov_random), the two logs only
+//      for draws that can still win (a per-token threshold test).
+//   1: a two-level race over each lane's EPT consecutive tokens of one request (the lane block), the
+//      scheme of verify_sampled (sampled.cuh) with the softmax shift taken per lane block: the
+//      block's Gumbel key is M / T + log(S) + G with M the block's largest logit, S = sum of
+//      exp((a_e - M) / T) (>= 1), so the blocks race with weights exp(M / T) S = sum of exp(a_e / T);
+//      the block's token is then drawn by inverse CDF (pick_in_lane) with a second uniform: token e
+//      with probability exp(a_e / T) over the whole row, as a race of every token. One Philox block
+//      per lane per request pair (rows g and g + 8 of an m-tile: .x/.y and .z/.w) instead of one per
+//      4 tokens, one exp per token instead of two, and the logs and the pick only for blocks that
+//      can still win.
+#ifndef JITKERN_MARKOV_BLOCK_RACE
+#define JITKERN_MARKOV_BLOCK_RACE 0
+#endif
 // JITKERN_MARKOV_KEEP_W=1 (default): a warp with one block past its shared-memory cache keeps it in
 // registers across passes (markov_draft, keep_w); 0: streams it from L2 every pass.
 #ifndef JITKERN_MARKOV_KEEP_W
@@ -247,9 +263,11 @@ __device__ __noinline__ uint4 markov_random(uint32_t v4, uint32_t req, uint32_t 
   return philox4x32_10(make_uint4(v4, req, pos, 0x3A7C0Fu), make_uint2((uint32_t)seed, (uint32_t)(seed >> 32)));
 }
 __device__ __noinline__ float gumbel(float u) { return -__logf(-logf(u)); }
-// Uniform in (0, 1) from 23 random bits: (x + 0.5) * 2^-23 is exact, so u < 1 and log(u) < 0.
-// (24 bits + 0.5 would round the top value to 1.0 and give an infinite Gumbel draw.)
-__device__ __forceinline__ float open_uniform(uint32_t r) { return ((float)(r >> 9) + 0.5f) * 0x1p-23f; }
+// Philox block of one lane block (JITKERN_MARKOV_BLOCK_RACE): lane block lb = token / EPT, rows
+// req0 and req0 + 8 of an m-tile (.x, .y drive req0's race and pick, .z, .w req0 + 8's).
+__device__ __noinline__ uint4 markov_block_random(uint32_t lb, uint32_t req0, uint32_t pos, uint64_t seed) {
+  return philox4x32_10(make_uint4(lb, req0, pos, 0xB10C3A7Cu), make_uint2((uint32_t)seed, (uint32_t)(seed >> 32)));
+}
 
 // Per (thread, request) greedy state: the first maximum of the approximate logits (NaN counts as
 // largest) and a2, the largest of the others (an upper bound of every value not recomputed when
@@ -328,6 +346,7 @@ __global__ void __launch_bounds__(256, 1) markov_draft(
     unsigned* __restrict__ sync, int* __restrict__ out, int cache_blocks) {
   constexpr int kThreads = 256, kWarps = 8;
   constexpr int NT = R <= 128 ? 4 : 2, EPT = 2 * NT, BR = 8 * NT, Q = R / 32, BP = 16 * MT;
+  constexpr bool kBlockRace = kSampled && JITKERN_MARKOV_BLOCK_RACE;
   constexpr int BRS = BR + ((sizeof(TB) == 4 && BR == 32) ? 4 : 0);  // base stage row stride, same reason
   constexpr int STAGE = BP * BRS;
   constexpr int CPR = BR * (int)sizeof(TB) / 16;  // 16-byte chunks per base row of a block
@@ -543,6 +562,9 @@ __global__ void __launch_bounds__(256, 1) markov_draft(
               spec::mma_bf16(acc[j], a1.x, a1.y, a1.z, a1.w, wc[j][q].z, wc[j][q].w);
             }
           }
+          [[maybe_unused]] uint4 brnd;  // block race: this lane block's random words for rows g, g + 8
+          if constexpr (kBlockRace) brnd = spec::markov_block_random((uint32_t)(v0 / EPT), (uint32_t)(p0 + m * 16 + g),
+                                                                     (uint32_t)t, seed);
 #pragma unroll
           for (int h = 0; h < 2; ++h) {
             const int row = m * 16 + 8 * h + g;
@@ -558,6 +580,47 @@ __global__ void __launch_bounds__(256, 1) markov_draft(
             if (row >= nb) continue;
             if constexpr (!kSampled) {
               top[m][h].update(x, v0);
+            } else if constexpr (kBlockRace) {
+              float mx = -__int_as_float(0x7F800000);
+#pragma unroll
+              for (int e = 0; e < EPT; ++e) mx = fmaxf(mx, x[e]);  // NaN ignored
+              if (mx > -__int_as_float(0x7F800000)) {  // some token of the lane block has weight
+                // weights exp((a - M) / T) = exp2(a c - M c), the block's largest ~1; one rounding of
+                // M c inside the exponent, as the per-token path rounds a / T
+                const float c = inv_t * 1.4426950408889634f, mc = mx * c;
+#pragma unroll
+                for (int e = 0; e < EPT; ++e) x[e] = spec::ex2_ftz(fmaf(x[e], c, -mc));
+                float S = spec::lane_sum(x);
+                if (!(S > 0.5f)) {
+                  // Rare: NaN logits, +inf, or M c past FLT_MAX. The logits again (as above; a shared
+                  // lambda for the two changed the SASS of the greedy and per-token kernels), NaN
+                  // never drawn, +inf as the largest finite value, weights from a - M exactly.
+                  spec::load_vals<EPT>(stg + row * BRS + EPT * t4, x);
+#pragma unroll
+                  for (int e = 0; e < EPT; ++e) x[e] = acc[e >> 1][2 * h + (e & 1)] + x[e];
+                  if (tail) {
+#pragma unroll
+                    for (int e = 0; e < EPT; ++e) if (v0 + e >= V) x[e] = -__int_as_float(0x7F800000);
+                  }
+#pragma unroll
+                  for (int e = 0; e < EPT; ++e) x[e] = fminf(fmaxf(x[e], -__int_as_float(0x7F800000)), 0x1.fffffep127f);
+                  mx = fminf(mx, 0x1.fffffep127f);
+#pragma unroll
+                  for (int e = 0; e < EPT; ++e) x[e] = spec::ex2_ftz(__fmul_rn(__fsub_rn(x[e], mx), c));
+                  S = spec::lane_sum(x);
+                }
+                const float zt = mx * inv_t;
+                const float u = spec::open01(h ? brnd.z : brnd.x);
+                // Skip the logs when even this draw cannot win: zt + log S + gumbel(u) > yb  <=>
+                // u > exp(-S exp(zt - yb)) (with the per-token test's slack for the fast exps).
+                if (u > __expf(-S * __expf(zt - yb[m][h])) - 0x1p-18f) {
+                  const float y = zt + __logf(S) + spec::gumbel(u);
+                  if (spec::better(y, yb[m][h])) {
+                    yb[m][h] = y;
+                    ib[m][h] = v0 + spec::pick_in_lane(x, __fmul_rn(spec::uniform01(h ? brnd.w : brnd.y), S));
+                  }
+                }
+              }
             } else {
               const int req = p0 + row;
 #pragma unroll
@@ -568,7 +631,7 @@ __global__ void __launch_bounds__(256, 1) markov_draft(
                 for (int e4 = 0; e4 < 4; ++e4) {
                   const int e = 4 * g4 + e4;
                   const float z = x[e] * inv_t;
-                  const float u = spec::open_uniform(r4[e4]);
+                  const float u = spec::open01(r4[e4]);
                   // Skip the logs when even this draw cannot win: gumbel(u) > yb - z  <=>  u > exp(-exp(z - yb)).
                   const float thr = __expf(-__expf(z - yb[m][h]));
                   if (u > thr - 0x1p-18f) {

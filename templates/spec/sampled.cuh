@@ -82,9 +82,6 @@ struct PStat {
   }
 };
 
-// Uniform in (0, 1) with 23 random bits (never 0 or 1: -log(u) is finite and positive).
-__device__ __forceinline__ float open01(uint32_t x) { return ((float)(x >> 9) + 0.5f) * (1.0f / 8388608.0f); }
-
 // Acceptance uniform of the `ordinal`-th candidate tried at `position` (a chain: ordinal 0,
 // the same stream as spec_uniforms(seed, request, position).x).
 __device__ __forceinline__ float accept_uniform(uint64_t seed, int request, int position, int ordinal) {
@@ -603,15 +600,8 @@ template <typename T> struct RaceBlock {
   static constexpr int size = 32 * N;       // tokens per block
 };
 
-// A lane's N weights summed in index order, then the warp's in a fixed butterfly; every lane gets
-// lane 0's value, so the same block always gets the same bits.
-template <int N>
-__device__ __forceinline__ float lane_sum(const float (&w)[N]) {
-  float s = 0.0f;
-#pragma unroll
-  for (int e = 0; e < N; ++e) s = __fadd_rn(s, w[e]);
-  return s;
-}
+// A block's weight: each lane's N weights summed in index order (lane_sum), then the warp's in a
+// fixed butterfly; every lane gets lane 0's value, so the same block always gets the same bits.
 __device__ __forceinline__ float warp_total(float s) {
 #pragma unroll
   for (int o = 16; o; o >>= 1) s = __fadd_rn(s, __shfl_xor_sync(0xffffffffu, s, o));
@@ -712,17 +702,7 @@ __device__ __forceinline__ int race_pick_warp(const float (&w)[N], int blk, floa
   int pick = -1;
   if (lane == owner) {
     const float rel = own ? __fsub_rn(target, excl) : __int_as_float(0x7F800000);
-    float acc = 0.0f;
-    int last = -1;
-#pragma unroll
-    for (int e = 0; e < N; ++e) {
-      if (w[e] > 0.0f) {
-        acc = __fadd_rn(acc, w[e]);
-        last = e;
-        if (pick < 0 && rel < acc) pick = e;
-      }
-    }
-    if (pick < 0) pick = last;
+    pick = pick_in_lane(w, rel);
   }
   pick = __shfl_sync(0xffffffffu, pick, owner);
   return blk * 32 * N + owner * N + pick;
@@ -824,9 +804,7 @@ __device__ __noinline__ uint64_t race_tile(const T* __restrict__ lrow, const flo
 #endif
 __device__ __forceinline__ float stream_exp2(float x) {
 #if JITKERN_SAMPLED_FTZ
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
+  return ex2_ftz(x);
 #else
   return exp2f(x);
 #endif
