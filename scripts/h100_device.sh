@@ -11,6 +11,7 @@
 #   tests   : every GPU test (pytest -m gpu -n 8)
 #   probe   : co-resident 2-CTA clusters of the large fp8 GEMM tiles
 #   ncu     : graph timings + one ncu launch each of NCU_CFGS on NCU_SHAPE (multicast vs not) and cuBLAS
+#   msamp   : markov_draft samplers A/B (scripts/markov_ab.py sampled: token vs block race, b = 2, 16, 64)
 #   ab      : fp8 tile A/B (scripts/gemm_tile_ab.py) of AB_CFGS against the table on the six M = 4096
 #             shapes (or AB_SHAPES), cuBLAS in every round; default: balanced grids and multicast
 #   san     : compute-sanitizer memcheck + racecheck on SAN_TESTS (default: the MLA smoke tests)
@@ -73,6 +74,9 @@ PY
       python3 scripts/gemm_profile.py ${NCU_SHAPE:-4096 4096 7168} --cfg ${NCU_CFGS:-256,128,3,1,1 256,128,3,1,2 256,128,3,2,1} \
       >> $OUT/ncu.log 2>&1
     say "ncu rc=$?" ;;
+  msamp)
+    timeout ${T_MSAMP:-150} python3 scripts/markov_ab.py sampled > $OUT/msamp.log 2>&1
+    say "markov samplers rc=$?"; cat $OUT/msamp.log ;;
   ab)  # labels: BMxBNxSTAGEScMN[sS][gG][b], b = balanced grid (the fewest CTAs for the same waves)
     timeout ${T_AB:-240} python3 scripts/gemm_tile_ab.py --rounds ${AB_ROUNDS:-3} --json $J/ab.json \
       ${AB_CFGS:-256x128x3c11b,256x128x3c21,256x128x3c21b,128x192x4c11b} $AB_SHAPES > $OUT/ab.log 2>&1
