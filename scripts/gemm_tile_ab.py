@@ -3,7 +3,8 @@
 (labels as `jitkern bench gemm` prints them: BMxBNxSTAGEScMN[sS], plus an optional gG for the
 raster's N-group width, default 16, and an optional trailing b for a balanced grid: per shape, the
 fewest CTAs that keep the 132-CTA grid's number of tile waves, as DeepGEMM launches, so every CTA
-runs the same number of tiles and the rest of the SMs idle), ROUNDS interleaved rounds in one
+runs the same number of tiles and the rest of the SMs idle; then optional `:NAME=VALUE` build
+defines of gemm.cuh, e.g. 256x128x3c21:JITKERN_GEMM_MCAST=0), ROUNDS interleaved rounds in one
 process (their spread is the noise), cuBLAS fp8 row-wise in every round. Checks each config's output
 against the table config's before timing (rel. error of the two, both against float64 is in the tests).
     GPU host:      python3 scripts/gemm_tile_ab.py [--rounds R] [--json PATH] CFG[,CFG..] [M,N,K ...]
@@ -23,13 +24,25 @@ SHAPES = [(4096, 2112, 7168), (4096, 24576, 1536), (4096, 32768, 512), (4096, 71
           (4096, 7168, 2048)]
 
 
-def parse(label):
-    """(config, balanced) of a label."""
+def parse(text):
+    """(config, balanced, defines) of a label."""
+    label, *defs = text.split(":")
     m = re.fullmatch(r"(\d+)x(\d+)x(\d+)c(\d)(\d)(?:s(\d+))?(?:g(\d+))?(b?)", label)
-    if not m:
-        raise SystemExit(f"config label {label!r}: expected BMxBNxSTAGEScMN[sS][gG][b]")
+    if not m or not all(re.fullmatch(r"JITKERN_\w+=\w+", d) for d in defs):
+        raise SystemExit(f"config label {text!r}: expected BMxBNxSTAGEScMN[sS][gG][b][:JITKERN_NAME=VALUE ...]")
     bm, bn, st, cm, cn = map(int, m.groups()[:5])
-    return H.GemmConfig(bm, bn, st, int(m.group(7) or 16), 132, cm, cn, split_k=int(m.group(6) or 1)), m.group(8) == "b"
+    cfg = H.GemmConfig(bm, bn, st, int(m.group(7) or 16), 132, cm, cn, split_k=int(m.group(6) or 1))
+    return cfg, m.group(8) == "b", tuple(tuple(d.split("=")) for d in defs)
+
+
+_spec = G.gemm_spec
+
+
+def spec_with(defines):
+    """gemm_spec adding `defines` (the op builds its spec through G.gemm_spec)."""
+    if not defines:
+        return _spec
+    return lambda *a, **kw: dataclasses.replace(_spec(*a, **kw), defines=_spec(*a, **kw).defines + defines)
 
 
 def balanced(cfg, m, n, sms=132):
@@ -41,8 +54,8 @@ def balanced(cfg, m, n, sms=132):
     return dataclasses.replace(cfg, num_sms=-(-units // waves) * cl)
 
 
-def label(cfg, bal):
-    return f"{cfg.label()}g{cfg.group_n}" + ("b" if bal else "")
+def label(cfg, bal, defines=()):
+    return f"{cfg.label()}g{cfg.group_n}" + ("b" if bal else "") + "".join(f":{k}={v}" for k, v in defines)
 
 
 def main(argv):
@@ -56,12 +69,13 @@ def main(argv):
             jpath = next(it)
         else:
             args.append(a)
-    cfgs = [parse(c) for c in args[0].split(",")]  # (config, balanced)
+    cfgs = [parse(c) for c in args[0].split(",")]  # (config, balanced, defines)
     shapes = [tuple(int(x) for x in a.split(",")) for a in args[1:]] or SHAPES
     if pre:
         for m, n, k in shapes:
-            for cfg in [c for c, _ in cfgs] + [H.gemm_config("fp8", m, n, k, 132, "NVIDIA H200")]:
-                compile_spec(G.gemm_spec("fp8", n, k, cfg), "sm_90a")  # the grid cap is not compiled in
+            compile_spec(_spec("fp8", n, k, H.gemm_config("fp8", m, n, k, 132, "NVIDIA H100 80GB HBM3")), "sm_90a")
+            for cfg, _, defs in cfgs:  # (the grid cap is not compiled in)
+                compile_spec(spec_with(defs)("fp8", n, k, cfg), "sm_90a")
         return
     import torch
     from jitkern.bench.common import graph_time_us
@@ -72,23 +86,32 @@ def main(argv):
         table = H.gemm_config("fp8", m, n, k, 132, torch.cuda.get_device_name())
         _, _, a8, b8 = _inputs(m, n, k, "cuda")
         sa, sb = torch.rand(m, 1, device="cuda") + 0.5, torch.rand(1, n, device="cuda") + 0.5
-        runs = [("table " + table.label(), table)] + [
-            (label(c, bal), balanced(c, m, n) if bal else c) for c, bal in cfgs]
+        runs = [("table " + table.label(), table, ())] + [
+            (label(c, bal, defs), balanced(c, m, n) if bal else c, defs) for c, bal, defs in cfgs]
         ref = G.gemm_fp8_nt(a8, b8, config=table)
         outs = {}
-        for lab, cfg in runs:
+        for lab, cfg, defs in runs:
             out = torch.full((m, n), float("nan"), device="cuda", dtype=torch.bfloat16)
-            G.gemm_fp8_nt(a8, b8, out=out, config=cfg)
+            G.gemm_spec = spec_with(defs)
+            try:
+                G.gemm_fp8_nt(a8, b8, out=out, config=cfg)
+            finally:
+                G.gemm_spec = _spec
             err = rel_err(out.float(), ref.float())
             if not err <= 1e-2:
                 raise SystemExit(f"{m}x{n}x{k} {lab}: output differs from the table config's (rel err {err:.3g})")
             outs[lab] = out
-        times = {lab: [] for lab, _ in runs}
+        times = {lab: [] for lab, _, _ in runs}
         times["cublas"] = []
         for _ in range(rounds):
-            for lab, cfg in runs:
+            for lab, cfg, defs in runs:
                 out = outs[lab]
-                times[lab].append(graph_time_us(lambda i: G.gemm_fp8_nt(a8, b8, out=out, config=cfg), calls=10, reps=10))
+                G.gemm_spec = spec_with(defs)
+                try:
+                    times[lab].append(graph_time_us(lambda i: G.gemm_fp8_nt(a8, b8, out=out, config=cfg),
+                                                    calls=10, reps=10))
+                finally:
+                    G.gemm_spec = _spec
             times["cublas"].append(graph_time_us(lambda i: torch._scaled_mm(
                 a8[0], b8[0].t(), scale_a=sa, scale_b=sb, out_dtype=torch.bfloat16), calls=10, reps=10))
         print(f"{m}x{n}x{k}: " + "; ".join(
@@ -96,7 +119,7 @@ def main(argv):
             for lab, ts in times.items()), flush=True)
         for lab, ts in times.items():
             records.append({"m": m, "n": n, "k": k, "config": lab, "us": ts,
-                            "grid_cap": dict(runs).get(lab, table).num_sms if lab != "cublas" else None,
+                            "grid_cap": {r[0]: r[1] for r in runs}[lab].num_sms if lab != "cublas" else None,
                             "best_tflops": 2 * m * n * k / min(ts) / 1e6})
     if jpath:
         with open(jpath, "w") as f:

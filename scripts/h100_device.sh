@@ -13,7 +13,8 @@
 #   ncu     : graph timings + one ncu launch each of NCU_CFGS on NCU_SHAPE (multicast vs not) and cuBLAS
 #   msamp   : markov_draft samplers A/B (scripts/markov_ab.py sampled: token vs block race, b = 2, 16, 64)
 #   ab      : fp8 tile A/B (scripts/gemm_tile_ab.py) of AB_CFGS against the table on the six M = 4096
-#             shapes (or AB_SHAPES), cuBLAS in every round; default: balanced grids and multicast
+#             shapes (or AB_SHAPES), cuBLAS in every round; default: balanced grids, and the 2-CTA
+#             loss taken apart (cluster launch alone, + paired release, + multicast)
 #   san     : compute-sanitizer memcheck + racecheck on SAN_TESTS (default: the MLA smoke tests)
 # From the repo root on the GPU host, carrying .whl and (optionally) a precompiled .jitkern-cache:
 #   STEPS="tune gemm grouped mla spec" bash scripts/h100_device.sh
@@ -79,7 +80,8 @@ PY
     say "markov samplers rc=$?"; cat $OUT/msamp.log ;;
   ab)  # labels: BMxBNxSTAGEScMN[sS][gG][b], b = balanced grid (the fewest CTAs for the same waves)
     timeout ${T_AB:-240} python3 scripts/gemm_tile_ab.py --rounds ${AB_ROUNDS:-3} --json $J/ab.json \
-      ${AB_CFGS:-256x128x3c11b,256x128x3c21,256x128x3c21b,128x192x4c11b} $AB_SHAPES > $OUT/ab.log 2>&1
+      ${AB_CFGS:-256x128x3c11b,256x128x3c21,256x128x3c21:JITKERN_GEMM_MCAST=0,256x128x3c21:JITKERN_GEMM_MCAST=2,256x128x3c21b,128x192x4c11b} \
+      $AB_SHAPES > $OUT/ab.log 2>&1
     say "tile ab rc=$?"; tail -6 $OUT/ab.log ;;
   san)
     for tool in memcheck racecheck; do

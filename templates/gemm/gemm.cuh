@@ -197,6 +197,17 @@ gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constan
 #ifndef JITKERN_GEMM_PIPELINE
 #define JITKERN_GEMM_PIPELINE 1
 #endif
+// Diagnostic of the 2-CTA configs (scripts/gemm_tile_ab.py `:JITKERN_GEMM_MCAST=0|2` labels;
+// templates/gemm/NOTES.md): 1 (default) multicast; 0 each CTA loads its whole tiles itself (two
+// half-tile boxes, the descriptors are the multicast ones) and releases its stages locally: the
+// cluster launch alone; 2 the same loads with the stage release still waiting for both CTAs'
+// consumers: the pair's lockstep without the multicast.
+#ifndef JITKERN_GEMM_MCAST
+#define JITKERN_GEMM_MCAST 1
+#endif
+  constexpr bool kMcast = kCluster > 1 && JITKERN_GEMM_MCAST == 1;    // the shared operand multicast
+  constexpr bool kPairRelease = kCluster > 1 && JITKERN_GEMM_MCAST != 0;  // stages released to both CTAs
+  constexpr uint32_t kReleasers = kPairRelease ? kCluster : 1;
   constexpr bool kPipelined = kFp8 && JITKERN_GEMM_PIPELINE && (2 + kWaves) * kAcc <= 192 && 128 % BLOCK_N == 0;
   // Register split: 128 * producer + 128 * kNumMathWG * math <= 64K. The producer's cluster
   // index math needs more than the customary 40 registers to stay spill-free.
@@ -224,7 +235,7 @@ gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constan
     for (uint32_t s = 0; s < kStages; ++s) {
       mbar_init(&full_bar[s], 1);
       // one arrival per math warp of every CTA whose multicast writes into this stage
-      mbar_init(&empty_bar[s], Cfg::kNumMathWG * 4 * kCluster);
+      mbar_init(&empty_bar[s], Cfg::kNumMathWG * 4 * kReleasers);
     }
     fence_barrier_init();
   }
@@ -305,15 +316,23 @@ gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constan
           mbar_wait(&empty_bar[s], ((it / kStages) & 1) ^ 1);
           // Full tile bytes: with multicast, the peer's half lands here and completes our barrier too.
           mbar_arrive_expect_tx(&full_bar[s], Cfg::kStageBytes);
-          if constexpr (kClusterN == 2) {
+          if constexpr (kClusterN == 2 && kMcast) {
             tma_load_2d_multicast(&tma_a, &full_bar[s], smem_a + s * Cfg::kABytes + rank() * Cfg::kMcastRowsA * 128,
                                   kb * BLOCK_K, row0 + rank() * Cfg::kMcastRowsA, 0x3);
+          } else if constexpr (kClusterN == 2) {  // diagnostic: both halves, locally
+            for (uint32_t h = 0; h < 2; ++h)
+              tma_load_2d(&tma_a, &full_bar[s], smem_a + s * Cfg::kABytes + h * Cfg::kMcastRowsA * 128, kb * BLOCK_K,
+                          row0 + h * Cfg::kMcastRowsA);
           } else {
             tma_load_2d(&tma_a, &full_bar[s], smem_a + s * Cfg::kABytes, kb * BLOCK_K, row0);
           }
-          if constexpr (kClusterM == 2) {
+          if constexpr (kClusterM == 2 && kMcast) {
             tma_load_2d_multicast(&tma_b, &full_bar[s], smem_b + s * Cfg::kBBytes + rank() * Cfg::kMcastRowsB * 128,
                                   kb * BLOCK_K, b_row0 + rank() * Cfg::kMcastRowsB, 0x3);
+          } else if constexpr (kClusterM == 2) {
+            for (uint32_t h = 0; h < 2; ++h)
+              tma_load_2d(&tma_b, &full_bar[s], smem_b + s * Cfg::kBBytes + h * Cfg::kMcastRowsB * 128, kb * BLOCK_K,
+                          b_row0 + h * Cfg::kMcastRowsB);
           } else {
             tma_load_2d(&tma_b, &full_bar[s], smem_b + s * Cfg::kBBytes, kb * BLOCK_K, b_row0);
           }
@@ -333,7 +352,7 @@ gemm_nt_kernel(const __grid_constant__ TmaDescriptor tma_a, const __grid_constan
     // Stage s is no longer read by this warp: tell every producer that writes into it.
     auto release = [&](uint32_t s) {
       __syncwarp();
-      if constexpr (kCluster > 1) {
+      if constexpr (kPairRelease) {
         if (lane < kCluster) mbar_arrive_cluster(&empty_bar[s], lane);
       } else {
         if (lane == 0) mbar_arrive(&empty_bar[s]);
