@@ -269,6 +269,21 @@ __device__ __noinline__ uint4 markov_block_random(uint32_t lb, uint32_t req0, ui
   return philox4x32_10(make_uint4(lb, req0, pos, 0xB10C3A7Cu), make_uint2((uint32_t)seed, (uint32_t)(seed >> 32)));
 }
 
+// A lane's EPT logits of one request in a block: the base values at `row` (the stage's row of the
+// request, the lane's EPT columns) plus the mma accumulators of half h (rows g or g + 8), -inf past V
+// (only in the vocabulary's last block, `tail`).
+template <int EPT, int NT, typename TB>
+__device__ __forceinline__ void lane_logits(const TB* row, const float (&acc)[NT][4], int h, int v0, int V, bool tail,
+                                            float (&x)[EPT]) {
+  load_vals<EPT>(row, x);
+#pragma unroll
+  for (int e = 0; e < EPT; ++e) x[e] = acc[e >> 1][2 * h + (e & 1)] + x[e];
+  if (tail) {
+#pragma unroll
+    for (int e = 0; e < EPT; ++e) if (v0 + e >= V) x[e] = -__int_as_float(0x7F800000);
+  }
+}
+
 // Per (thread, request) greedy state: the first maximum of the approximate logits (NaN counts as
 // largest) and a2, the largest of the others (an upper bound of every value not recomputed when
 // only (a1, i1) is). Elements in increasing index order; branch-free: 5 instructions per element
@@ -570,13 +585,7 @@ __global__ void __launch_bounds__(256, 1) markov_draft(
             const int row = m * 16 + 8 * h + g;
             if (m * 16 + 8 * h >= nb) break;  // warp-uniform: no valid request in this half
             float x[EPT];
-            spec::load_vals<EPT>(stg + row * BRS + EPT * t4, x);
-#pragma unroll
-            for (int e = 0; e < EPT; ++e) x[e] = acc[e >> 1][2 * h + (e & 1)] + x[e];
-            if (tail) {
-#pragma unroll
-              for (int e = 0; e < EPT; ++e) if (v0 + e >= V) x[e] = -__int_as_float(0x7F800000);
-            }
+            spec::lane_logits(stg + row * BRS + EPT * t4, acc, h, v0, V, tail, x);
             if (row >= nb) continue;
             if constexpr (!kSampled) {
               top[m][h].update(x, v0);
@@ -592,16 +601,9 @@ __global__ void __launch_bounds__(256, 1) markov_draft(
                 for (int e = 0; e < EPT; ++e) x[e] = spec::ex2_ftz(fmaf(x[e], c, -mc));
                 float S = spec::lane_sum(x);
                 if (!(S > 0.5f)) {
-                  // Rare: NaN logits, +inf, or M c past FLT_MAX. The logits again (as above; a shared
-                  // lambda for the two changed the SASS of the greedy and per-token kernels), NaN
-                  // never drawn, +inf as the largest finite value, weights from a - M exactly.
-                  spec::load_vals<EPT>(stg + row * BRS + EPT * t4, x);
-#pragma unroll
-                  for (int e = 0; e < EPT; ++e) x[e] = acc[e >> 1][2 * h + (e & 1)] + x[e];
-                  if (tail) {
-#pragma unroll
-                    for (int e = 0; e < EPT; ++e) if (v0 + e >= V) x[e] = -__int_as_float(0x7F800000);
-                  }
+                  // Rare: NaN logits, +inf, or M c past FLT_MAX. The logits again, NaN never drawn,
+                  // +inf as the largest finite value, weights from a - M exactly.
+                  spec::lane_logits(stg + row * BRS + EPT * t4, acc, h, v0, V, tail, x);
 #pragma unroll
                   for (int e = 0; e < EPT; ++e) x[e] = fminf(fmaxf(x[e], -__int_as_float(0x7F800000)), 0x1.fffffep127f);
                   mx = fminf(mx, 0x1.fffffep127f);
