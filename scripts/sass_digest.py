@@ -18,6 +18,7 @@ from sass_tools import nvdisasm  # noqa: E402
 
 from jitkern.presets import PRESETS  # noqa: E402
 from jitkern.runtime import compile_spec  # noqa: E402
+from jitkern.runtime.arch import target_for_arch  # noqa: E402
 from jitkern.warmup import load_manifest, specs_for_manifest  # noqa: E402
 
 
@@ -43,7 +44,7 @@ def main():
     if tool is None:
         raise SystemExit("nvdisasm not found: pip install nvidia-cuda-nvdisasm")
     manifest = load_manifest(args.manifest) if args.manifest else PRESETS[args.preset]
-    for spec in specs_for_manifest(manifest, args.arch):
+    for spec in specs_for_manifest(manifest, target_for_arch(args.arch)):
         if args.family and spec.family != args.family:
             continue
         entry, _ = compile_spec(spec, args.arch)
