@@ -42,7 +42,10 @@ def spec_with(defines):
     """gemm_spec adding `defines` (the op builds its spec through G.gemm_spec)."""
     if not defines:
         return _spec
-    return lambda *a, **kw: dataclasses.replace(_spec(*a, **kw), defines=_spec(*a, **kw).defines + defines)
+    def spec(*a, **kw):
+        s = _spec(*a, **kw)
+        return dataclasses.replace(s, defines=s.defines + defines)
+    return spec
 
 
 def balanced(cfg, m, n, sms=132):

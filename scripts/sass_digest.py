@@ -9,12 +9,10 @@ import argparse
 import hashlib
 import os
 import re
-import subprocess
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
-from sass_tools import nvdisasm  # noqa: E402
+from sass_tools import disassemble, nvdisasm  # noqa: E402
 
 from jitkern.presets import PRESETS  # noqa: E402
 from jitkern.runtime import compile_spec  # noqa: E402
@@ -23,11 +21,7 @@ from jitkern.warmup import load_manifest, specs_for_manifest  # noqa: E402
 
 
 def digest(cubin: bytes, tool: str) -> str:
-    with tempfile.TemporaryDirectory() as d:
-        path = os.path.join(d, "k.cubin")
-        with open(path, "wb") as f:
-            f.write(cubin)
-        text = subprocess.run([tool, "-c", path], capture_output=True, text=True, check=True).stdout
+    text = disassemble(cubin, tool)
     # instructions only: addresses, encodings and section names vary with unrelated symbols
     body = "\n".join(m.group(1).strip() for m in re.finditer(r"/\*[0-9a-f]{4,}\*/\s+([^;]*;)", text))
     return hashlib.sha256(body.encode()).hexdigest()[:16]

@@ -24,13 +24,18 @@ def nvdisasm():
     return None
 
 
+def disassemble(cubin: bytes, tool: str) -> str:
+    """SASS text of `cubin` by the nvdisasm at `tool`."""
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "k.cubin")
+        with open(path, "wb") as f:
+            f.write(cubin)
+        return subprocess.run([tool, "-c", path], capture_output=True, text=True, check=True).stdout
+
+
 def sass_of(cubin: bytes) -> str:
     """SASS text of `cubin`; skips the calling test when no nvdisasm is installed."""
     nd = nvdisasm()
     if nd is None:
         pytest.skip("nvdisasm not found (pip install nvidia-cuda-nvdisasm): SASS not checked")
-    with tempfile.TemporaryDirectory() as d:
-        path = os.path.join(d, "k.cubin")
-        with open(path, "wb") as f:
-            f.write(cubin)
-        return subprocess.run([nd, "-c", path], capture_output=True, text=True, check=True).stdout
+    return disassemble(cubin, nd)
